@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Builds pg_perf and installs it into the PostgreSQL found by $PG_CONFIG.
+# Usage: scripts/install-ext.sh [--release]
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$REPO_ROOT"
+log "cargo pgrx install $*"
+cargo pgrx install --pg-config "$PG_CONFIG" "$@" 2>&1 | grep -v "^\s*$" | tail -n 5
