@@ -9,6 +9,8 @@ name=${2:?cluster name}
 port=${3:?port}
 shift 3 || true
 data="$PERF_ROOT/$name"
+# A Rust backtrace in the server environment would be appended to every ERROR's DETAIL.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 sock="$PERF_ROOT/sock"
 
 init_cluster() {

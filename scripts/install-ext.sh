@@ -4,4 +4,5 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_ROOT"
 log "cargo pgrx install $*"
-cargo pgrx install --pg-config "$PG_CONFIG" "$@" 2>&1 | grep -v "^\s*$" | tail -n 5
+cargo pgrx install --pg-config "$PG_CONFIG" "$@" >"$REPO_ROOT/target/install.log" 2>&1 ||
+    { tail -n 40 "$REPO_ROOT/target/install.log" >&2; die "cargo pgrx install failed"; }

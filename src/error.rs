@@ -72,5 +72,9 @@ impl PerfError {
 
 /// Shorthand for the most common refusal: a bad argument with a hint.
 pub fn invalid_argument(what: impl Into<String>, hint: impl Into<String>) -> ! {
-    PerfError::InvalidArgument { what: what.into(), hint: hint.into() }.raise()
+    PerfError::InvalidArgument {
+        what: what.into(),
+        hint: hint.into(),
+    }
+    .raise()
 }

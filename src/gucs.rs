@@ -16,6 +16,38 @@ pub fn enabled() -> bool {
     ENABLED.get()
 }
 
+/// Which statements `perf.track` records.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TrackLevel {
+    #[name = c"none"]
+    None,
+    #[name = c"top"]
+    Top,
+    #[name = c"all"]
+    All,
+}
+
+/// `perf.track`: none | top (statements sent by clients) | all (also those run inside functions).
+pub static TRACK: GucSetting<TrackLevel> = GucSetting::<TrackLevel>::new(TrackLevel::Top);
+/// `perf.track_utility`: also record utility statements (DDL, VACUUM, COPY, ...).
+pub static TRACK_UTILITY: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `perf.max_statements`: statement entries kept in shared memory (restart to change).
+pub static MAX_STATEMENTS: GucSetting<i32> = GucSetting::<i32>::new(5000);
+/// `perf.max_query_text`: bytes of normalized query text kept per statement (restart to change).
+pub static MAX_QUERY_TEXT: GucSetting<i32> = GucSetting::<i32>::new(2048);
+/// `perf.slow_query_ms`: runs at least this slow get their plan captured; -1 disables.
+pub static SLOW_QUERY_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// `perf.plan_sample_rate`: fraction of executions run with per-node instrumentation.
+pub static PLAN_SAMPLE_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.01);
+/// `perf.max_plans`: captured slow plans kept in shared memory (restart to change).
+pub static MAX_PLANS: GucSetting<i32> = GucSetting::<i32>::new(500);
+/// `perf.max_plan_size`: bytes kept per captured plan (restart to change).
+pub static MAX_PLAN_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16384);
+/// `perf.capture_predicates`: record the columns each statement filters, joins and sorts on.
+pub static CAPTURE_PREDICATES: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `perf.save`: keep statistics across clean server restarts.
+pub static SAVE: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// Registers all GUCs and reserves the `perf.` prefix. Called from `_PG_init` only.
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -25,6 +57,100 @@ pub fn init() {
           SQL functions still answer from what was collected before.",
         &ENABLED,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+
+    GucRegistry::define_enum_guc(
+        c"perf.track",
+        c"Which statements pg_perf records: none, top (client-issued) or all (also nested).",
+        c"'all' also records statements run inside functions and procedures.",
+        &TRACK,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"perf.track_utility",
+        c"Records utility statements (DDL, VACUUM, COPY, ...) as well.",
+        c"",
+        &TRACK_UTILITY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"perf.max_statements",
+        c"Maximum number of distinct statements kept in shared memory.",
+        c"When full, the least valuable 5% of a partition (by decayed calls and time) are evicted.",
+        &MAX_STATEMENTS,
+        100,
+        1_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"perf.max_query_text",
+        c"Bytes of normalized query text kept per statement; longer texts are truncated.",
+        c"",
+        &MAX_QUERY_TEXT,
+        256,
+        1_048_576,
+        GucContext::Postmaster,
+        GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_int_guc(
+        c"perf.slow_query_ms",
+        c"Executions at least this slow have their plan captured for perf.why_slow().",
+        c"-1 disables plan capture.",
+        &SLOW_QUERY_MS,
+        -1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_float_guc(
+        c"perf.plan_sample_rate",
+        c"Fraction of executions run with per-node instrumentation (actual rows and timing).",
+        c"A captured slow plan has actual row counts only if its run was sampled. Statements \
+          known to be slow and lacking such a plan are instrumented on their next run.",
+        &PLAN_SAMPLE_RATE,
+        0.0,
+        1.0,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"perf.max_plans",
+        c"Maximum number of captured slow-query plans kept in shared memory.",
+        c"",
+        &MAX_PLANS,
+        0,
+        100_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"perf.max_plan_size",
+        c"Bytes kept per captured plan (JSON); larger plans are stored in compact text form.",
+        c"",
+        &MAX_PLAN_SIZE,
+        1024,
+        1_048_576,
+        GucContext::Postmaster,
+        GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_bool_guc(
+        c"perf.capture_predicates",
+        c"Records the columns and operators each statement filters, joins, sorts and groups on.",
+        c"Captured once per statement and plan shape; read by perf.predicates and the index advisor.",
+        &CAPTURE_PREDICATES,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"perf.save",
+        c"Saves statement statistics across clean server shutdowns.",
+        c"",
+        &SAVE,
+        GucContext::Sighup,
         GucFlags::default(),
     );
 

@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 
 pub mod error;
 pub mod gucs;
+pub mod stats;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -24,6 +25,7 @@ pub extern "C-unwind" fn _PG_init() {
         error::PerfError::NotPreloaded.raise();
     }
     gucs::init();
+    stats::init();
 }
 
 /// The version of the pg_perf library that is loaded in this server.
@@ -66,6 +68,9 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'pg_perf'", "compute_query_id = on"]
+        vec![
+            "shared_preload_libraries = 'pg_perf'",
+            "compute_query_id = on",
+        ]
     }
 }
