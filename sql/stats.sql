@@ -152,7 +152,7 @@ LANGUAGE sql STABLE AS $$
                  OR (p.other_unique AND NOT p.is_unique)
                  OR (p.other_unique = p.is_unique AND p.indexrelid > p.other)))
         OR (NOT p.identical
-            AND p.relam = 'btree'::regam::oid
+            AND p.relam = (SELECT oid FROM pg_catalog.pg_am WHERE amname = 'btree')
             AND NOT p.is_unique AND NOT p.backs_constraint
             AND p.exprs = '' AND p.natts = p.nkeys
             AND p.nkeys < (SELECT b.nkeys FROM idx b WHERE b.indexrelid = p.other)
