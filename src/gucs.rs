@@ -10,10 +10,54 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// `perf.enabled`: master switch. Off means every hook returns straight to the next one.
 pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+// Hot-path accessors. `GucSetting::get()` checks that it runs on the main thread (a TLS
+// lookup each time); the hooks run on the backend's only thread by construction, so they
+// read the GUC storage directly.
+
 /// True when pg_perf should do any work in this backend.
 #[inline]
 pub fn enabled() -> bool {
-    ENABLED.get()
+    // SAFETY: plain read of GUC storage owned by this (single-threaded) backend.
+    unsafe { *ENABLED.as_ptr() }
+}
+
+/// `perf.track`, read without the thread check (see above).
+#[inline]
+pub fn track() -> TrackLevel {
+    // SAFETY: plain read of GUC storage; the value is an ordinal of TrackLevel's entries.
+    match unsafe { *TRACK.as_ptr() } {
+        0 => TrackLevel::None,
+        2 => TrackLevel::All,
+        _ => TrackLevel::Top,
+    }
+}
+
+/// `perf.track_utility`, read without the thread check.
+#[inline]
+pub fn track_utility() -> bool {
+    // SAFETY: plain read of GUC storage.
+    unsafe { *TRACK_UTILITY.as_ptr() }
+}
+
+/// `perf.slow_query_ms` as milliseconds (negative = plan capture off).
+#[inline]
+pub fn slow_query_ms() -> f64 {
+    // SAFETY: plain read of GUC storage.
+    unsafe { *SLOW_QUERY_MS.as_ptr() as f64 }
+}
+
+/// `perf.plan_sample_rate`, read without the thread check.
+#[inline]
+pub fn plan_sample_rate() -> f64 {
+    // SAFETY: plain read of GUC storage.
+    unsafe { *PLAN_SAMPLE_RATE.as_ptr() }
+}
+
+/// `perf.capture_predicates`, read without the thread check.
+#[inline]
+pub fn capture_predicates() -> bool {
+    // SAFETY: plain read of GUC storage.
+    unsafe { *CAPTURE_PREDICATES.as_ptr() }
 }
 
 /// Which statements `perf.track` records.

@@ -7,6 +7,7 @@
 
 use pgrx::prelude::*;
 
+pub mod advisor;
 pub mod error;
 pub mod gucs;
 pub mod stats;

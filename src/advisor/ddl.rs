@@ -541,6 +541,10 @@ fn render_key(key: &IndexKey, method: &IndexMethod) -> Result<String, DdlError> 
 }
 
 /// The key list of a candidate as it appears between the parentheses of CREATE INDEX.
+///
+/// # Errors
+/// [`DdlError::NoKeys`] for an empty key list, [`DdlError::EmptyIdentifier`] for an
+/// unnamed column, [`DdlError::UnsafeFragment`] for a suspicious expression.
 pub fn render_key_list(candidate: &IndexCandidate) -> Result<String, DdlError> {
     if candidate.keys.is_empty() {
         return Err(DdlError::NoKeys);
@@ -555,6 +559,11 @@ pub fn render_key_list(candidate: &IndexCandidate) -> Result<String, DdlError> {
 
 /// `CREATE INDEX CONCURRENTLY <name> ON <schema>.<table> USING <method> (<keys>)
 /// [INCLUDE (...)] [WHERE ...]`.
+///
+/// # Errors
+/// [`DdlError::WrongTable`] when `table` is not the candidate's table,
+/// [`DdlError::IncludeNotSupported`] for INCLUDE on a non-btree method, and the errors of
+/// [`render_key_list`] for keys and the partial predicate.
 pub fn create_index_sql(
     candidate: &IndexCandidate,
     table: &TableInfo,
@@ -589,7 +598,9 @@ pub fn create_index_sql(
             }
             cols.push(quote_ident(&c.name));
         }
-        sql.push_str(&format!(" INCLUDE ({})", cols.join(", ")));
+        sql.push_str(" INCLUDE (");
+        sql.push_str(&cols.join(", "));
+        sql.push(')');
     }
     if let Some(p) = &candidate.predicate {
         let predicate = p.sql.trim();
@@ -601,6 +612,9 @@ pub fn create_index_sql(
 }
 
 /// `DROP INDEX CONCURRENTLY <schema>.<name>` for a drop candidate.
+///
+/// # Errors
+/// [`DdlError::EmptyIdentifier`] when the schema or index name is empty.
 pub fn drop_index_sql(index: &ExistingIndex) -> Result<String, DdlError> {
     if index.schema.is_empty() || index.name.is_empty() {
         return Err(DdlError::EmptyIdentifier);

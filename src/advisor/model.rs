@@ -636,9 +636,11 @@ impl IndexCandidate {
         let mut directions: Vec<SortDirection> = self.keys.iter().map(|k| k.direction).collect();
         if self.method != IndexMethod::Btree {
             // Only btree keys have an order.
-            directions.iter_mut().for_each(|d| *d = SortDirection::ASC);
+            directions.fill(SortDirection::ASC);
         } else if directions.first().is_some_and(|d| d.descending) {
-            directions.iter_mut().for_each(|d| *d = d.reversed());
+            for d in &mut directions {
+                *d = d.reversed();
+            }
         }
         let mut include: Vec<i16> = self.include.iter().map(|c| c.attnum).collect();
         include.sort_unstable();

@@ -138,18 +138,18 @@ fn query_stats(
                 pct(&c, 0.50),
                 pct(&c, 0.95),
                 pct(&c, 0.99),
-                c.shared_blks_hit,
-                c.shared_blks_read,
-                c.shared_blks_dirtied,
-                c.shared_blks_written,
-                c.local_blks_hit,
-                c.local_blks_read,
-                c.temp_blks_read,
-                c.temp_blks_written,
-                c.blk_read_time,
-                c.blk_write_time,
-                c.wal_records,
-                c.wal_bytes.min(i64::MAX as u64) as i64,
+                c.buffers.shared_blks_hit,
+                c.buffers.shared_blks_read,
+                c.buffers.shared_blks_dirtied,
+                c.buffers.shared_blks_written,
+                c.buffers.local_blks_hit,
+                c.buffers.local_blks_read,
+                c.buffers.temp_blks_read,
+                c.buffers.temp_blks_written,
+                c.buffers.blk_read_ms,
+                c.buffers.blk_write_ms,
+                c.wal.records,
+                c.wal.bytes.min(i64::MAX as u64) as i64,
                 c.slow_calls,
                 ts(c.first_seen),
                 ts(c.last_seen),
@@ -184,8 +184,8 @@ fn order_value(key: &str, c: &shmem::Counters) -> f64 {
         "max_time" => c.max_time,
         "calls" => c.calls as f64,
         "rows" => c.rows as f64,
-        "io" => c.shared_blks_read as f64,
-        "temp" => (c.temp_blks_written + c.temp_blks_read) as f64,
+        "io" => c.buffers.shared_blks_read as f64,
+        "temp" => (c.buffers.temp_blks_written + c.buffers.temp_blks_read) as f64,
         "errors" => c.errors as f64,
         _ => c.slow_calls as f64,
     }
@@ -246,7 +246,7 @@ fn slow_queries(
         .iter()
         .map(|e| {
             let c = &e.counters;
-            let blocks = c.shared_blks_hit + c.shared_blks_read;
+            let blocks = c.buffers.shared_blks_hit + c.buffers.shared_blks_read;
             (
                 e.key.queryid,
                 visible_text(e, all, me),
@@ -266,8 +266,8 @@ fn slow_queries(
                 } else {
                     0.0
                 },
-                (blocks > 0).then(|| 100.0 * c.shared_blks_hit as f64 / blocks as f64),
-                c.temp_blks_written,
+                (blocks > 0).then(|| 100.0 * c.buffers.shared_blks_hit as f64 / blocks as f64),
+                c.buffers.temp_blks_written,
                 c.slow_calls,
                 c.errors,
                 c.plan_ms > 0.0,
@@ -321,15 +321,15 @@ fn slow_plans() -> TableIterator<
 
 /// Findings drawn from the counters alone (no plan needed).
 fn counter_findings(c: &shmem::Counters, out: &mut Vec<Finding>) {
-    let blocks = c.shared_blks_hit + c.shared_blks_read;
-    if blocks > 1000 && c.shared_blks_read * 10 > blocks {
+    let blocks = c.buffers.shared_blks_hit + c.buffers.shared_blks_read;
+    if blocks > 1000 && c.buffers.shared_blks_read * 10 > blocks {
         out.push(Finding {
             finding: "low_cache_hit_ratio",
-            severity: if c.shared_blks_read * 2 > blocks { Severity::Warning } else { Severity::Info },
+            severity: if c.buffers.shared_blks_read * 2 > blocks { Severity::Warning } else { Severity::Info },
             node: "statement".into(),
             detail: format!(
                 "{:.1}% of {} buffer accesses were reads from disk or OS cache",
-                100.0 * c.shared_blks_read as f64 / blocks as f64,
+                100.0 * c.buffers.shared_blks_read as f64 / blocks as f64,
                 blocks
             ),
             suggestion: "The statement reads more than fits in shared_buffers; an index that \
@@ -337,15 +337,15 @@ fn counter_findings(c: &shmem::Counters, out: &mut Vec<Finding>) {
                 .into(),
         });
     }
-    if c.temp_blks_written > 0 {
+    if c.buffers.temp_blks_written > 0 {
         out.push(Finding {
             finding: "temp_spill",
             severity: Severity::Warning,
             node: "statement".into(),
             detail: format!(
                 "wrote {} temporary blocks ({} kB) over {} calls",
-                c.temp_blks_written,
-                c.temp_blks_written * 8,
+                c.buffers.temp_blks_written,
+                c.buffers.temp_blks_written * 8,
                 c.calls
             ),
             suggestion: "Sorts or hashes spill to disk: raise work_mem for this workload \

@@ -5,8 +5,8 @@
 //!   calling it through `pg_guard_ffi_boundary` so a PostgreSQL ERROR becomes a Rust unwind
 //!   that runs our `finally` blocks instead of a longjmp over Rust frames.
 //! - With `perf.enabled = off` or `perf.track = none`, hooks do one GUC read and pass through.
-//! - The nesting level is restored on error (PgTryBuilder `finally`), as pg_stat_statements
-//!   does with PG_FINALLY, so `toplevel` stays right after a caught error in PL/pgSQL.
+//! - The nesting level is restored on error (a Drop guard runs while the ERROR unwinds), as
+//!   pg_stat_statements does with PG_FINALLY, so `toplevel` stays right after a caught error.
 //! - Backend-local state lives in `LOCAL` (one backend = one thread). It is only touched
 //!   from hook code and callbacks that run on that thread, never re-entrantly while borrowed.
 //! - Nothing here holds a lock across a call back into PostgreSQL: locking lives in `shmem`.
@@ -21,7 +21,6 @@ use std::time::Instant;
 use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 use pgrx::pg_sys::{self, QueryDesc};
 use pgrx::prelude::*;
-use pgrx::PgTryBuilder;
 
 use super::normalize;
 use super::shmem::{self, BufferDelta, ExecSample, StatKey, WalDelta};
@@ -44,8 +43,8 @@ struct Local {
     /// Hashes of statements that were slow but have no plan with actual rows yet: their next
     /// execution is instrumented regardless of `perf.plan_sample_rate`.
     want_analyzed_plan: [u64; WANT_PLAN_SLOTS],
-    /// The statement currently executing, to count it as failed if the transaction aborts.
-    in_flight: Option<(StatKey, u64)>,
+    /// Executions in progress (innermost last).
+    running: Vec<Tracked>,
     rng: u64,
 }
 
@@ -60,7 +59,7 @@ static LOCAL: BackendLocal = BackendLocal(UnsafeCell::new(Local {
     known_gen: 0,
     pending_texts: Vec::new(),
     want_analyzed_plan: [0; WANT_PLAN_SLOTS],
-    in_flight: None,
+    running: Vec::new(),
     rng: 0x9e37_79b9_7f4a_7c15,
 }));
 
@@ -111,7 +110,7 @@ fn tracking(nesting: i32) -> bool {
     if !gucs::enabled() {
         return false;
     }
-    let level_ok = match gucs::TRACK.get() {
+    let level_ok = match gucs::track() {
         TrackLevel::None => false,
         TrackLevel::Top => nesting == 0,
         TrackLevel::All => true,
@@ -231,25 +230,127 @@ unsafe extern "C-unwind" fn post_parse_analyze(
 
 // ---------------------------------------------------------------------------------------
 // Executor hooks.
+//
+// A tracked execution gets an entry on `Local::running` at ExecutorStart; ExecutorRun and
+// ExecutorFinish add their wall time and buffer/WAL deltas to it (read straight from the
+// backend's global counters, so no Instrumentation is allocated), ExecutorEnd pops it and
+// records it. An ERROR unwinding through Run/Finish marks the entry failed; the
+// (sub)transaction abort callback then records the failure and drops the entry.
 // ---------------------------------------------------------------------------------------
+
+/// One execution being tracked (identified by its QueryDesc, or PlannedStmt for utilities).
+struct Tracked {
+    id: usize,
+    key: StatKey,
+    hash: u64,
+    elapsed_ns: u64,
+    buffers: BufferDelta,
+    wal: WalDelta,
+    failed: bool,
+}
+
+/// Entries beyond this are not tracked (deeply nested or leaked executions).
+const MAX_RUNNING: usize = 64;
+
+fn find_running(id: usize) -> Option<usize> {
+    // SAFETY: backend-local, short borrow.
+    let l = unsafe { local() };
+    l.running.iter().rposition(|t| t.id == id)
+}
+
+/// Raises the nesting level for its lifetime (also when an ERROR unwinds through it).
+struct NestingGuard;
+
+impl NestingGuard {
+    #[inline]
+    fn enter() -> Self {
+        // SAFETY: backend-local.
+        unsafe { local().nesting += 1 };
+        NestingGuard
+    }
+}
+
+impl Drop for NestingGuard {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: backend-local.
+        unsafe { local().nesting -= 1 };
+    }
+}
+
+/// Measures one Run/Finish call of a tracked execution. Dropped without `finish()` means
+/// an ERROR is unwinding through the call: the execution failed.
+struct RunMeter {
+    id: usize,
+    started: Instant,
+    buffers: pg_sys::BufferUsage,
+    wal: pg_sys::WalUsage,
+    done: bool,
+}
+
+impl RunMeter {
+    #[inline]
+    fn start(id: usize) -> Self {
+        // SAFETY: plain copies of this backend's global usage counters.
+        let (buffers, wal) = unsafe { (pg_sys::pgBufferUsage, pg_sys::pgWalUsage) };
+        RunMeter {
+            id,
+            started: Instant::now(),
+            buffers,
+            wal,
+            done: false,
+        }
+    }
+
+    #[inline]
+    fn finish(mut self) {
+        self.done = true;
+        let elapsed = self.started.elapsed().as_nanos() as u64;
+        // SAFETY: plain copies of this backend's global usage counters.
+        let (b1, w1) = unsafe { (pg_sys::pgBufferUsage, pg_sys::pgWalUsage) };
+        if let Some(i) = find_running(self.id) {
+            // SAFETY: backend-local, short borrow.
+            let t = unsafe { &mut local().running[i] };
+            t.elapsed_ns += elapsed;
+            t.buffers.add_between(&self.buffers, &b1);
+            t.wal.add_between(&self.wal, &w1);
+        }
+    }
+}
+
+impl Drop for RunMeter {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Some(i) = find_running(self.id) {
+                // SAFETY: backend-local; a plain store (we may be unwinding).
+                unsafe { local().running[i].failed = true };
+            }
+        }
+    }
+}
 
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_start(qd: *mut QueryDesc, eflags: i32) {
     // SAFETY: PostgreSQL passes a valid QueryDesc whose plannedstmt is set.
-    let track = unsafe {
+    let tracked = unsafe {
         let queryid = (*(*qd).plannedstmt).queryId as i64;
+        let nesting = local().nesting;
         let track = queryid != 0
             && (eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32) == 0
-            && tracking(local().nesting)
-            && shmem::available();
+            && tracking(nesting)
+            && shmem::available()
+            && local().running.len() < MAX_RUNNING;
         if track {
-            let hash = current_key(queryid, local().nesting).hash();
+            let key = current_key(queryid, nesting);
+            let hash = key.hash();
             let wants = local().want_analyzed_plan[hash as usize % WANT_PLAN_SLOTS] == hash;
-            if gucs::SLOW_QUERY_MS.get() >= 0 && (wants || sample(gucs::PLAN_SAMPLE_RATE.get())) {
+            if gucs::slow_query_ms() >= 0.0 && (wants || sample(gucs::plan_sample_rate())) {
                 (*qd).instrument_options |= pg_sys::InstrumentOption::INSTRUMENT_ALL as i32;
             }
+            Some((key, hash))
+        } else {
+            None
         }
-        track
     };
     // SAFETY: chaining with the arguments we were given.
     unsafe {
@@ -258,52 +359,20 @@ unsafe extern "C-unwind" fn executor_start(qd: *mut QueryDesc, eflags: i32) {
             None => pg_sys::standard_ExecutorStart(qd, eflags),
         }
     }
-    // SAFETY: after ExecutorStart, estate exists; totaltime is allocated in the query's
-    // memory context so it lives exactly as long as the execution.
-    unsafe {
-        if track && (*qd).totaltime.is_null() {
-            let old = pg_sys::MemoryContextSwitchTo((*(*qd).estate).es_query_cxt);
-            (*qd).totaltime =
-                pg_sys::InstrAlloc(1, pg_sys::InstrumentOption::INSTRUMENT_ALL as i32, false);
-            pg_sys::MemoryContextSwitchTo(old);
-        }
+    if let Some((key, hash)) = tracked {
+        // SAFETY: backend-local, short borrow.
+        unsafe {
+            local().running.push(Tracked {
+                id: qd as usize,
+                key,
+                hash,
+                elapsed_ns: 0,
+                buffers: BufferDelta::default(),
+                wal: WalDelta::default(),
+                failed: false,
+            })
+        };
     }
-}
-
-/// Runs `f` one nesting level deeper, restoring the level even if `f` raises an ERROR, and
-/// remembers `qd`'s statement as in flight so an abort counts it as failed.
-#[inline]
-unsafe fn nested<R>(qd: *mut QueryDesc, f: impl FnOnce() -> R) -> R {
-    // SAFETY: valid QueryDesc from PostgreSQL.
-    let flight = unsafe {
-        let queryid = (*(*qd).plannedstmt).queryId as i64;
-        let nesting = local().nesting;
-        if queryid != 0 && !(*qd).totaltime.is_null() && tracking(nesting) {
-            let key = current_key(queryid, nesting);
-            Some((key, key.hash()))
-        } else {
-            None
-        }
-    };
-    // SAFETY: short borrows of backend-local state.
-    let saved = unsafe {
-        let l = local();
-        let saved = l.in_flight;
-        if flight.is_some() {
-            l.in_flight = flight;
-        }
-        l.nesting += 1;
-        saved
-    };
-    let r = PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
-        // SAFETY: backend-local counter.
-        .finally(|| unsafe { local().nesting -= 1 })
-        .execute();
-    // Success: the statement is no longer in flight (on error this line is not reached and
-    // the abort callback records the failure).
-    // SAFETY: backend-local.
-    unsafe { local().in_flight = saved };
-    r
 }
 
 #[pg_guard]
@@ -313,34 +382,46 @@ unsafe extern "C-unwind" fn executor_run(
     count: u64,
     execute_once: bool,
 ) {
+    let meter = find_running(qd as usize).map(|_| RunMeter::start(qd as usize));
+    let _nesting = NestingGuard::enter();
     // SAFETY: chaining with the arguments we were given.
     unsafe {
-        nested(qd, || match PREV_EXECUTOR_RUN {
+        match PREV_EXECUTOR_RUN {
             Some(prev) => pg_guard_ffi_boundary(|| prev(qd, direction, count, execute_once)),
             None => pg_sys::standard_ExecutorRun(qd, direction, count, execute_once),
-        })
+        }
+    }
+    if let Some(m) = meter {
+        m.finish();
     }
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_finish(qd: *mut QueryDesc) {
+    let meter = find_running(qd as usize).map(|_| RunMeter::start(qd as usize));
+    let _nesting = NestingGuard::enter();
     // SAFETY: chaining with the arguments we were given.
     unsafe {
-        nested(qd, || match PREV_EXECUTOR_FINISH {
+        match PREV_EXECUTOR_FINISH {
             Some(prev) => pg_guard_ffi_boundary(|| prev(qd)),
             None => pg_sys::standard_ExecutorFinish(qd),
-        })
+        }
+    }
+    if let Some(m) = meter {
+        m.finish();
     }
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_end(qd: *mut QueryDesc) {
-    // SAFETY: valid QueryDesc; totaltime/estate/planstate are alive until standard_ExecutorEnd.
+    if let Some(i) = find_running(qd as usize) {
+        // SAFETY: backend-local; the entry is removed before anything can re-enter.
+        let t = unsafe { local().running.remove(i) };
+        // SAFETY: live QueryDesc; estate/planstate are alive until standard_ExecutorEnd.
+        unsafe { record_execution(qd, &t) };
+    }
+    // SAFETY: chaining with the arguments we were given.
     unsafe {
-        let queryid = (*(*qd).plannedstmt).queryId as i64;
-        if queryid != 0 && !(*qd).totaltime.is_null() && tracking(local().nesting) {
-            record_execution(qd, queryid);
-        }
         match PREV_EXECUTOR_END {
             Some(prev) => pg_guard_ffi_boundary(|| prev(qd)),
             None => pg_sys::standard_ExecutorEnd(qd),
@@ -348,45 +429,31 @@ unsafe extern "C-unwind" fn executor_end(qd: *mut QueryDesc) {
     }
 }
 
+/// Microseconds since 2000-01-01 (PostgreSQL's TimestampTz), from the vDSO clock: no FFI.
+fn now_timestamptz() -> i64 {
+    const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i64 - PG_EPOCH_OFFSET_US,
+        Err(_) => 0,
+    }
+}
+
 /// Folds a finished execution into shared memory; captures its plan if it was slow and its
 /// predicates if this statement has none recorded yet.
-unsafe fn record_execution(qd: *mut QueryDesc, queryid: i64) {
+unsafe fn record_execution(qd: *mut QueryDesc, t: &Tracked) {
     // SAFETY: called from executor_end with a live QueryDesc.
     unsafe {
-        let tt = (*qd).totaltime;
-        pg_sys::InstrEndLoop(tt);
-        let total_ms = (*tt).total * 1000.0;
-        let bu = &(*tt).bufusage;
-        let wu = &(*tt).walusage;
+        let total_ms = t.elapsed_ns as f64 / 1_000_000.0;
         let sample = ExecSample {
             total_ms,
             rows: (*(*qd).estate).es_processed as i64,
-            buffers: BufferDelta {
-                shared_blks_hit: bu.shared_blks_hit,
-                shared_blks_read: bu.shared_blks_read,
-                shared_blks_dirtied: bu.shared_blks_dirtied,
-                shared_blks_written: bu.shared_blks_written,
-                local_blks_hit: bu.local_blks_hit,
-                local_blks_read: bu.local_blks_read,
-                local_blks_dirtied: bu.local_blks_dirtied,
-                local_blks_written: bu.local_blks_written,
-                temp_blks_read: bu.temp_blks_read,
-                temp_blks_written: bu.temp_blks_written,
-                blk_read_ms: instr_ms(&bu.blk_read_time),
-                blk_write_ms: instr_ms(&bu.blk_write_time),
-            },
-            wal: WalDelta {
-                records: wu.wal_records,
-                fpi: wu.wal_fpi,
-                bytes: wu.wal_bytes,
-            },
+            buffers: t.buffers,
+            wal: t.wal,
             failed: false,
-            now: pg_sys::GetCurrentTimestamp(),
+            now: now_timestamptz(),
         };
-        let nesting = local().nesting;
-        let key = current_key(queryid, nesting);
-        let hash = key.hash();
-        let slow_ms = gucs::SLOW_QUERY_MS.get() as f64;
+        let (key, hash) = (t.key, t.hash);
+        let slow_ms = gucs::slow_query_ms();
         let mut outcome = shmem::record_existing(&key, hash, &sample, slow_ms);
         if !outcome.found {
             let text = take_pending_text(hash).unwrap_or_else(|| source_text(qd));
@@ -413,16 +480,11 @@ unsafe fn record_execution(qd: *mut QueryDesc, queryid: i64) {
             }
         }
 
-        if outcome.predicates_needed && gucs::CAPTURE_PREDICATES.get() {
+        if outcome.predicates_needed && gucs::capture_predicates() {
             let preds = predicates::collect(qd);
             shmem::store_predicates(&key, hash, &preds);
         }
     }
-}
-
-#[inline]
-fn instr_ms(t: &pg_sys::instr_time) -> f64 {
-    t.tv_sec as f64 * 1000.0 + t.tv_nsec as f64 / 1_000_000.0
 }
 
 fn take_pending_text(hash: u64) -> Option<String> {
@@ -506,82 +568,71 @@ unsafe extern "C-unwind" fn process_utility(
             );
         ((*pstmt).queryId as i64, handled)
     };
-    // SAFETY: backend-local read.
-    let nesting = unsafe { local().nesting };
+    // SAFETY: backend-local reads.
+    let (nesting, room) = unsafe { (local().nesting, local().running.len() < MAX_RUNNING) };
     if !(queryid != 0
         && handled
-        && gucs::TRACK_UTILITY.get()
+        && room
+        && gucs::track_utility()
         && tracking(nesting)
         && shmem::available())
     {
+        // Nested statements run by this utility (DO, CALL, CREATE TABLE AS, EXPLAIN
+        // ANALYZE, ...) are one level deeper, as with pg_stat_statements.
+        let _nesting = NestingGuard::enter();
         call();
         return;
     }
     let key = current_key(queryid, nesting);
     let hash = key.hash();
-    // SAFETY: plain copies of backend-global counters.
-    let (buf0, wal0) = unsafe { (pg_sys::pgBufferUsage, pg_sys::pgWalUsage) };
-    let start = Instant::now();
+    let id = pstmt as usize;
     // SAFETY: backend-local.
-    let saved = unsafe {
-        let l = local();
-        let saved = l.in_flight;
-        l.in_flight = Some((key, hash));
-        l.nesting += 1;
-        saved
-    };
-    PgTryBuilder::new(std::panic::AssertUnwindSafe(call))
-        // SAFETY: backend-local.
-        .finally(|| unsafe { local().nesting -= 1 })
-        .execute();
-    // SAFETY: backend-local.
-    unsafe { local().in_flight = saved };
-    let total_ms = start.elapsed().as_secs_f64() * 1000.0;
-    // SAFETY: plain copies of backend-global counters; qc may be null.
     unsafe {
-        let (b1, w1) = (pg_sys::pgBufferUsage, pg_sys::pgWalUsage);
+        local().running.push(Tracked {
+            id,
+            key,
+            hash,
+            elapsed_ns: 0,
+            buffers: BufferDelta::default(),
+            wal: WalDelta::default(),
+            failed: false,
+        })
+    };
+    let meter = RunMeter::start(id);
+    {
+        let _nesting = NestingGuard::enter();
+        call();
+    }
+    meter.finish();
+    let Some(i) = find_running(id) else { return };
+    // SAFETY: backend-local.
+    let t = unsafe { local().running.remove(i) };
+    // SAFETY: qc may be null; query_string is the NUL-terminated source text or null.
+    unsafe {
         let rows = if qc.is_null() {
             0
         } else {
             (*qc).nprocessed as i64
         };
         let sample = ExecSample {
-            total_ms,
+            total_ms: t.elapsed_ns as f64 / 1_000_000.0,
             rows,
-            buffers: BufferDelta {
-                shared_blks_hit: b1.shared_blks_hit - buf0.shared_blks_hit,
-                shared_blks_read: b1.shared_blks_read - buf0.shared_blks_read,
-                shared_blks_dirtied: b1.shared_blks_dirtied - buf0.shared_blks_dirtied,
-                shared_blks_written: b1.shared_blks_written - buf0.shared_blks_written,
-                local_blks_hit: b1.local_blks_hit - buf0.local_blks_hit,
-                local_blks_read: b1.local_blks_read - buf0.local_blks_read,
-                local_blks_dirtied: b1.local_blks_dirtied - buf0.local_blks_dirtied,
-                local_blks_written: b1.local_blks_written - buf0.local_blks_written,
-                temp_blks_read: b1.temp_blks_read - buf0.temp_blks_read,
-                temp_blks_written: b1.temp_blks_written - buf0.temp_blks_written,
-                blk_read_ms: instr_ms(&b1.blk_read_time) - instr_ms(&buf0.blk_read_time),
-                blk_write_ms: instr_ms(&b1.blk_write_time) - instr_ms(&buf0.blk_write_time),
-            },
-            wal: WalDelta {
-                records: w1.wal_records - wal0.wal_records,
-                fpi: w1.wal_fpi - wal0.wal_fpi,
-                bytes: w1.wal_bytes.wrapping_sub(wal0.wal_bytes),
-            },
+            buffers: t.buffers,
+            wal: t.wal,
             failed: false,
-            now: pg_sys::GetCurrentTimestamp(),
+            now: now_timestamptz(),
         };
-        let slow_ms = gucs::SLOW_QUERY_MS.get() as f64;
+        let slow_ms = gucs::slow_query_ms();
         let outcome = shmem::record_existing(&key, hash, &sample, slow_ms);
         if !outcome.found {
             let text = if query_string.is_null() {
                 String::new()
             } else {
                 let source = std::ffi::CStr::from_ptr(query_string).to_string_lossy();
-                let stmt =
-                    normalize::statement_text(&source, (*pstmt).stmt_location, (*pstmt).stmt_len);
                 // Utility statements are keyed by their exact text (core hashes the string),
-                // so keep it as is: normalizing would merge nothing and hide what ran.
-                stmt.to_string()
+                // so it is kept as is: normalizing would merge nothing and hide what ran.
+                normalize::statement_text(&source, (*pstmt).stmt_location, (*pstmt).stmt_len)
+                    .to_string()
             };
             shmem::record_new(&key, hash, &text, &sample, slow_ms);
         }
@@ -589,48 +640,68 @@ unsafe extern "C-unwind" fn process_utility(
 }
 
 // ---------------------------------------------------------------------------------------
-// Failed statements: counted when their (sub)transaction aborts.
+// Failed statements: counted when their (sub)transaction aborts. These callbacks run for
+// every transaction, so they are not wrapped by #[pg_guard] (which costs a catch_unwind per
+// call): the common path is a comparison, and the abort path runs under catch_unwind.
 // ---------------------------------------------------------------------------------------
 
-fn record_failure() {
-    // SAFETY: backend-local.
-    let flight = unsafe { local().in_flight.take() };
-    if let Some((key, hash)) = flight {
-        // SAFETY: plain read.
-        let now = unsafe { pg_sys::GetCurrentTimestamp() };
-        let sample = ExecSample {
-            failed: true,
-            now,
-            ..Default::default()
-        };
-        let outcome = shmem::record_existing(&key, hash, &sample, -1.0);
-        // A statement that fails on its first run still shows up, with the normalized text
-        // parse analysis left (statements without constants have none: skipped).
-        if !outcome.found {
-            if let Some(text) = take_pending_text(hash) {
-                shmem::record_new(&key, hash, &text, &sample, -1.0);
+/// Records the executions an ERROR unwound through, then drops entries that can no longer
+/// end normally: all of them at top-level abort, the failed ones at subtransaction abort.
+fn record_failures(top_level: bool) {
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: backend-local; no hook can run while this callback runs.
+        let l = unsafe { local() };
+        let now = now_timestamptz();
+        for t in l.running.iter().filter(|t| t.failed) {
+            let sample = ExecSample {
+                failed: true,
+                now,
+                ..Default::default()
+            };
+            let outcome = shmem::record_existing(&t.key, t.hash, &sample, -1.0);
+            // A statement that fails on its first run still shows up, with the normalized
+            // text parse analysis left (statements without constants have none: skipped).
+            if !outcome.found {
+                if let Some(i) = l.pending_texts.iter().position(|(h, _)| *h == t.hash) {
+                    let text = l.pending_texts.swap_remove(i).1;
+                    shmem::record_new(&t.key, t.hash, &text, &sample, -1.0);
+                }
             }
         }
+        if top_level {
+            l.running.clear();
+            l.nesting = 0;
+        } else {
+            l.running.retain(|t| !t.failed);
+        }
+    });
+    if result.is_err() {
+        // Nothing sensible to do inside an abort; the statistics just miss this failure.
+        // SAFETY: backend-local.
+        unsafe { local().running.clear() };
     }
 }
 
-#[pg_guard]
 unsafe extern "C-unwind" fn on_xact_event(
     event: pg_sys::XactEvent::Type,
     _arg: *mut std::ffi::c_void,
 ) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
-            record_failure();
-            // A top-level abort always returns to nesting level 0.
+            record_failures(true)
+        }
+        // Every execution of the transaction has ended by commit; forget leftovers.
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
             // SAFETY: backend-local.
-            unsafe { local().nesting = 0 };
+            let l = unsafe { local() };
+            if !l.running.is_empty() {
+                l.running.clear();
+            }
         }
         _ => {}
     }
 }
 
-#[pg_guard]
 unsafe extern "C-unwind" fn on_subxact_event(
     event: pg_sys::SubXactEvent::Type,
     _my: pg_sys::SubTransactionId,
@@ -638,6 +709,6 @@ unsafe extern "C-unwind" fn on_subxact_event(
     _arg: *mut std::ffi::c_void,
 ) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        record_failure();
+        record_failures(false);
     }
 }

@@ -21,7 +21,7 @@
 use core::ffi::CStr;
 use std::mem::size_of;
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use once_cell::sync::OnceCell;
 use pgrx::pg_sys;
@@ -36,7 +36,7 @@ const TRANCHE: &CStr = c"pg_perf";
 const STATS_SEGMENT: &CStr = c"pg_perf statements";
 const PLANS_SEGMENT: &CStr = c"pg_perf plans";
 /// Changes whenever the layout of `Counters`/`PredicateRec`/file format changes.
-const FORMAT_VERSION: u64 = 0x5045_5246_0000_0003;
+const FORMAT_VERSION: u64 = 0x5045_5246_0000_0004;
 const DUMP_FILE: &str = "pg_stat/pg_perf.stat";
 const DUMP_FILE_TMP: &str = "pg_stat/pg_perf.stat.tmp";
 /// Fraction of a full partition evicted at once (amortizes the exclusive lock).
@@ -139,23 +139,8 @@ pub struct Counters {
     pub mean_time: f64,
     /// Welford's running sum of squared deviations (stddev = sqrt(m2 / calls)).
     pub m2_time: f64,
-    pub plans: i64,
-    pub total_plan_time: f64,
-    pub shared_blks_hit: i64,
-    pub shared_blks_read: i64,
-    pub shared_blks_dirtied: i64,
-    pub shared_blks_written: i64,
-    pub local_blks_hit: i64,
-    pub local_blks_read: i64,
-    pub local_blks_dirtied: i64,
-    pub local_blks_written: i64,
-    pub temp_blks_read: i64,
-    pub temp_blks_written: i64,
-    pub blk_read_time: f64,
-    pub blk_write_time: f64,
-    pub wal_records: i64,
-    pub wal_fpi: i64,
-    pub wal_bytes: u64,
+    pub buffers: BufferDelta,
+    pub wal: WalDelta,
     pub slow_calls: i64,
     pub usage: f64,
     pub first_seen: i64,
@@ -182,23 +167,8 @@ impl Counters {
             max_time: 0.0,
             mean_time: 0.0,
             m2_time: 0.0,
-            plans: 0,
-            total_plan_time: 0.0,
-            shared_blks_hit: 0,
-            shared_blks_read: 0,
-            shared_blks_dirtied: 0,
-            shared_blks_written: 0,
-            local_blks_hit: 0,
-            local_blks_read: 0,
-            local_blks_dirtied: 0,
-            local_blks_written: 0,
-            temp_blks_read: 0,
-            temp_blks_written: 0,
-            blk_read_time: 0.0,
-            blk_write_time: 0.0,
-            wal_records: 0,
-            wal_fpi: 0,
-            wal_bytes: 0,
+            buffers: BufferDelta::default(),
+            wal: WalDelta::default(),
             slow_calls: 0,
             usage: 0.0,
             first_seen: now,
@@ -235,22 +205,8 @@ impl Counters {
         self.m2_time += delta * (x - self.mean_time);
         self.total_time += x;
         self.rows += s.rows;
-        let b = &s.buffers;
-        self.shared_blks_hit += b.shared_blks_hit;
-        self.shared_blks_read += b.shared_blks_read;
-        self.shared_blks_dirtied += b.shared_blks_dirtied;
-        self.shared_blks_written += b.shared_blks_written;
-        self.local_blks_hit += b.local_blks_hit;
-        self.local_blks_read += b.local_blks_read;
-        self.local_blks_dirtied += b.local_blks_dirtied;
-        self.local_blks_written += b.local_blks_written;
-        self.temp_blks_read += b.temp_blks_read;
-        self.temp_blks_written += b.temp_blks_written;
-        self.blk_read_time += b.blk_read_ms;
-        self.blk_write_time += b.blk_write_ms;
-        self.wal_records += s.wal.records;
-        self.wal_fpi += s.wal.fpi;
-        self.wal_bytes = self.wal_bytes.wrapping_add(s.wal.bytes);
+        self.buffers.add(&s.buffers);
+        self.wal.add(&s.wal);
         if slow_ms >= 0.0 && x >= slow_ms {
             self.slow_calls += 1;
         }
@@ -260,7 +216,8 @@ impl Counters {
     }
 }
 
-/// Buffer counters of one execution (already differenced).
+/// Buffer counters: of one execution, or summed over a statement's executions.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BufferDelta {
     pub shared_blks_hit: i64,
@@ -277,12 +234,68 @@ pub struct BufferDelta {
     pub blk_write_ms: f64,
 }
 
-/// WAL counters of one execution.
+impl BufferDelta {
+    /// Adds what happened between two snapshots of PostgreSQL's buffer usage counters.
+    #[inline]
+    pub fn add_between(&mut self, a: &pg_sys::BufferUsage, b: &pg_sys::BufferUsage) {
+        let ms = |t: &pg_sys::instr_time| t.tv_sec as f64 * 1000.0 + t.tv_nsec as f64 / 1e6;
+        self.shared_blks_hit += b.shared_blks_hit - a.shared_blks_hit;
+        self.shared_blks_read += b.shared_blks_read - a.shared_blks_read;
+        self.shared_blks_dirtied += b.shared_blks_dirtied - a.shared_blks_dirtied;
+        self.shared_blks_written += b.shared_blks_written - a.shared_blks_written;
+        self.local_blks_hit += b.local_blks_hit - a.local_blks_hit;
+        self.local_blks_read += b.local_blks_read - a.local_blks_read;
+        self.local_blks_dirtied += b.local_blks_dirtied - a.local_blks_dirtied;
+        self.local_blks_written += b.local_blks_written - a.local_blks_written;
+        self.temp_blks_read += b.temp_blks_read - a.temp_blks_read;
+        self.temp_blks_written += b.temp_blks_written - a.temp_blks_written;
+        self.blk_read_ms += ms(&b.blk_read_time) - ms(&a.blk_read_time);
+        self.blk_write_ms += ms(&b.blk_write_time) - ms(&a.blk_write_time);
+    }
+
+    #[inline]
+    fn add(&mut self, o: &BufferDelta) {
+        self.shared_blks_hit += o.shared_blks_hit;
+        self.shared_blks_read += o.shared_blks_read;
+        self.shared_blks_dirtied += o.shared_blks_dirtied;
+        self.shared_blks_written += o.shared_blks_written;
+        self.local_blks_hit += o.local_blks_hit;
+        self.local_blks_read += o.local_blks_read;
+        self.local_blks_dirtied += o.local_blks_dirtied;
+        self.local_blks_written += o.local_blks_written;
+        self.temp_blks_read += o.temp_blks_read;
+        self.temp_blks_written += o.temp_blks_written;
+        self.blk_read_ms += o.blk_read_ms;
+        self.blk_write_ms += o.blk_write_ms;
+    }
+}
+
+/// WAL counters: of one execution, or summed over a statement's executions.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WalDelta {
     pub records: i64,
     pub fpi: i64,
     pub bytes: u64,
+}
+
+impl WalDelta {
+    /// Adds what happened between two snapshots of PostgreSQL's WAL usage counters.
+    #[inline]
+    pub fn add_between(&mut self, a: &pg_sys::WalUsage, b: &pg_sys::WalUsage) {
+        self.records += b.wal_records - a.wal_records;
+        self.fpi += b.wal_fpi - a.wal_fpi;
+        self.bytes = self
+            .bytes
+            .wrapping_add(b.wal_bytes.wrapping_sub(a.wal_bytes));
+    }
+
+    #[inline]
+    fn add(&mut self, o: &WalDelta) {
+        self.records += o.records;
+        self.fpi += o.fpi;
+        self.bytes = self.bytes.wrapping_add(o.bytes);
+    }
 }
 
 /// One finished (or failed) execution to fold into a statement's counters.
@@ -333,7 +346,9 @@ struct Cell {
 struct EntryHeader {
     key: StatKey,
     hash: u64,
-    mutex: pg_sys::slock_t,
+    /// Spinlock over `counters` (0 free, 1 held): taken only for a few dozen instructions
+    /// of arithmetic that cannot fail, like PostgreSQL's own slock_t, but without an FFI call.
+    mutex: AtomicU32,
     text_len: u32,
     counters: Counters,
     // followed by `text_cap` bytes of normalized query text
@@ -377,6 +392,37 @@ unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 static SHARED: OnceCell<Shared> = OnceCell::new();
+
+/// Direct bindings to the LWLock functions, bypassing pgrx's per-call `sigsetjmp` guard
+/// (about 100 instructions each, four times per statement on the hot path). This is sound
+/// here because neither can raise an ERROR in the way we use them: LWLockAcquire errors only
+/// when a backend holds more than 200 LWLocks (we hold at most one of ours, never across a
+/// call back into PostgreSQL), and LWLockRelease only when the lock is not held, which
+/// `LockGuard` rules out. Every other PostgreSQL function goes through pgrx's guard.
+mod raw {
+    use pgrx::pg_sys::{LWLock, LWLockMode};
+    unsafe extern "C" {
+        pub fn LWLockAcquire(lock: *mut LWLock, mode: LWLockMode::Type) -> bool;
+        pub fn LWLockRelease(lock: *mut LWLock);
+    }
+}
+
+#[inline]
+fn spin_lock(m: &AtomicU32) {
+    while m
+        .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        while m.load(Ordering::Relaxed) != 0 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+#[inline]
+fn spin_unlock(m: &AtomicU32) {
+    m.store(0, Ordering::Release);
+}
 
 /// Sizes derived from the GUCs; pure arithmetic so it can be checked in tests.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -549,8 +595,8 @@ impl LockGuard {
         } else {
             pg_sys::LWLockMode::LW_SHARED
         };
-        // SAFETY: per the function contract.
-        unsafe { pg_sys::LWLockAcquire(lock, mode) };
+        // SAFETY: per the function contract; see `raw` for why no guard is needed.
+        unsafe { raw::LWLockAcquire(lock, mode) };
         LockGuard(lock)
     }
 }
@@ -558,7 +604,7 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         // SAFETY: we acquired this lock in `acquire` and have not released it.
-        unsafe { pg_sys::LWLockRelease(self.0) };
+        unsafe { raw::LWLockRelease(self.0) };
     }
 }
 
@@ -757,12 +803,11 @@ impl Shared {
                 EntryHeader {
                     key: *key,
                     hash,
-                    mutex: 0,
+                    mutex: AtomicU32::new(0),
                     text_len: len as u32,
                     counters: Counters::new(now),
                 },
             );
-            pg_sys::SpinLockInit(&raw mut (*e).mutex);
             ptr::copy_nonoverlapping(text.as_ptr(), Self::text_ptr(e), len);
             let mut i = (hash as usize) & mask;
             while (*self.cell(part, i)).slot_plus_one != 0 {
@@ -784,9 +829,9 @@ impl Shared {
         // SAFETY: the partition lock keeps the entry in place; the spinlock serializes counter
         // updates. `f` is plain arithmetic on plain data: it cannot error or allocate.
         unsafe {
-            pg_sys::SpinLockAcquire(&raw mut (*e).mutex);
+            spin_lock(&(*e).mutex);
             let r = f(&mut (*e).counters);
-            pg_sys::SpinLockRelease(&raw mut (*e).mutex);
+            spin_unlock(&(*e).mutex);
             r
         }
     }
@@ -906,9 +951,9 @@ pub fn snapshot(keep: impl Fn(&StatKey) -> bool) -> Vec<EntrySnapshot> {
                 // SAFETY: dst + stride <= buf.len() since copied.len() < per_part; the
                 // spinlock gives a consistent view of the counters.
                 unsafe {
-                    pg_sys::SpinLockAcquire(&raw mut (*e).mutex);
+                    spin_lock(&(*e).mutex);
                     ptr::copy_nonoverlapping(e as *const u8, buf.as_mut_ptr().add(dst), s.stride);
-                    pg_sys::SpinLockRelease(&raw mut (*e).mutex);
+                    spin_unlock(&(*e).mutex);
                 }
                 copied.push(dst);
             }
