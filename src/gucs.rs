@@ -89,6 +89,8 @@ pub static MAX_PLANS: GucSetting<i32> = GucSetting::<i32>::new(500);
 pub static MAX_PLAN_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16384);
 /// `perf.capture_predicates`: record the columns each statement filters, joins and sorts on.
 pub static CAPTURE_PREDICATES: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `perf.track_planning`: also time planning (installs a planner hook; restart to change).
+pub static TRACK_PLANNING: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `perf.save`: keep statistics across clean server restarts.
 pub static SAVE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
@@ -187,6 +189,15 @@ pub fn init() {
         c"Captured once per statement and plan shape; read by perf.predicates and the index advisor.",
         &CAPTURE_PREDICATES,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"perf.track_planning",
+        c"Records planning time and the number of plans per statement.",
+        c"Off by default, like pg_stat_statements: when off the planner hook is not even \
+          installed, so it costs nothing. Changing it needs a restart.",
+        &TRACK_PLANNING,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(

@@ -45,6 +45,8 @@ struct Local {
     want_analyzed_plan: [u64; WANT_PLAN_SLOTS],
     /// Executions in progress (innermost last).
     running: Vec<Tracked>,
+    /// Wall clock minus monotonic clock, in µs (0 = not measured yet).
+    wall_offset_us: i64,
     rng: u64,
 }
 
@@ -60,6 +62,7 @@ static LOCAL: BackendLocal = BackendLocal(UnsafeCell::new(Local {
     pending_texts: Vec::new(),
     want_analyzed_plan: [0; WANT_PLAN_SLOTS],
     running: Vec::new(),
+    wall_offset_us: 0,
     rng: 0x9e37_79b9_7f4a_7c15,
 }));
 
@@ -79,6 +82,7 @@ static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
 static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
 static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 
 /// Installs the hooks (from `_PG_init`, in the postmaster).
 pub fn install() {
@@ -97,6 +101,10 @@ pub fn install() {
         pg_sys::ExecutorEnd_hook = Some(executor_end);
         PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(process_utility);
+        if gucs::TRACK_PLANNING.get() {
+            PREV_PLANNER = pg_sys::planner_hook;
+            pg_sys::planner_hook = Some(planner);
+        }
         pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
         // Core computes queryId (same as pg_stat_statements) when compute_query_id = auto.
@@ -120,12 +128,20 @@ fn tracking(nesting: i32) -> bool {
     level_ok && unsafe { pg_sys::ParallelWorkerNumber } < 0
 }
 
+/// `GetUserId` without pgrx's per-call guard (about 100 instructions): it only returns a
+/// backend global and cannot raise an ERROR.
+mod raw {
+    unsafe extern "C" {
+        pub fn GetUserId() -> pgrx::pg_sys::Oid;
+    }
+}
+
 #[inline]
 fn current_key(queryid: i64, nesting: i32) -> StatKey {
     // SAFETY: plain reads of backend state.
     unsafe {
         StatKey {
-            userid: pg_sys::GetUserId().to_u32(),
+            userid: raw::GetUserId().to_u32(),
             dbid: pg_sys::MyDatabaseId.to_u32(),
             queryid,
             toplevel: nesting == 0,
@@ -252,6 +268,11 @@ struct Tracked {
 /// Entries beyond this are not tracked (deeply nested or leaked executions).
 const MAX_RUNNING: usize = 64;
 
+fn local_running_len() -> usize {
+    // SAFETY: backend-local read.
+    unsafe { local().running.len() }
+}
+
 fn find_running(id: usize) -> Option<usize> {
     // SAFETY: backend-local, short borrow.
     let l = unsafe { local() };
@@ -278,42 +299,54 @@ impl Drop for NestingGuard {
     }
 }
 
-/// Measures one Run/Finish call of a tracked execution. Dropped without `finish()` means
-/// an ERROR is unwinding through the call: the execution failed.
+/// Monotonic clock in nanoseconds (vDSO, no syscall, no FFI guard needed).
+#[inline]
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Adds (`sign` = +1) or removes (-1) the current clock and usage counters to the running
+/// entry `i`: -1 when a Run/Finish call starts, +1 when it returns, so the entry ends up
+/// with the sum over its calls and nothing is copied in between.
+#[inline]
+fn meter(i: usize, sign: i64) {
+    let now = monotonic_ns();
+    // SAFETY: backend-local, short borrow; plain reads of the backend's usage counters.
+    unsafe {
+        let t = &mut local().running[i];
+        t.elapsed_ns = t.elapsed_ns.wrapping_add((sign as u64).wrapping_mul(now));
+        t.buffers
+            .accumulate(&*(&raw const pg_sys::pgBufferUsage), sign);
+        t.wal.accumulate(&*(&raw const pg_sys::pgWalUsage), sign);
+    }
+}
+
+/// Meters one Run/Finish call of a tracked execution. Dropped without `finish()` means an
+/// ERROR is unwinding through the call: the execution failed.
 struct RunMeter {
     id: usize,
-    started: Instant,
-    buffers: pg_sys::BufferUsage,
-    wal: pg_sys::WalUsage,
     done: bool,
 }
 
 impl RunMeter {
     #[inline]
-    fn start(id: usize) -> Self {
-        // SAFETY: plain copies of this backend's global usage counters.
-        let (buffers, wal) = unsafe { (pg_sys::pgBufferUsage, pg_sys::pgWalUsage) };
-        RunMeter {
-            id,
-            started: Instant::now(),
-            buffers,
-            wal,
-            done: false,
-        }
+    fn start(id: usize, index: usize) -> Self {
+        meter(index, -1);
+        RunMeter { id, done: false }
     }
 
     #[inline]
     fn finish(mut self) {
         self.done = true;
-        let elapsed = self.started.elapsed().as_nanos() as u64;
-        // SAFETY: plain copies of this backend's global usage counters.
-        let (b1, w1) = unsafe { (pg_sys::pgBufferUsage, pg_sys::pgWalUsage) };
+        // The entry may have moved if an inner execution ended out of order: look it up.
         if let Some(i) = find_running(self.id) {
-            // SAFETY: backend-local, short borrow.
-            let t = unsafe { &mut local().running[i] };
-            t.elapsed_ns += elapsed;
-            t.buffers.add_between(&self.buffers, &b1);
-            t.wal.add_between(&self.wal, &w1);
+            meter(i, 1);
         }
     }
 }
@@ -382,7 +415,7 @@ unsafe extern "C-unwind" fn executor_run(
     count: u64,
     execute_once: bool,
 ) {
-    let meter = find_running(qd as usize).map(|_| RunMeter::start(qd as usize));
+    let meter = find_running(qd as usize).map(|i| RunMeter::start(qd as usize, i));
     let _nesting = NestingGuard::enter();
     // SAFETY: chaining with the arguments we were given.
     unsafe {
@@ -398,7 +431,17 @@ unsafe extern "C-unwind" fn executor_run(
 
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_finish(qd: *mut QueryDesc) {
-    let meter = find_running(qd as usize).map(|_| RunMeter::start(qd as usize));
+    // For a plain SELECT, ExecutorFinish has nothing to do (no AFTER triggers, no
+    // ModifyTable post-processing), so it is not metered: saves two clock reads per query.
+    // SAFETY: valid QueryDesc from PostgreSQL.
+    let trivial = unsafe {
+        (*qd).operation == pg_sys::CmdType::CMD_SELECT && !(*(*qd).plannedstmt).hasModifyingCTE
+    };
+    let meter = if trivial {
+        None
+    } else {
+        find_running(qd as usize).map(|i| RunMeter::start(qd as usize, i))
+    };
     let _nesting = NestingGuard::enter();
     // SAFETY: chaining with the arguments we were given.
     unsafe {
@@ -429,13 +472,21 @@ unsafe extern "C-unwind" fn executor_end(qd: *mut QueryDesc) {
     }
 }
 
-/// Microseconds since 2000-01-01 (PostgreSQL's TimestampTz), from the vDSO clock: no FFI.
+/// Microseconds since 2000-01-01 (PostgreSQL's TimestampTz). Derived from the monotonic
+/// clock plus an offset to wall time taken once per backend: one vDSO call, no FFI.
 fn now_timestamptz() -> i64 {
     const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
-    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d.as_micros() as i64 - PG_EPOCH_OFFSET_US,
-        Err(_) => 0,
+    // SAFETY: backend-local.
+    let l = unsafe { local() };
+    let mono_us = (monotonic_ns() / 1000) as i64;
+    if l.wall_offset_us == 0 {
+        let wall_us = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_micros() as i64,
+            Err(_) => 0,
+        };
+        l.wall_offset_us = wall_us - PG_EPOCH_OFFSET_US - mono_us;
     }
+    mono_us + l.wall_offset_us
 }
 
 /// Folds a finished execution into shared memory; captures its plan if it was slow and its
@@ -508,6 +559,54 @@ unsafe fn source_text(qd: *mut QueryDesc) -> String {
         let stmt = normalize::statement_text(&source, (*ps).stmt_location, (*ps).stmt_len);
         normalize::normalize_all_literals(stmt)
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Planning (only installed with perf.track_planning = on).
+// ---------------------------------------------------------------------------------------
+
+#[pg_guard]
+unsafe extern "C-unwind" fn planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    let call = || {
+        // SAFETY: chaining with the arguments we were given.
+        unsafe {
+            match PREV_PLANNER {
+                Some(prev) => pg_guard_ffi_boundary(|| {
+                    prev(parse, query_string, cursor_options, bound_params)
+                }),
+                None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+            }
+        }
+    };
+    // SAFETY: valid Query from PostgreSQL; backend-local reads.
+    let (queryid, nesting) = unsafe { ((*parse).queryId as i64, local().nesting) };
+    if queryid == 0 || query_string.is_null() || !tracking(nesting) || !shmem::available() {
+        return call();
+    }
+    let key = current_key(queryid, nesting);
+    let started = Instant::now();
+    let plan = {
+        // Statements run while planning (e.g. by functions folded into constants) are nested.
+        let _nesting = NestingGuard::enter();
+        call()
+    };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let hash = key.hash();
+    shmem::record_planning(&key, hash, ms, now_timestamptz(), || {
+        take_pending_text(hash).unwrap_or_else(|| {
+            // SAFETY: NUL-terminated source text of the statement being planned.
+            let source = unsafe { std::ffi::CStr::from_ptr(query_string) }.to_string_lossy();
+            // SAFETY: valid Query.
+            let (loc, len) = unsafe { ((*parse).stmt_location, (*parse).stmt_len) };
+            normalize::normalize_all_literals(normalize::statement_text(&source, loc, len))
+        })
+    });
+    plan
 }
 
 // ---------------------------------------------------------------------------------------
@@ -598,7 +697,7 @@ unsafe extern "C-unwind" fn process_utility(
             failed: false,
         })
     };
-    let meter = RunMeter::start(id);
+    let meter = RunMeter::start(id, local_running_len() - 1);
     {
         let _nesting = NestingGuard::enter();
         call();

@@ -36,7 +36,7 @@ const TRANCHE: &CStr = c"pg_perf";
 const STATS_SEGMENT: &CStr = c"pg_perf statements";
 const PLANS_SEGMENT: &CStr = c"pg_perf plans";
 /// Changes whenever the layout of `Counters`/`PredicateRec`/file format changes.
-const FORMAT_VERSION: u64 = 0x5045_5246_0000_0004;
+const FORMAT_VERSION: u64 = 0x5045_5246_0000_0005;
 const DUMP_FILE: &str = "pg_stat/pg_perf.stat";
 const DUMP_FILE_TMP: &str = "pg_stat/pg_perf.stat.tmp";
 /// Fraction of a full partition evicted at once (amortizes the exclusive lock).
@@ -139,6 +139,9 @@ pub struct Counters {
     pub mean_time: f64,
     /// Welford's running sum of squared deviations (stddev = sqrt(m2 / calls)).
     pub m2_time: f64,
+    /// Plans made for this statement and their total time (with perf.track_planning).
+    pub plans: i64,
+    pub total_plan_time: f64,
     pub buffers: BufferDelta,
     pub wal: WalDelta,
     pub slow_calls: i64,
@@ -167,6 +170,8 @@ impl Counters {
             max_time: 0.0,
             mean_time: 0.0,
             m2_time: 0.0,
+            plans: 0,
+            total_plan_time: 0.0,
             buffers: BufferDelta::default(),
             wal: WalDelta::default(),
             slow_calls: 0,
@@ -181,6 +186,14 @@ impl Counters {
             histogram: [0; histogram::BUCKETS],
             predicates: [PredicateRec::default(); MAX_PREDICATES],
         }
+    }
+
+    /// Folds one planning run into the counters.
+    #[inline]
+    fn add_planning(&mut self, ms: f64, now: i64) {
+        self.plans += 1;
+        self.total_plan_time += ms;
+        self.last_seen = now;
     }
 
     /// Folds one finished execution into the counters.
@@ -235,22 +248,29 @@ pub struct BufferDelta {
 }
 
 impl BufferDelta {
-    /// Adds what happened between two snapshots of PostgreSQL's buffer usage counters.
+    /// Accumulates PostgreSQL's buffer usage counters with `sign` = -1 when a measured
+    /// interval starts and +1 when it ends: the sum is the interval's usage, with no copy of
+    /// the counters kept in between.
     #[inline]
-    pub fn add_between(&mut self, a: &pg_sys::BufferUsage, b: &pg_sys::BufferUsage) {
+    pub fn accumulate(&mut self, u: &pg_sys::BufferUsage, sign: i64) {
         let ms = |t: &pg_sys::instr_time| t.tv_sec as f64 * 1000.0 + t.tv_nsec as f64 / 1e6;
-        self.shared_blks_hit += b.shared_blks_hit - a.shared_blks_hit;
-        self.shared_blks_read += b.shared_blks_read - a.shared_blks_read;
-        self.shared_blks_dirtied += b.shared_blks_dirtied - a.shared_blks_dirtied;
-        self.shared_blks_written += b.shared_blks_written - a.shared_blks_written;
-        self.local_blks_hit += b.local_blks_hit - a.local_blks_hit;
-        self.local_blks_read += b.local_blks_read - a.local_blks_read;
-        self.local_blks_dirtied += b.local_blks_dirtied - a.local_blks_dirtied;
-        self.local_blks_written += b.local_blks_written - a.local_blks_written;
-        self.temp_blks_read += b.temp_blks_read - a.temp_blks_read;
-        self.temp_blks_written += b.temp_blks_written - a.temp_blks_written;
-        self.blk_read_ms += ms(&b.blk_read_time) - ms(&a.blk_read_time);
-        self.blk_write_ms += ms(&b.blk_write_time) - ms(&a.blk_write_time);
+        self.shared_blks_hit += sign * u.shared_blks_hit;
+        self.shared_blks_read += sign * u.shared_blks_read;
+        self.shared_blks_dirtied += sign * u.shared_blks_dirtied;
+        self.shared_blks_written += sign * u.shared_blks_written;
+        self.local_blks_hit += sign * u.local_blks_hit;
+        self.local_blks_read += sign * u.local_blks_read;
+        self.local_blks_dirtied += sign * u.local_blks_dirtied;
+        self.local_blks_written += sign * u.local_blks_written;
+        self.temp_blks_read += sign * u.temp_blks_read;
+        self.temp_blks_written += sign * u.temp_blks_written;
+        // I/O timings are zero unless track_io_timing is on: skip the float work then.
+        if u.blk_read_time.tv_sec != 0 || u.blk_read_time.tv_nsec != 0 {
+            self.blk_read_ms += sign as f64 * ms(&u.blk_read_time);
+        }
+        if u.blk_write_time.tv_sec != 0 || u.blk_write_time.tv_nsec != 0 {
+            self.blk_write_ms += sign as f64 * ms(&u.blk_write_time);
+        }
     }
 
     #[inline]
@@ -280,14 +300,14 @@ pub struct WalDelta {
 }
 
 impl WalDelta {
-    /// Adds what happened between two snapshots of PostgreSQL's WAL usage counters.
+    /// Like [`BufferDelta::accumulate`] for PostgreSQL's WAL usage counters.
     #[inline]
-    pub fn add_between(&mut self, a: &pg_sys::WalUsage, b: &pg_sys::WalUsage) {
-        self.records += b.wal_records - a.wal_records;
-        self.fpi += b.wal_fpi - a.wal_fpi;
+    pub fn accumulate(&mut self, u: &pg_sys::WalUsage, sign: i64) {
+        self.records += sign * u.wal_records;
+        self.fpi += sign * u.wal_fpi;
         self.bytes = self
             .bytes
-            .wrapping_add(b.wal_bytes.wrapping_sub(a.wal_bytes));
+            .wrapping_add((sign as u64).wrapping_mul(u.wal_bytes));
     }
 
     #[inline]
@@ -899,6 +919,34 @@ pub fn record_new(
         c.add_execution(sample, slow_ms);
         outcome_of(c)
     })
+}
+
+/// Adds one planning run to the entry for `key`, creating it (with `text`) if needed.
+pub fn record_planning(key: &StatKey, hash: u64, ms: f64, now: i64, text: impl FnOnce() -> String) {
+    let Some(s) = shared() else { return };
+    let part = Shared::partition_of(hash);
+    {
+        // SAFETY: lock pointer is valid for the life of the server.
+        let _g = unsafe { LockGuard::acquire(s.lock(part), false) };
+        if let Some((_, slot)) = s.find(part, key, hash) {
+            s.with_counters(part, slot, |c| c.add_planning(ms, now));
+            return;
+        }
+    }
+    let text = text();
+    let mut scratch = vec![0.0f64; s.per_part];
+    // SAFETY: lock pointer is valid for the life of the server.
+    let _g = unsafe { LockGuard::acquire(s.lock(part), true) };
+    let slot = match s.find(part, key, hash) {
+        Some((_, slot)) => slot,
+        None => {
+            if s.used(part) >= s.per_part {
+                s.evict(part, &mut scratch);
+            }
+            s.insert(part, key, hash, text.as_bytes(), now)
+        }
+    };
+    s.with_counters(part, slot, |c| c.add_planning(ms, now));
 }
 
 /// Stores the predicates found in the statement's plan (first writer wins).

@@ -262,3 +262,33 @@ def test_statistics_survive_clean_restart(connect, fresh_db):
     with psycopg.connect(dsn(fresh_db), autocommit=True) as c2:
         after = stats_for(c2, "SELECT $1 AS survives_restart")
     assert after == before
+
+
+def test_why_slow_filter_removes_rows_after_index_scan(slow_db):
+    slow_db.execute("CREATE INDEX ON orders (customer_id)")
+    slow_db.execute("ANALYZE orders")
+    slow_db.execute("SET enable_seqscan = off")
+    f = run_and_explain(slow_db, "SELECT count(*) FROM orders WHERE customer_id < 30 AND note LIKE 'ab%'",
+                        "SELECT count(*) FROM orders WHERE customer_id < $1 AND note LIKE $2")
+    assert "filter_removes_rows" in f, f
+    assert f["filter_removes_rows"][1] == "warning"
+
+
+def test_track_planning_records_plan_time(fresh_db):
+    """perf.track_planning needs a restart (the planner hook is only installed when on)."""
+    with psycopg.connect(dsn(), autocommit=True) as c:
+        c.execute("ALTER SYSTEM SET perf.track_planning = on")
+    cluster("restart", "test", str(PORT))
+    try:
+        with psycopg.connect(dsn(fresh_db), autocommit=True) as c:
+            for _ in range(3):
+                c.execute("SELECT count(*) FROM pg_class WHERE relname = 'planned_marker'")
+            plans, plan_time, calls = c.execute(
+                "SELECT plans, total_plan_time, calls FROM perf.statements "
+                "WHERE query = 'SELECT count(*) FROM pg_class WHERE relname = $1'").fetchone()
+            assert (plans, calls) == (3, 3)
+            assert plan_time > 0
+    finally:
+        with psycopg.connect(dsn(), autocommit=True) as c:
+            c.execute("ALTER SYSTEM RESET perf.track_planning")
+        cluster("restart", "test", str(PORT))
