@@ -317,13 +317,15 @@ fn monotonic_ns() -> u64 {
 #[inline]
 fn meter(i: usize, sign: i64) {
     let now = monotonic_ns();
-    // SAFETY: backend-local, short borrow; plain reads of the backend's usage counters.
+    // SAFETY: backend-local, short borrow; plain reads of the backend's usage counters
+    // (globals of this single-threaded process, read through raw pointers).
     unsafe {
+        let buffers = std::ptr::addr_of!(pg_sys::pgBufferUsage);
+        let wal = std::ptr::addr_of!(pg_sys::pgWalUsage);
         let t = &mut local().running[i];
         t.elapsed_ns = t.elapsed_ns.wrapping_add((sign as u64).wrapping_mul(now));
-        t.buffers
-            .accumulate(&*(&raw const pg_sys::pgBufferUsage), sign);
-        t.wal.accumulate(&*(&raw const pg_sys::pgWalUsage), sign);
+        t.buffers.accumulate(&*buffers, sign);
+        t.wal.accumulate(&*wal, sign);
     }
 }
 
