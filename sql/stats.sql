@@ -29,6 +29,7 @@ SELECT p.queryid,
        END AS operator_class,
        p.kind,
        p.node_group,
+       p.position,
        p.with_constant,
        p.est_selectivity,
        p.actual_selectivity,
@@ -42,10 +43,12 @@ SELECT p.queryid,
 -- what pg_qualstats reports, and what the index advisor reads.
 CREATE VIEW perf.predicate_stats AS
 WITH per_node AS (
+    -- AND-ed filters are a set (sorted by name, so equal sets aggregate together);
+    -- sort and group keys keep their order, which decides an index's column order.
     SELECT queryid, relation, kind, node_group,
-           string_agg(column_expr, ', ' ORDER BY column_expr) AS columns,
-           string_agg(coalesce(operator, '-'), ', ' ORDER BY column_expr) AS operators,
-           string_agg(operator_class, ', ' ORDER BY column_expr) AS operator_classes,
+           string_agg(column_expr, ', ' ORDER BY CASE WHEN kind IN ('sort', 'group') THEN position END, column_expr) AS columns,
+           string_agg(coalesce(operator, '-'), ', ' ORDER BY CASE WHEN kind IN ('sort', 'group') THEN position END, column_expr) AS operators,
+           string_agg(operator_class, ', ' ORDER BY CASE WHEN kind IN ('sort', 'group') THEN position END, column_expr) AS operator_classes,
            bool_and(with_constant) AS with_constants,
            min(est_selectivity) AS est_selectivity,
            min(actual_selectivity) AS actual_selectivity,

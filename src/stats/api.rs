@@ -510,6 +510,7 @@ fn query_predicates() -> TableIterator<
         name!(opno, pg_sys::Oid),
         name!(kind, String),
         name!(node_group, i32),
+        name!(position, i32),
         name!(with_constant, bool),
         name!(est_selectivity, Option<f64>),
         name!(actual_selectivity, Option<f64>),
@@ -522,7 +523,7 @@ fn query_predicates() -> TableIterator<
     let mut rows = Vec::new();
     for e in shmem::snapshot(|k| k.dbid == db) {
         let c = &e.counters;
-        for p in c.predicates.iter().take(c.npredicates as usize) {
+        for (position, p) in c.predicates.iter().take(c.npredicates as usize).enumerate() {
             let Some(kind) = PredicateKind::from_u8(p.kind) else {
                 continue;
             };
@@ -535,6 +536,7 @@ fn query_predicates() -> TableIterator<
                 pg_sys::Oid::from(p.opno),
                 kind.as_str().to_string(),
                 p.group as i32,
+                position as i32,
                 p.with_constant,
                 sel(p.est_selectivity),
                 sel(p.actual_selectivity),
