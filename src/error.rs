@@ -15,6 +15,8 @@ pub enum PerfError {
     SharedMemoryMissing { what: &'static str },
     /// A query given to a pg_perf function could not be used.
     InvalidQuery { detail: String, hint: String },
+    /// perf.cache_strict is on and the query cannot be cached.
+    NotCacheable { reason: &'static str },
     /// The caller lacks a privilege the operation needs.
     InsufficientPrivilege { what: String, hint: String },
 }
@@ -31,6 +33,7 @@ impl PerfError {
             PerfError::InsufficientPrivilege { .. } => {
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
             }
+            PerfError::NotCacheable { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         }
     }
 
@@ -45,6 +48,9 @@ impl PerfError {
             }
             PerfError::InvalidQuery { detail, .. } => detail.clone(),
             PerfError::InsufficientPrivilege { what, .. } => what.clone(),
+            PerfError::NotCacheable { reason } => {
+                format!("query result cannot be cached: {reason}")
+            }
         }
     }
 
@@ -53,6 +59,11 @@ impl PerfError {
             PerfError::NotPreloaded | PerfError::SharedMemoryMissing { .. } => {
                 "Add pg_perf to shared_preload_libraries in postgresql.conf \
                  (shared_preload_libraries = 'pg_perf') and restart the server."
+                    .to_string()
+            }
+            PerfError::NotCacheable { .. } => {
+                "See docs/cache-design.md for what can be cached, or SET perf.cache_strict = off \
+                 to execute such queries directly."
                     .to_string()
             }
             PerfError::InvalidArgument { hint, .. }

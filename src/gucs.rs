@@ -91,6 +91,16 @@ pub static MAX_PLAN_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16384);
 pub static CAPTURE_PREDICATES: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `perf.track_planning`: also time planning (installs a planner hook; restart to change).
 pub static TRACK_PLANNING: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `perf.cache_enabled`: serve and store results in perf.cached()/perf.cached_json().
+pub static CACHE_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `perf.cache_size_mb`: shared memory for cached results (restart to change).
+pub static CACHE_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
+/// `perf.cache_max_entry_kb`: larger results are not cached.
+pub static CACHE_MAX_ENTRY_KB: GucSetting<i32> = GucSetting::<i32>::new(1024);
+/// `perf.cache_default_ttl`: seconds a cached result lives (0 = until invalidated).
+pub static CACHE_DEFAULT_TTL: GucSetting<i32> = GucSetting::<i32>::new(300);
+/// `perf.cache_strict`: a refusal to cache is an ERROR instead of a direct execution.
+pub static CACHE_STRICT: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `perf.save`: keep statistics across clean server restarts.
 pub static SAVE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
@@ -198,6 +208,52 @@ pub fn init() {
           installed, so it costs nothing. Changing it needs a restart.",
         &TRACK_PLANNING,
         GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"perf.cache_enabled",
+        c"Serves and stores results in perf.cached() and perf.cached_json().",
+        c"When off, cached calls execute their query directly.",
+        &CACHE_ENABLED,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"perf.cache_size_mb",
+        c"Shared memory for cached query results.",
+        c"Least recently used results are evicted when it is full.",
+        &CACHE_SIZE_MB,
+        1,
+        65536,
+        GucContext::Postmaster,
+        GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"perf.cache_max_entry_kb",
+        c"Results larger than this are executed but not cached.",
+        c"",
+        &CACHE_MAX_ENTRY_KB,
+        1,
+        1_048_576,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"perf.cache_default_ttl",
+        c"Seconds a cached result may be served (0 = until its source tables change).",
+        c"Per call, the ttl argument overrides it.",
+        &CACHE_DEFAULT_TTL,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"perf.cache_strict",
+        c"Makes a refusal to cache an ERROR instead of a direct execution.",
+        c"Useful in tests and development to see why a query is not cached.",
+        &CACHE_STRICT,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(

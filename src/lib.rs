@@ -8,6 +8,7 @@
 use pgrx::prelude::*;
 
 pub mod advisor;
+pub mod cache;
 pub mod error;
 pub mod gucs;
 pub mod stats;
@@ -27,6 +28,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     gucs::init();
     stats::init();
+    cache::init();
 }
 
 /// The version of the pg_perf library that is loaded in this server.

@@ -656,6 +656,10 @@ unsafe extern "C-unwind" fn process_utility(
             }
         }
     };
+    // The result cache must see every utility statement, whatever perf.track says.
+    // SAFETY: valid PlannedStmt.
+    let _cache_operation =
+        crate::cache::invalidate::before_utility(unsafe { (*pstmt).utilityStmt });
     // SAFETY: valid PlannedStmt with a utility statement.
     let (queryid, handled) = unsafe {
         let node = (*pstmt).utilityStmt;

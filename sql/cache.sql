@@ -1,0 +1,64 @@
+-- Result cache: tracked tables, the typed-rows wrapper, tracking functions.
+-- See docs/cache-design.md for the guarantees.
+
+-- Tables whose invalidation triggers are installed. A cached result may only use tables
+-- whose row here is visible to the reading statement's snapshot.
+CREATE TABLE perf.cache_tracked (
+    relid      oid PRIMARY KEY,
+    tracked_at timestamptz NOT NULL DEFAULT now()
+);
+-- Readers check tracking with their own privileges; owners track their own tables.
+GRANT SELECT, INSERT, DELETE ON perf.cache_tracked TO PUBLIC;
+
+-- Typed rows from the cache: SELECT * FROM perf.cached(NULL::orders, 'SELECT * FROM orders WHERE id = $1', '[42]')
+CREATE FUNCTION perf.cached(rowtype anyelement, query text, params jsonb DEFAULT '[]',
+                            ttl interval DEFAULT NULL)
+RETURNS SETOF anyelement
+LANGUAGE sql VOLATILE AS $$
+    SELECT * FROM jsonb_populate_recordset($1, perf.cached_json($2, $3, $4))
+$$;
+
+-- Installs the invalidation trigger on a table (and all its partitions) so its results can
+-- be cached. Idempotent; needs the right to create triggers on the table (its owner).
+CREATE FUNCTION perf.cache_track(rel regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r regclass;
+    kind "char";
+BEGIN
+    SELECT relkind INTO kind FROM pg_catalog.pg_class WHERE oid = rel;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'perf.cache_track: % is not a table', rel
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Track the tables a view reads; materialized, foreign and temporary tables cannot be cached.';
+    END IF;
+    FOR r IN SELECT relid FROM pg_catalog.pg_partition_tree(rel) WHERE relid IS NOT NULL
+             UNION SELECT rel LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                        WHERE tgrelid = r AND tgname = 'pg_perf_cache_invalidate') THEN
+            EXECUTE format('CREATE TRIGGER pg_perf_cache_invalidate
+                              AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+                              FOR EACH STATEMENT EXECUTE FUNCTION perf.cache_invalidate_trigger()', r);
+        END IF;
+        -- ALWAYS: also fires for logical replication apply (session_replication_role = replica).
+        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER pg_perf_cache_invalidate', r);
+        INSERT INTO perf.cache_tracked (relid) VALUES (r) ON CONFLICT DO NOTHING;
+    END LOOP;
+END
+$$;
+
+-- Removes the invalidation trigger from a table and its partitions; results that depend on
+-- it are dropped and it is no longer cached.
+CREATE FUNCTION perf.cache_untrack(rel regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r regclass;
+BEGIN
+    FOR r IN SELECT relid FROM pg_catalog.pg_partition_tree(rel) WHERE relid IS NOT NULL
+             UNION SELECT rel LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_perf_cache_invalidate ON %s', r);
+        DELETE FROM perf.cache_tracked WHERE relid = r;
+        PERFORM perf.cache_invalidate(r);
+    END LOOP;
+END
+$$;

@@ -1,0 +1,666 @@
+//! SQL API of the result cache: `perf.cached_json()`, `perf.cache_stats()`,
+//! `perf.cache_refusals()`, `perf.cache_entries()`, `perf.cache_invalidate()`,
+//! `perf.cache_flush()`; `perf.cached()`, `perf.cache_track()`, `perf.cache_untrack()` are
+//! SQL in `sql/cache.sql`. The contract is docs/cache-design.md.
+
+use std::cell::UnsafeCell;
+use std::ffi::{CStr, CString};
+
+use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::invalidate;
+use super::key;
+use super::store::{self, CacheKey, Counter, Lookup, NewEntry, Refusal, RelDep};
+use crate::error::PerfError;
+
+/// A jsonb value handed to PostgreSQL as is (no round trip through serde).
+pub struct JsonbDatum(pg_sys::Datum);
+
+impl IntoDatum for JsonbDatum {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(self.0)
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+// JsonbDatum is always a jsonb datum.
+pgrx::impl_sql_translatable!(JsonbDatum, "jsonb");
+
+// SAFETY: the datum is a palloc'd jsonb returned directly to the caller.
+unsafe impl pgrx::callconv::BoxRet for JsonbDatum {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        // SAFETY: per the trait contract, the datum is returned as the function's result.
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+
+/// Copies `bytes` (a jsonb varlena image) into a palloc'd datum.
+fn jsonb_from_bytes(bytes: &[u8]) -> JsonbDatum {
+    // SAFETY: bytes is a complete varlena (header included) produced by PostgreSQL.
+    unsafe {
+        let p = pg_sys::palloc(bytes.len()) as *mut u8;
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        JsonbDatum(pg_sys::Datum::from(p))
+    }
+}
+
+/// Per-backend copy buffer, sized for the largest entry once, so a hit never allocates while
+/// holding a partition lock.
+struct CopyBuffer(UnsafeCell<Vec<u8>>);
+// SAFETY: single-threaded backend.
+unsafe impl Sync for CopyBuffer {}
+static BUFFER: CopyBuffer = CopyBuffer(UnsafeCell::new(Vec::new()));
+
+fn max_entry_bytes() -> usize {
+    crate::gucs::CACHE_MAX_ENTRY_KB.get().max(1) as usize * 1024
+}
+
+fn now_us() -> i64 {
+    // SAFETY: plain call; cannot fail.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+fn interval_us(i: &Interval) -> i64 {
+    const DAY_US: i64 = 86_400_000_000;
+    i.micros()
+        .saturating_add((i.days() as i64).saturating_mul(DAY_US))
+        .saturating_add((i.months() as i64).saturating_mul(30 * DAY_US))
+}
+
+fn refuse(r: Refusal) {
+    store::count_refusal(r);
+    if crate::gucs::CACHE_STRICT.get() {
+        PerfError::NotCacheable { reason: r.as_str() }.raise();
+    }
+}
+
+/// The query, analyzed and with its parameters converted to the types PostgreSQL inferred.
+struct Prepared {
+    wrapped: CString,
+    types: Vec<pg_sys::Oid>,
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<std::ffi::c_char>,
+    query: *mut pg_sys::Query,
+    source: CString,
+}
+
+fn json_param_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn bad_query(detail: String, hint: &str) -> ! {
+    PerfError::InvalidQuery {
+        detail,
+        hint: hint.into(),
+    }
+    .raise()
+}
+
+/// Parses and analyzes `query` (exactly one SELECT), infers parameter types and converts the
+/// JSON parameter values to them.
+fn prepare(query: &str, params: &[serde_json::Value]) -> Prepared {
+    let body = query.trim().trim_end_matches(';').trim_end();
+    let Ok(source) = CString::new(body) else {
+        bad_query(
+            "the query contains a NUL byte".into(),
+            "Pass the query text as is.",
+        )
+    };
+    // Newlines keep a trailing `-- comment` from swallowing the wrapper's closing text.
+    let wrapped = CString::new(format!(
+        "SELECT coalesce(jsonb_agg(t), '[]'::jsonb) FROM (\n{body}\n) t"
+    ))
+    .unwrap_or_else(|_| {
+        bad_query(
+            "the query contains a NUL byte".into(),
+            "Pass the query text as is.",
+        )
+    });
+    // SAFETY: parse analysis of a NUL-terminated string in the current memory context; every
+    // pointer comes from PostgreSQL and is used before the context is reset.
+    unsafe {
+        let raw = pg_sys::pg_parse_query(source.as_ptr());
+        if raw.is_null() || (*raw).length != 1 {
+            bad_query(
+                "perf.cached_json() takes exactly one SQL statement".into(),
+                "Pass a single SELECT, without a second statement after a semicolon.",
+            );
+        }
+        let stmt = (*(*raw).elements).ptr_value as *mut pg_sys::RawStmt;
+        let mut ptypes: *mut pg_sys::Oid = std::ptr::null_mut();
+        let mut nparams: i32 = 0;
+        let q = pg_sys::parse_analyze_varparams(
+            stmt,
+            source.as_ptr(),
+            &mut ptypes,
+            &mut nparams,
+            std::ptr::null_mut(),
+        );
+        if (*q).commandType != pg_sys::CmdType::CMD_SELECT || !(*q).utilityStmt.is_null() {
+            bad_query(
+                "perf.cached_json() only runs SELECT queries".into(),
+                "Run data-modifying statements directly; only read queries can be cached.",
+            );
+        }
+        let n = nparams.max(0) as usize;
+        if params.len() != n {
+            PerfError::InvalidArgument {
+                what: format!(
+                    "the query has {n} parameter(s) but params has {} value(s)",
+                    params.len()
+                ),
+                hint: "Pass params as a JSON array with one value per $n, e.g. '[42, \"x\"]'."
+                    .into(),
+            }
+            .raise();
+        }
+        let mut types = Vec::with_capacity(n);
+        let mut values = Vec::with_capacity(n);
+        let mut nulls = Vec::with_capacity(n);
+        for (i, v) in params.iter().enumerate() {
+            let mut t = *ptypes.add(i);
+            if t == pg_sys::UNKNOWNOID || t == pg_sys::InvalidOid {
+                t = pg_sys::TEXTOID;
+            }
+            types.push(t);
+            match json_param_text(v) {
+                None => {
+                    values.push(pg_sys::Datum::from(0));
+                    nulls.push(b'n' as std::ffi::c_char);
+                }
+                Some(text) => {
+                    let c = CString::new(text).unwrap_or_else(|_| {
+                        bad_query(
+                            "a parameter contains a NUL byte".into(),
+                            "Remove NUL bytes from params.",
+                        )
+                    });
+                    let mut infunc = pg_sys::Oid::INVALID;
+                    let mut ioparam = pg_sys::Oid::INVALID;
+                    pg_sys::getTypeInputInfo(t, &mut infunc, &mut ioparam);
+                    values.push(pg_sys::OidInputFunctionCall(
+                        infunc,
+                        c.as_ptr() as *mut _,
+                        ioparam,
+                        -1,
+                    ));
+                    nulls.push(b' ' as std::ffi::c_char);
+                }
+            }
+        }
+        Prepared {
+            wrapped,
+            types,
+            values,
+            nulls,
+            query: q,
+            source,
+        }
+    }
+}
+
+/// What a cacheable query reads, or why it cannot be cached.
+fn analyze(p: &Prepared) -> Result<Vec<u32>, Refusal> {
+    // SAFETY: rewriting and planning the analyzed query in the current memory context.
+    unsafe {
+        let rewritten = pg_sys::pg_rewrite_query(p.query);
+        if rewritten.is_null() || (*rewritten).length != 1 {
+            return Err(Refusal::NotReadOnly);
+        }
+        let q = (*(*rewritten).elements).ptr_value as *mut pg_sys::Query;
+        if (*q).commandType != pg_sys::CmdType::CMD_SELECT {
+            return Err(Refusal::NotReadOnly);
+        }
+        if (*q).hasModifyingCTE {
+            return Err(Refusal::NotReadOnly);
+        }
+        if !(*q).rowMarks.is_null() && (*(*q).rowMarks).length > 0 {
+            return Err(Refusal::RowLocks);
+        }
+        if pg_sys::contain_mutable_functions(q as *mut pg_sys::Node) {
+            return Err(Refusal::MutableFunction);
+        }
+        let n = p.types.len() as i32;
+        let params = pg_sys::makeParamList(n);
+        for i in 0..p.types.len() {
+            let d = (*params).params.as_mut_ptr().add(i);
+            (*d).value = p.values[i];
+            (*d).isnull = p.nulls[i] == b'n' as std::ffi::c_char;
+            (*d).pflags = pg_sys::PARAM_FLAG_CONST as u16;
+            (*d).ptype = p.types[i];
+        }
+        let plan = pg_sys::pg_plan_query(q, p.source.as_ptr(), 0, params);
+        let oids = (*plan).relationOids;
+        let mut relids = Vec::new();
+        if !oids.is_null() {
+            for i in 0..(*oids).length as usize {
+                let oid = (*(*oids).elements.add(i)).oid_value.to_u32();
+                if !relids.contains(&oid) {
+                    relids.push(oid);
+                }
+            }
+        }
+        Ok(relids)
+    }
+}
+
+/// Checks, with a snapshot taken now, that every relation can back a cached result: base
+/// tables tracked (tracking committed, trigger enabled ALWAYS), no RLS, no security
+/// barrier views, nothing temporary/unlogged/system/foreign/materialized.
+fn check_relations(relids: &[u32]) -> Result<(), Refusal> {
+    if relids.len() > store::MAX_RELS {
+        return Err(Refusal::TooManyRelations);
+    }
+    let oids: Vec<pg_sys::Oid> = relids.iter().map(|&r| pg_sys::Oid::from(r)).collect();
+    let verdict = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT c.relkind::text, c.relpersistence::text, c.relrowsecurity,
+                    c.oid < 16384 OR c.relnamespace = 'pg_catalog'::regnamespace,
+                    EXISTS (SELECT 1 FROM unnest(c.reloptions) o
+                             WHERE o ~* '^security_barrier=(true|on|yes|1)$'),
+                    EXISTS (SELECT 1 FROM perf.cache_tracked t WHERE t.relid = c.oid)
+                      AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                                   WHERE g.tgrelid = c.oid
+                                     AND g.tgname = 'pg_perf_cache_invalidate'
+                                     AND g.tgenabled = 'A')
+               FROM pg_catalog.pg_class c WHERE c.oid = ANY($1)",
+            None,
+            &[oids.into()],
+        )?;
+        let mut seen = 0;
+        let mut verdict = Ok(());
+        for r in rows {
+            seen += 1;
+            let kind = r.get::<String>(1)?.unwrap_or_default();
+            let persistence = r.get::<String>(2)?.unwrap_or_default();
+            let rls = r.get::<bool>(3)?.unwrap_or(false);
+            let system = r.get::<bool>(4)?.unwrap_or(true);
+            let barrier = r.get::<bool>(5)?.unwrap_or(false);
+            let tracked = r.get::<bool>(6)?.unwrap_or(false);
+            let this = if system || persistence != "p" || !matches!(kind.as_str(), "r" | "p" | "v")
+            {
+                Err(Refusal::UnsupportedRelation)
+            } else if rls || barrier {
+                Err(Refusal::RowSecurity)
+            } else if kind != "v" && !tracked {
+                Err(Refusal::UntrackedTable)
+            } else {
+                Ok(())
+            };
+            if verdict.is_ok() {
+                verdict = this;
+            }
+        }
+        if seen != relids.len() && verdict.is_ok() {
+            verdict = Err(Refusal::UnsupportedRelation);
+        }
+        Ok::<_, pgrx::spi::Error>(verdict)
+    });
+    verdict.unwrap_or(Err(Refusal::UnsupportedRelation))
+}
+
+/// Runs the wrapped query through SPI (a fresh snapshot in READ COMMITTED) and returns the
+/// jsonb result's bytes.
+fn execute(p: &Prepared) -> Vec<u8> {
+    // SAFETY: plain SPI use: connect, execute with the converted parameters, copy the single
+    // jsonb value out (detoasted) before SPI_finish frees its memory.
+    unsafe {
+        if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
+            bad_query(
+                "could not connect to SPI".into(),
+                "This is a bug in pg_perf; please report it.",
+            );
+        }
+        let rc = pg_sys::SPI_execute_with_args(
+            p.wrapped.as_ptr(),
+            p.types.len() as i32,
+            p.types.as_ptr() as *mut _,
+            p.values.as_ptr() as *mut _,
+            p.nulls.as_ptr(),
+            false,
+            0,
+        );
+        let mut out = Vec::new();
+        if rc == pg_sys::SPI_OK_SELECT as i32 && pg_sys::SPI_processed == 1 {
+            let tt = pg_sys::SPI_tuptable;
+            let mut isnull = false;
+            let d = pg_sys::SPI_getbinval(*(*tt).vals, (*tt).tupdesc, 1, &mut isnull);
+            if !isnull {
+                let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+                let len = varsize_any(v);
+                out.extend_from_slice(std::slice::from_raw_parts(v as *const u8, len));
+            }
+        }
+        pg_sys::SPI_finish();
+        if out.is_empty() {
+            bad_query(
+                "the cached query did not produce a result".into(),
+                "Check the query text.",
+            );
+        }
+        // A packed (1-byte header) varlena must become a 4-byte header one to be returned.
+        normalize_varlena(out)
+    }
+}
+
+/// Size of a varlena with either header form.
+unsafe fn varsize_any(v: *const pg_sys::varlena) -> usize {
+    // SAFETY: v points at a detoasted varlena.
+    unsafe {
+        let first = *(v as *const u8);
+        if first & 0x01 == 0x01 {
+            (first >> 1) as usize // 1-byte header (little-endian layout)
+        } else {
+            ((*(v as *const u32)) >> 2) as usize
+        }
+    }
+}
+
+/// Turns a short-header varlena image into a regular 4-byte-header one.
+fn normalize_varlena(bytes: Vec<u8>) -> Vec<u8> {
+    match bytes.first() {
+        Some(b) if b & 0x01 == 0x01 => {
+            let data = &bytes[1..];
+            let total = data.len() + 4;
+            let mut out = Vec::with_capacity(total);
+            out.extend_from_slice(&((total as u32) << 2).to_le_bytes());
+            out.extend_from_slice(data);
+            out
+        }
+        _ => bytes,
+    }
+}
+
+/// Settings that change a query's output, for the cache key.
+fn output_settings() -> [Option<String>; 7] {
+    const NAMES: [&CStr; 7] = [
+        c"search_path",
+        c"TimeZone",
+        c"DateStyle",
+        c"IntervalStyle",
+        c"extra_float_digits",
+        c"bytea_output",
+        c"lc_monetary",
+    ];
+    NAMES.map(|n| {
+        // SAFETY: GetConfigOption returns a pointer to the current value (or null).
+        unsafe {
+            let v = pg_sys::GetConfigOption(n.as_ptr(), true, false);
+            (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+        }
+    })
+}
+
+/// A query's result as a JSON array of row objects, from the shared-memory cache when a
+/// valid entry exists, else executed (and cached when safe). See docs/cache-design.md.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cached_json(
+    query: &str,
+    params: default!(pgrx::JsonB, "'[]'"),
+    ttl: default!(Option<Interval>, "NULL"),
+) -> JsonbDatum {
+    if !store::available() {
+        PerfError::SharedMemoryMissing {
+            what: "result cache",
+        }
+        .raise();
+    }
+    let serde_json::Value::Array(values) = &params.0 else {
+        PerfError::InvalidArgument {
+            what: "params must be a JSON array".into(),
+            hint: "Pass one value per $n, e.g. '[42, \"x\"]'::jsonb, or '[]'.".into(),
+        }
+        .raise()
+    };
+    // Conditions under which the cache is not used at all.
+    let pre_refusal = if !crate::gucs::CACHE_ENABLED.get() {
+        Some(Refusal::Disabled)
+    } else if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        // SAFETY (above): plain read of a backend global.
+        Some(Refusal::Isolation)
+    } else if unsafe { pg_sys::RecoveryInProgress() } {
+        // SAFETY (above): plain call.
+        Some(Refusal::Recovery)
+    } else {
+        None
+    };
+    // SAFETY: plain reads of backend globals.
+    let (userid, dbid) = unsafe { (pg_sys::GetUserId().to_u32(), pg_sys::MyDatabaseId.to_u32()) };
+    let params_text = params.0.to_string();
+    let cache_key = CacheKey {
+        hash: key::hash(query, &params_text, &output_settings()),
+        userid,
+        dbid,
+    };
+    let now = now_us();
+
+    if pre_refusal.is_none() {
+        // SAFETY: backend-local buffer; no other borrow is live.
+        let buf = unsafe { &mut *BUFFER.0.get() };
+        if buf.capacity() < max_entry_bytes() {
+            buf.reserve(max_entry_bytes() - buf.len());
+        }
+        match store::lookup(&cache_key, now, invalidate::written_slots(), buf) {
+            Lookup::Hit => {
+                store::count(Counter::Hits);
+                return jsonb_from_bytes(buf);
+            }
+            Lookup::OwnWrites => {
+                refuse(Refusal::OwnWrites);
+                let p = prepare(query, values);
+                return jsonb_from_bytes(&execute(&p));
+            }
+            Lookup::Miss => store::count(Counter::Misses),
+        }
+    }
+
+    let p = prepare(query, values);
+    if let Some(r) = pre_refusal {
+        refuse(r);
+        return jsonb_from_bytes(&execute(&p));
+    }
+    let relids = match analyze(&p).and_then(|relids| check_relations(&relids).map(|_| relids)) {
+        Ok(relids) => relids,
+        Err(r) => {
+            refuse(r);
+            return jsonb_from_bytes(&execute(&p));
+        }
+    };
+    let mut deps = Vec::with_capacity(relids.len());
+    for &relid in &relids {
+        let Some(slot) = store::registry_slot(dbid, relid, true) else {
+            refuse(Refusal::CacheFull);
+            return jsonb_from_bytes(&execute(&p));
+        };
+        deps.push(RelDep {
+            slot,
+            relid,
+            generation: 0,
+        });
+    }
+    let written = invalidate::written_slots();
+    if deps.iter().any(|d| written.contains(&d.slot)) {
+        refuse(Refusal::OwnWrites);
+        return jsonb_from_bytes(&execute(&p));
+    }
+
+    // Generations and writers before the snapshot the query runs with ...
+    let (global_before, global_busy_before) = store::global_state();
+    let mut busy = global_busy_before > 0;
+    for d in deps.iter_mut() {
+        let (generation, in_progress) = store::table_state(d.slot);
+        d.generation = generation;
+        busy |= in_progress > 0;
+    }
+    let result = execute(&p);
+    // ... and after it: store only if nothing changed and nobody was writing.
+    let (global_after, global_busy_after) = store::global_state();
+    busy |= global_busy_after > 0 || global_after != global_before;
+    for d in &deps {
+        let (generation, in_progress) = store::table_state(d.slot);
+        busy |= in_progress > 0 || generation != d.generation;
+    }
+    if busy {
+        refuse(Refusal::ConcurrentWrite);
+    } else if result.len() > max_entry_bytes() {
+        refuse(Refusal::TooLarge);
+    } else {
+        let ttl_us = match ttl {
+            Some(i) => interval_us(&i),
+            None => crate::gucs::CACHE_DEFAULT_TTL.get() as i64 * 1_000_000,
+        };
+        let stored = store::store(&NewEntry {
+            key: cache_key,
+            deps: &deps,
+            global_generation: global_before,
+            now,
+            expires: if ttl_us > 0 {
+                now.saturating_add(ttl_us)
+            } else {
+                0
+            },
+            text: query,
+            params: &params_text,
+            data: &result,
+        });
+        if !stored {
+            refuse(Refusal::CacheFull);
+        }
+    }
+    jsonb_from_bytes(&result)
+}
+
+/// Cache-wide numbers.
+#[pg_extern(volatile, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn cache_stats() -> TableIterator<
+    'static,
+    (
+        name!(entries, i64),
+        name!(bytes, i64),
+        name!(capacity_bytes, i64),
+        name!(hits, i64),
+        name!(misses, i64),
+        name!(hit_ratio, Option<f64>),
+        name!(evictions, i64),
+        name!(expirations, i64),
+        name!(invalidations, i64),
+        name!(stores, i64),
+        name!(refusals, i64),
+    ),
+> {
+    let (entries, bytes, capacity) = store::usage();
+    let hits = store::counter(Counter::Hits);
+    let misses = store::counter(Counter::Misses);
+    let refusals: u64 = Refusal::ALL.iter().map(|r| store::refusal_count(*r)).sum();
+    let lookups = hits + misses;
+    TableIterator::once((
+        entries as i64,
+        bytes as i64,
+        capacity as i64,
+        hits as i64,
+        misses as i64,
+        (lookups > 0).then(|| hits as f64 / lookups as f64),
+        store::counter(Counter::Evictions) as i64,
+        store::counter(Counter::Expirations) as i64,
+        store::counter(Counter::Invalidations) as i64,
+        store::counter(Counter::Stores) as i64,
+        refusals as i64,
+    ))
+}
+
+/// How often results were not cached, by reason.
+#[pg_extern(volatile, parallel_safe)]
+fn cache_refusals() -> TableIterator<'static, (name!(reason, String), name!(count, i64))> {
+    TableIterator::new(
+        Refusal::ALL
+            .iter()
+            .map(|r| (r.as_str().to_string(), store::refusal_count(*r) as i64))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Entries in the cache (query texts and parameters are shown only to superusers, members of
+/// pg_read_all_stats, and the user who cached them).
+#[pg_extern(volatile, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn cache_entries() -> TableIterator<
+    'static,
+    (
+        name!(query, Option<String>),
+        name!(params, Option<String>),
+        name!(userid, pg_sys::Oid),
+        name!(bytes, i32),
+        name!(hits, i64),
+        name!(created, Option<TimestampWithTimeZone>),
+        name!(expires, Option<TimestampWithTimeZone>),
+        name!(valid, bool),
+        name!(relations, Vec<pg_sys::Oid>),
+    ),
+> {
+    // SAFETY: privilege check and plain reads of backend globals.
+    let (all, me, db) = unsafe {
+        (
+            pg_sys::superuser()
+                || pg_sys::has_privs_of_role(
+                    pg_sys::GetUserId(),
+                    pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS),
+                ),
+            pg_sys::GetUserId().to_u32(),
+            pg_sys::MyDatabaseId.to_u32(),
+        )
+    };
+    let rows: Vec<_> = store::entries()
+        .into_iter()
+        .filter(|e| e.dbid == db)
+        .map(|e| {
+            let visible = all || e.userid == me;
+            (
+                visible.then(|| e.text.clone()),
+                visible.then(|| e.params.clone()),
+                pg_sys::Oid::from(e.userid),
+                e.bytes as i32,
+                e.hits as i64,
+                TimestampWithTimeZone::try_from(e.created).ok(),
+                (e.expires != 0)
+                    .then(|| TimestampWithTimeZone::try_from(e.expires).ok())
+                    .flatten(),
+                e.valid,
+                e.relids.iter().map(|&r| pg_sys::Oid::from(r)).collect(),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Drops cached results that depend on `rel`; returns how many.
+#[pg_extern(volatile)]
+fn cache_invalidate(rel: pg_sys::Oid) -> i64 {
+    // SAFETY: plain read.
+    let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    let relid = rel.to_u32();
+    if let Some(slot) = store::registry_slot(db, relid, false) {
+        store::bump_generation(slot);
+    }
+    store::invalidate(|dbid, deps| dbid == db && deps.iter().any(|d| d.relid == relid)) as i64
+}
+
+/// Drops every cached result; returns how many.
+#[pg_extern(volatile)]
+fn cache_flush() -> i64 {
+    store::global_begin();
+    store::global_end();
+    store::invalidate(|_, _| true) as i64
+}
