@@ -496,21 +496,23 @@ fn cached_json(
         return jsonb_from_bytes(&execute(&p));
     }
 
-    // Generations and writers before the snapshot the query runs with ...
+    // Generations and committing writers before the snapshot the query runs with ...
     let (global_before, global_busy_before) = store::global_state();
     let mut busy = global_busy_before > 0;
     for d in deps.iter_mut() {
-        let (generation, in_progress) = store::table_state(d.slot);
+        let (generation, committing) = store::table_state(d.slot);
         d.generation = generation;
-        busy |= in_progress > 0;
+        busy |= committing > 0;
     }
     let result = execute(&p);
-    // ... and after it: store only if nothing changed and nobody was writing.
+    // ... and after it: store only if no generation moved and nobody was committing. A
+    // writer whose commit overlapped the snapshot is caught by one of the two checks; one
+    // that commits later bumps the generation before its changes become visible.
     let (global_after, global_busy_after) = store::global_state();
     busy |= global_busy_after > 0 || global_after != global_before;
     for d in &deps {
-        let (generation, in_progress) = store::table_state(d.slot);
-        busy |= in_progress > 0 || generation != d.generation;
+        let (generation, committing) = store::table_state(d.slot);
+        busy |= committing > 0 || generation != d.generation;
     }
     if busy {
         refuse(Refusal::ConcurrentWrite);

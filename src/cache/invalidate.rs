@@ -1,10 +1,11 @@
 //! Invalidation of cached results.
 //!
 //! Writers: the statement-level trigger installed by `perf.cache_track()` marks its table as
-//! written in this transaction and counts the transaction as a writer in progress. At
-//! PRE_COMMIT, before the commit becomes visible to other sessions, every written table's
-//! generation is bumped; at the end of the transaction (commit, abort or PREPARE) the
-//! writer stops being in progress. An abort bumps nothing.
+//! written in this transaction. At PRE_COMMIT, before the commit becomes visible to other
+//! sessions, every written table is counted as committing and its generation is bumped; when
+//! the commit is over (visible), the count drops. An abort before PRE_COMMIT bumps nothing.
+//! A fill stores its result only if no table it read was committing when it started or
+//! ended and no generation moved in between (see `api::cached_json`).
 //!
 //! Everything else that can change a result — DDL, GRANT/REVOKE, policies, role changes,
 //! replaced functions or views, COMMIT PREPARED — invalidates the whole cache, bracketed as
@@ -23,6 +24,8 @@ use super::store;
 struct CacheLocal {
     /// Registry slots of tables this transaction wrote.
     written: Vec<u32>,
+    /// PRE_COMMIT counted the written tables as committing.
+    committing: bool,
     /// A utility statement that may change results ran in this transaction.
     ddl_pending: bool,
     /// This transaction's commit holds a global operation (see `store::global_begin`).
@@ -35,6 +38,7 @@ unsafe impl Sync for BackendLocal {}
 
 static LOCAL: BackendLocal = BackendLocal(UnsafeCell::new(CacheLocal {
     written: Vec::new(),
+    committing: false,
     ddl_pending: false,
     global_held: false,
 }));
@@ -66,7 +70,6 @@ pub fn note_write(relid: u32) {
     let l = local();
     if !l.written.contains(&slot) {
         l.written.push(slot);
-        store::writer_begin(slot);
     }
 }
 
@@ -119,8 +122,11 @@ impl Drop for GlobalOperation {
 
 fn end_writers() {
     let l = local();
-    for &slot in &l.written {
-        store::writer_end(slot);
+    if l.committing {
+        for &slot in &l.written {
+            store::commit_end(slot);
+        }
+        l.committing = false;
     }
     l.written.clear();
 }
@@ -137,8 +143,11 @@ pub unsafe extern "C-unwind" fn on_xact_event(
     let l = local();
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => {
-            for &slot in &l.written {
-                store::bump_generation(slot);
+            if !l.committing {
+                for &slot in &l.written {
+                    store::commit_begin(slot);
+                }
+                l.committing = true;
             }
             if l.ddl_pending && !l.global_held {
                 store::global_begin();

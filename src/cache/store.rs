@@ -123,7 +123,9 @@ pub struct RegistrySlot {
     /// `(dbid << 32) | relid`; 0 = free.
     key: AtomicU64,
     generation: AtomicU64,
-    in_progress: AtomicU32,
+    /// Writers between their generation bump (PRE_COMMIT) and the end of their commit: their
+    /// changes may be visible to some snapshots and not others, so nothing may be stored.
+    committing: AtomicU32,
 }
 
 #[repr(C)]
@@ -403,36 +405,42 @@ fn slot(s: &Shared, idx: u32) -> &RegistrySlot {
     unsafe { &*s.registry.add(idx as usize % REGISTRY_SLOTS) }
 }
 
-/// (generation, writers in progress) of a registry slot.
+/// (generation, writers committing) of a registry slot.
 pub fn table_state(idx: u32) -> (u64, u32) {
     match shared() {
         Some(s) => {
             let t = slot(s, idx);
             (
                 t.generation.load(Ordering::Acquire),
-                t.in_progress.load(Ordering::Acquire),
+                t.committing.load(Ordering::Acquire),
             )
         }
         None => (0, 0),
     }
 }
 
+/// Invalidates a table's entries (no commit involved: cache_invalidate()).
 pub fn bump_generation(idx: u32) {
     if let Some(s) = shared() {
         slot(s, idx).generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-pub fn writer_begin(idx: u32) {
+/// A writer of the table starts committing (PRE_COMMIT): counted as committing first, then
+/// the generation is bumped, so a fill never sees the new generation without the count.
+pub fn commit_begin(idx: u32) {
     if let Some(s) = shared() {
-        slot(s, idx).in_progress.fetch_add(1, Ordering::AcqRel);
+        let t = slot(s, idx);
+        t.committing.fetch_add(1, Ordering::AcqRel);
+        t.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-pub fn writer_end(idx: u32) {
+/// The writer's commit (or abort after PRE_COMMIT) is over.
+pub fn commit_end(idx: u32) {
     if let Some(s) = shared() {
         let _ = slot(s, idx)
-            .in_progress
+            .committing
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
                 Some(v.saturating_sub(1))
             });
