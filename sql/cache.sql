@@ -18,6 +18,10 @@ LANGUAGE sql VOLATILE AS $$
     SELECT * FROM jsonb_populate_recordset($1, perf.cached_json($2, $3, $4))
 $$;
 
+-- Drops cached results that depend on a relation; returns how many.
+CREATE FUNCTION perf.cache_invalidate(rel regclass) RETURNS bigint
+LANGUAGE sql VOLATILE AS $$ SELECT perf.cache_invalidate_oid($1::oid) $$;
+
 -- Installs the invalidation trigger on a table (and all its partitions) so its results can
 -- be cached. Idempotent; needs the right to create triggers on the table (its owner).
 CREATE FUNCTION perf.cache_track(rel regclass) RETURNS void
@@ -27,6 +31,17 @@ DECLARE
     kind "char";
 BEGIN
     SELECT relkind INTO kind FROM pg_catalog.pg_class WHERE oid = rel;
+    IF rel::oid < 16384 OR (SELECT relnamespace = 'pg_catalog'::regnamespace
+                              FROM pg_catalog.pg_class WHERE oid = rel) THEN
+        RAISE EXCEPTION 'perf.cache_track: % is a system catalog', rel
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Only user tables can be cached.';
+    END IF;
+    IF (SELECT relpersistence FROM pg_catalog.pg_class WHERE oid = rel) <> 'p' THEN
+        RAISE EXCEPTION 'perf.cache_track: % is a temporary or unlogged table', rel
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Results over temporary or unlogged tables are never cached.';
+    END IF;
     IF kind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION 'perf.cache_track: % is not a table', rel
             USING ERRCODE = 'wrong_object_type',

@@ -647,9 +647,10 @@ fn cache_entries() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// Drops cached results that depend on `rel`; returns how many.
+/// Drops cached results that depend on the relation with OID `rel`; returns how many.
+/// (SQL callers use `perf.cache_invalidate(regclass)`, defined in sql/cache.sql.)
 #[pg_extern(volatile)]
-fn cache_invalidate(rel: pg_sys::Oid) -> i64 {
+fn cache_invalidate_oid(rel: pg_sys::Oid) -> i64 {
     // SAFETY: plain read.
     let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
     let relid = rel.to_u32();

@@ -56,7 +56,7 @@ pgrx::extension_sql_file!(
     name = "cache_sql",
     requires = [
         cache::api::cached_json,
-        cache::api::cache_invalidate,
+        cache::api::cache_invalidate_oid,
         cache::invalidate::cache_invalidate_trigger
     ]
 );
