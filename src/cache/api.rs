@@ -41,6 +41,65 @@ unsafe impl pgrx::callconv::BoxRet for JsonbDatum {
     }
 }
 
+/// A jsonb argument taken as its (detoasted) bytes: hashing them for the cache key needs no
+/// conversion; they are decoded to JSON only when the query must actually run.
+pub struct JsonbArg {
+    datum: pg_sys::Datum,
+    bytes: &'static [u8],
+}
+
+impl JsonbArg {
+    /// The value as serde JSON (through pgrx's jsonb conversion).
+    fn to_json(&self) -> serde_json::Value {
+        // SAFETY: datum is a valid, non-null jsonb for the duration of the call.
+        unsafe { pgrx::JsonB::from_datum(self.datum, false) }
+            .map(|j| j.0)
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl FromDatum for JsonbArg {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: a non-null jsonb argument; the detoasted copy lives in the call's context.
+        unsafe {
+            let v = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+            let bytes = std::slice::from_raw_parts(v as *const u8, varsize_any(v));
+            Some(JsonbArg {
+                datum: pg_sys::Datum::from(v),
+                bytes,
+            })
+        }
+    }
+}
+
+// SAFETY: same contract as pgrx's own FromDatum-based argument types.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbArg {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        // SAFETY: per the trait contract.
+        unsafe {
+            arg.unbox_arg_using_from_datum()
+                .unwrap_or_else(|| panic!("argument {index} must not be null"))
+        }
+    }
+
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
+        // SAFETY: per the trait contract.
+        unsafe { arg.unbox_arg_using_from_datum().into() }
+    }
+}
+
+pgrx::impl_sql_translatable!(JsonbArg, "jsonb");
+
 /// Copies `bytes` (a jsonb varlena image) into a palloc'd datum.
 fn jsonb_from_bytes(bytes: &[u8]) -> JsonbDatum {
     // SAFETY: bytes is a complete varlena (header included) produced by PostgreSQL.
@@ -383,8 +442,9 @@ fn normalize_varlena(bytes: Vec<u8>) -> Vec<u8> {
     }
 }
 
-/// Settings that change a query's output, for the cache key.
-fn output_settings() -> [Option<String>; 7] {
+/// Settings that change a query's output, for the cache key (pointers to the live values:
+/// no copies on the hit path).
+fn output_settings() -> [Option<&'static [u8]>; 7] {
     const NAMES: [&CStr; 7] = [
         c"search_path",
         c"TimeZone",
@@ -395,12 +455,20 @@ fn output_settings() -> [Option<String>; 7] {
         c"lc_monetary",
     ];
     NAMES.map(|n| {
-        // SAFETY: GetConfigOption returns a pointer to the current value (or null).
+        // SAFETY: GetConfigOption returns the current value's string (or null); it stays valid
+        // until the setting changes, which cannot happen while the key is computed.
         unsafe {
             let v = pg_sys::GetConfigOption(n.as_ptr(), true, false);
-            (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+            (!v.is_null()).then(|| CStr::from_ptr(v).to_bytes())
         }
     })
+}
+
+fn param_values(params: &JsonbArg) -> Vec<serde_json::Value> {
+    match params.to_json() {
+        serde_json::Value::Array(v) => v,
+        _ => Vec::new(),
+    }
 }
 
 /// A query's result as a JSON array of row objects, from the shared-memory cache when a
@@ -408,7 +476,7 @@ fn output_settings() -> [Option<String>; 7] {
 #[pg_extern(volatile, parallel_unsafe)]
 fn cached_json(
     query: &str,
-    params: default!(pgrx::JsonB, "'[]'"),
+    params: default!(JsonbArg, "'[]'"),
     ttl: default!(Option<Interval>, "NULL"),
 ) -> JsonbDatum {
     if !store::available() {
@@ -417,13 +485,20 @@ fn cached_json(
         }
         .raise();
     }
-    let serde_json::Value::Array(values) = &params.0 else {
+    // jsonb's root header: the container type bits say whether it is an array.
+    const JB_FARRAY: u32 = 0x4000_0000;
+    const JB_FSCALAR: u32 = 0x1000_0000;
+    let root = params
+        .bytes
+        .get(4..8)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if !matches!(root, Some(h) if h & JB_FARRAY != 0 && h & JB_FSCALAR == 0) {
         PerfError::InvalidArgument {
             what: "params must be a JSON array".into(),
             hint: "Pass one value per $n, e.g. '[42, \"x\"]'::jsonb, or '[]'.".into(),
         }
         .raise()
-    };
+    }
     // Conditions under which the cache is not used at all.
     let pre_refusal = if !crate::gucs::CACHE_ENABLED.get() {
         Some(Refusal::Disabled)
@@ -438,9 +513,8 @@ fn cached_json(
     };
     // SAFETY: plain reads of backend globals.
     let (userid, dbid) = unsafe { (pg_sys::GetUserId().to_u32(), pg_sys::MyDatabaseId.to_u32()) };
-    let params_text = params.0.to_string();
     let cache_key = CacheKey {
-        hash: key::hash(query, &params_text, &output_settings()),
+        hash: key::hash(query.as_bytes(), params.bytes, &output_settings()),
         userid,
         dbid,
     };
@@ -459,13 +533,19 @@ fn cached_json(
             }
             Lookup::OwnWrites => {
                 refuse(Refusal::OwnWrites);
-                let p = prepare(query, values);
+                let p = prepare(query, &param_values(&params));
                 return jsonb_from_bytes(&execute(&p));
             }
             Lookup::Miss => store::count(Counter::Misses),
         }
     }
 
+    let params_json = params.to_json();
+    let values = match &params_json {
+        serde_json::Value::Array(v) => v.as_slice(),
+        _ => &[],
+    };
+    let params_text = params_json.to_string();
     let p = prepare(query, values);
     if let Some(r) = pre_refusal {
         refuse(r);

@@ -3,19 +3,20 @@
 
 use xxhash_rust::xxh3::Xxh3;
 
-/// Hashes the query text, the parameters (canonical JSON text) and the output-affecting
-/// settings. Every part is length-prefixed, so ("ab", "c") and ("a", "bc") differ.
-pub fn hash(query: &str, params: &str, settings: &[Option<String>]) -> [u64; 2] {
+/// Hashes the query text, the parameters (their jsonb image: equal values have equal
+/// images) and the output-affecting settings. Every part is length-prefixed, so
+/// ("ab", "c") and ("a", "bc") differ; a missing setting hashes differently from "".
+pub fn hash(query: &[u8], params: &[u8], settings: &[Option<&[u8]>]) -> [u64; 2] {
     let mut h = Xxh3::new();
     let mut part = |bytes: &[u8]| {
         h.update(&(bytes.len() as u64).to_le_bytes());
         h.update(bytes);
     };
-    part(query.as_bytes());
-    part(params.as_bytes());
+    part(query);
+    part(params);
     for s in settings {
         match s {
-            Some(v) => part(v.as_bytes()),
+            Some(v) => part(v),
             None => part(&[0xff]),
         }
     }
@@ -29,17 +30,14 @@ mod unit_tests {
 
     #[test]
     fn every_part_matters_and_boundaries_are_unambiguous() {
-        let s = [Some("public".to_string()), Some("UTC".to_string())];
-        let base = hash("SELECT $1", "[1]", &s);
-        assert_eq!(base, hash("SELECT $1", "[1]", &s));
-        assert_ne!(base, hash("SELECT $1", "[2]", &s));
-        assert_ne!(base, hash("SELECT  $1", "[1]", &s));
-        let other_path = [Some("s2".to_string()), Some("UTC".to_string())];
-        assert_ne!(base, hash("SELECT $1", "[1]", &other_path));
-        assert_ne!(hash("ab", "c", &[]), hash("a", "bc", &[]));
-        assert_ne!(
-            hash("q", "", &[None]),
-            hash("q", "", &[Some(String::new())])
-        );
+        let s: [Option<&[u8]>; 2] = [Some(b"public"), Some(b"UTC")];
+        let base = hash(b"SELECT $1", b"[1]", &s);
+        assert_eq!(base, hash(b"SELECT $1", b"[1]", &s));
+        assert_ne!(base, hash(b"SELECT $1", b"[2]", &s));
+        assert_ne!(base, hash(b"SELECT  $1", b"[1]", &s));
+        let other_path: [Option<&[u8]>; 2] = [Some(b"s2"), Some(b"UTC")];
+        assert_ne!(base, hash(b"SELECT $1", b"[1]", &other_path));
+        assert_ne!(hash(b"ab", b"c", &[]), hash(b"a", b"bc", &[]));
+        assert_ne!(hash(b"q", b"", &[None]), hash(b"q", b"", &[Some(b"")]));
     }
 }

@@ -170,6 +170,9 @@ struct Shared {
     header: *mut Header,
     registry: *mut RegistrySlot,
     parts: *mut PartHeader,
+    /// Per entry slot, the first half of its key hash (0 = free): lookups scan this compact
+    /// array instead of the entries themselves.
+    hashes: *mut u64,
     entries: *mut Entry,
     next: *mut u32,
     chunks: *mut u8,
@@ -205,6 +208,7 @@ impl Layout {
         let bytes = align8(size_of::<Header>())
             + align8(REGISTRY_SLOTS * size_of::<RegistrySlot>())
             + align8(PARTITIONS * size_of::<PartHeader>())
+            + align8(PARTITIONS * entries_per_part * size_of::<u64>())
             + align8(PARTITIONS * entries_per_part * size_of::<Entry>())
             + align8(PARTITIONS * chunks_per_part * size_of::<u32>())
             + PARTITIONS * chunks_per_part * CHUNK_SIZE;
@@ -246,6 +250,8 @@ pub fn startup() {
         off += align8(REGISTRY_SLOTS * size_of::<RegistrySlot>());
         let parts = base.add(off) as *mut PartHeader;
         off += align8(PARTITIONS * size_of::<PartHeader>());
+        let hashes = base.add(off) as *mut u64;
+        off += align8(PARTITIONS * l.entries_per_part * size_of::<u64>());
         let entries = base.add(off) as *mut Entry;
         off += align8(PARTITIONS * l.entries_per_part * size_of::<Entry>());
         let next = base.add(off) as *mut u32;
@@ -275,6 +281,7 @@ pub fn startup() {
             header,
             registry,
             parts,
+            hashes,
             entries,
             next,
             chunks,
@@ -543,12 +550,28 @@ impl Shared {
         unsafe { self.parts.add(part) }
     }
 
+    #[allow(clippy::mut_from_ref)]
+    fn hashes(&self, part: usize) -> &mut [u64] {
+        // SAFETY: each partition owns entries_per_part consecutive hash slots; callers hold
+        // the partition lock (writes only under EXCLUSIVE).
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.hashes.add(part * self.entries_per_part),
+                self.entries_per_part,
+            )
+        }
+    }
+
     /// Index of the live entry with `key` (partition lock held, any mode).
     fn find(&self, part: usize, key: &CacheKey) -> Option<usize> {
-        (0..self.entries_per_part).find(|&i| {
-            // SAFETY: i < entries_per_part; fields are stable under the partition lock.
-            let e = unsafe { &*self.entry(part, i) };
-            e.used && e.key == key.hash && e.userid == key.userid && e.dbid == key.dbid
+        let h = key.hash[0] | 1; // never 0, which marks a free slot
+        let hashes = self.hashes(part);
+        (0..hashes.len()).find(|&i| {
+            hashes[i] == h && {
+                // SAFETY: i < entries_per_part; fields are stable under the partition lock.
+                let e = unsafe { &*self.entry(part, i) };
+                e.used && e.key == key.hash && e.userid == key.userid && e.dbid == key.dbid
+            }
         })
     }
 
@@ -581,6 +604,7 @@ impl Shared {
             ph.entries = ph.entries.saturating_sub(1);
             ph.bytes = ph.bytes.saturating_sub(e.len as u64);
             e.used = false;
+            self.hashes(part)[i] = 0;
         }
     }
 
@@ -761,6 +785,7 @@ pub fn store(n: &NewEntry) -> bool {
         e.params_len = preview(&mut e.params, n.params);
         ph.entries += 1;
         ph.bytes += n.data.len() as u64;
+        s.hashes(part)[slot] = n.key.hash[0] | 1;
     }
     count(Counter::Stores);
     true
