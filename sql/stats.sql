@@ -89,7 +89,8 @@ SELECT s.relid::regclass AS relation,
                     string_agg(DISTINCT column_expr, ', ') AS filtered_columns
                FROM perf.predicates
               WHERE kind IN ('filter', 'index_cond')
-              GROUP BY relation) q ON q.relid = s.relid;
+              GROUP BY relation) q ON q.relid = s.relid
+ WHERE s.schemaname <> 'perf';  -- pg_perf's own bookkeeping tables
 
 -- Indexes never scanned since statistics were last reset, that don't enforce a constraint.
 CREATE FUNCTION perf.unused_indexes(min_bytes bigint DEFAULT 0)
