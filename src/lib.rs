@@ -11,6 +11,7 @@ pub mod advisor;
 pub mod cache;
 pub mod error;
 pub mod gucs;
+pub mod shmem;
 pub mod stats;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -27,6 +28,7 @@ pub extern "C-unwind" fn _PG_init() {
         error::PerfError::NotPreloaded.raise();
     }
     gucs::init();
+    shmem::init();
     stats::init();
     cache::init();
 }

@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use once_cell::sync::OnceCell;
 use pgrx::pg_sys;
 
+use crate::shmem::LwLockGuard;
+
 /// Entry-store partitions, each with its own LWLock.
 pub const PARTITIONS: usize = 32;
 /// Bytes of result data per chunk.
@@ -301,39 +303,10 @@ pub fn available() -> bool {
     SHARED.get().is_some()
 }
 
-/// Direct LWLock calls (see `stats::shmem::raw` for why no guard is needed: with at most one
-/// of our locks held and never across a call into PostgreSQL, they cannot raise an ERROR).
-mod raw {
-    use pgrx::pg_sys::{LWLock, LWLockMode};
-    unsafe extern "C" {
-        pub fn LWLockAcquire(lock: *mut LWLock, mode: LWLockMode::Type) -> bool;
-        pub fn LWLockRelease(lock: *mut LWLock);
-    }
-}
-
-struct PartLock(*mut pg_sys::LWLock);
-
-impl PartLock {
-    fn acquire(s: &Shared, part: usize, exclusive: bool) -> Self {
-        let mode = if exclusive {
-            pg_sys::LWLockMode::LW_EXCLUSIVE
-        } else {
-            pg_sys::LWLockMode::LW_SHARED
-        };
-        // SAFETY: the tranche has PARTITIONS locks; part < PARTITIONS at every call site.
-        unsafe {
-            let lock = &raw mut (*s.locks.add(part)).lock;
-            raw::LWLockAcquire(lock, mode);
-            PartLock(lock)
-        }
-    }
-}
-
-impl Drop for PartLock {
-    fn drop(&mut self) {
-        // SAFETY: acquired in `acquire`, released exactly once here.
-        unsafe { raw::LWLockRelease(self.0) };
-    }
+/// Takes partition `part`'s lock.
+fn part_lock(s: &Shared, part: usize, exclusive: bool) -> LwLockGuard {
+    // SAFETY: the tranche has PARTITIONS locks and part < PARTITIONS at every call site.
+    unsafe { LwLockGuard::acquire(&raw mut (*s.locks.add(part % PARTITIONS)).lock, exclusive) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -648,7 +621,7 @@ pub fn lookup(key: &CacheKey, now: i64, written: &[u32], out: &mut Vec<u8>) -> L
         return Lookup::Miss;
     };
     let part = key.partition();
-    let _g = PartLock::acquire(s, part, false);
+    let _g = part_lock(s, part, false);
     let Some(i) = s.find(part, key) else {
         return Lookup::Miss;
     };
@@ -723,7 +696,7 @@ pub fn store(n: &NewEntry) -> bool {
         return false;
     }
     let part = n.key.partition();
-    let _g = PartLock::acquire(s, part, true);
+    let _g = part_lock(s, part, true);
     if let Some(i) = s.find(part, &n.key) {
         s.free_entry(part, i);
     }
@@ -796,7 +769,7 @@ pub fn invalidate(drop_it: impl Fn(u32, &[RelDep]) -> bool) -> u64 {
     let Some(s) = shared() else { return 0 };
     let mut n = 0;
     for part in 0..PARTITIONS {
-        let _g = PartLock::acquire(s, part, true);
+        let _g = part_lock(s, part, true);
         for i in 0..s.entries_per_part {
             // SAFETY: exclusive lock held.
             let e = unsafe { &*s.entry(part, i) };
@@ -850,7 +823,7 @@ pub fn entries() -> Vec<EntryInfo> {
     for part in 0..PARTITIONS {
         raw.clear();
         {
-            let _g = PartLock::acquire(s, part, false);
+            let _g = part_lock(s, part, false);
             for i in 0..s.entries_per_part {
                 // SAFETY: lock held; i < entries_per_part, so `raw` never exceeds capacity.
                 let e = unsafe { &*s.entry(part, i) };
@@ -904,7 +877,7 @@ pub fn usage() -> (u64, u64, u64) {
     let Some(s) = shared() else { return (0, 0, 0) };
     let (mut n, mut b) = (0u64, 0u64);
     for part in 0..PARTITIONS {
-        let _g = PartLock::acquire(s, part, false);
+        let _g = part_lock(s, part, false);
         // SAFETY: lock held.
         unsafe {
             n += (*s.part(part)).entries as u64;

@@ -268,6 +268,22 @@ struct Tracked {
 /// Entries beyond this are not tracked (deeply nested or leaked executions).
 const MAX_RUNNING: usize = 64;
 
+/// Starts tracking an execution (identified by `id`).
+fn push_running(id: usize, key: StatKey, hash: u64) {
+    // SAFETY: backend-local, short borrow.
+    unsafe {
+        local().running.push(Tracked {
+            id,
+            key,
+            hash,
+            elapsed_ns: 0,
+            buffers: BufferDelta::default(),
+            wal: WalDelta::default(),
+            failed: false,
+        })
+    };
+}
+
 fn local_running_len() -> usize {
     // SAFETY: backend-local read.
     unsafe { local().running.len() }
@@ -395,18 +411,7 @@ unsafe extern "C-unwind" fn executor_start(qd: *mut QueryDesc, eflags: i32) {
         }
     }
     if let Some((key, hash)) = tracked {
-        // SAFETY: backend-local, short borrow.
-        unsafe {
-            local().running.push(Tracked {
-                id: qd as usize,
-                key,
-                hash,
-                elapsed_ns: 0,
-                buffers: BufferDelta::default(),
-                wal: WalDelta::default(),
-                failed: false,
-            })
-        };
+        push_running(qd as usize, key, hash);
     }
 }
 
@@ -691,18 +696,7 @@ unsafe extern "C-unwind" fn process_utility(
     let key = current_key(queryid, nesting);
     let hash = key.hash();
     let id = pstmt as usize;
-    // SAFETY: backend-local.
-    unsafe {
-        local().running.push(Tracked {
-            id,
-            key,
-            hash,
-            elapsed_ns: 0,
-            buffers: BufferDelta::default(),
-            wal: WalDelta::default(),
-            failed: false,
-        })
-    };
+    push_running(id, key, hash);
     let meter = RunMeter::start(id, local_running_len() - 1);
     {
         let _nesting = NestingGuard::enter();

@@ -2,9 +2,6 @@
 //! pg_stat_statements), latency histograms, captured plans of slow runs, the predicates each
 //! statement uses, and SQL functions that rank statements and explain why they are slow.
 
-// Previous shmem hooks are "C-unwind" function pointers, called through pg_guard_ffi_boundary.
-#![allow(ffi_unwind_calls)]
-
 pub mod api;
 pub mod histogram;
 pub mod hooks;
@@ -15,47 +12,13 @@ pub mod predicates;
 pub mod shmem;
 pub mod why_slow;
 
-use pgrx::pg_guard;
 #[cfg(any(test, feature = "pg_test"))]
 use pgrx::pg_schema;
-use pgrx::pg_sys;
-use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 
-static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
-static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
-
-/// Called from `_PG_init` (postmaster, preload): shared memory hooks and executor hooks.
+/// Called from `_PG_init` (postmaster, preload): executor and utility hooks. Shared memory
+/// is requested and attached through `crate::shmem`.
 pub fn init() {
-    // SAFETY: _PG_init is single-threaded; previous hooks are saved and chained.
-    unsafe {
-        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(shmem_request);
-        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(shmem_startup);
-    }
     hooks::install();
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn shmem_request() {
-    // SAFETY: chaining to the previous hook in the postmaster.
-    unsafe {
-        if let Some(prev) = PREV_SHMEM_REQUEST {
-            pg_guard_ffi_boundary(|| prev());
-        }
-    }
-    shmem::request();
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn shmem_startup() {
-    // SAFETY: chaining to the previous hook.
-    unsafe {
-        if let Some(prev) = PREV_SHMEM_STARTUP {
-            pg_guard_ffi_boundary(|| prev());
-        }
-    }
-    shmem::startup();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -27,6 +27,7 @@ use once_cell::sync::OnceCell;
 use pgrx::pg_sys;
 
 use super::histogram;
+use crate::shmem::LwLockGuard;
 
 /// Partitions of the statement table; each has its own LWLock.
 pub const PARTITIONS: usize = 16;
@@ -413,20 +414,6 @@ unsafe impl Sync for Shared {}
 
 static SHARED: OnceCell<Shared> = OnceCell::new();
 
-/// Direct bindings to the LWLock functions, bypassing pgrx's per-call `sigsetjmp` guard
-/// (about 100 instructions each, four times per statement on the hot path). This is sound
-/// here because neither can raise an ERROR in the way we use them: LWLockAcquire errors only
-/// when a backend holds more than 200 LWLocks (we hold at most one of ours, never across a
-/// call back into PostgreSQL), and LWLockRelease only when the lock is not held, which
-/// `LockGuard` rules out. Every other PostgreSQL function goes through pgrx's guard.
-mod raw {
-    use pgrx::pg_sys::{LWLock, LWLockMode};
-    unsafe extern "C" {
-        pub fn LWLockAcquire(lock: *mut LWLock, mode: LWLockMode::Type) -> bool;
-        pub fn LWLockRelease(lock: *mut LWLock);
-    }
-}
-
 #[inline]
 fn spin_lock(m: &AtomicU32) {
     while m
@@ -599,32 +586,6 @@ pub fn generation() -> u64 {
         // SAFETY: header points into live shared memory; the field is atomic.
         Some(s) => unsafe { (*s.header).generation.load(Ordering::Relaxed) },
         None => 0,
-    }
-}
-
-/// Guard that releases an LWLock when dropped (also on unwinding).
-struct LockGuard(*mut pg_sys::LWLock);
-
-impl LockGuard {
-    /// # Safety
-    /// `lock` must point to an initialized LWLock in shared memory.
-    #[inline]
-    unsafe fn acquire(lock: *mut pg_sys::LWLock, exclusive: bool) -> Self {
-        let mode = if exclusive {
-            pg_sys::LWLockMode::LW_EXCLUSIVE
-        } else {
-            pg_sys::LWLockMode::LW_SHARED
-        };
-        // SAFETY: per the function contract; see `raw` for why no guard is needed.
-        unsafe { raw::LWLockAcquire(lock, mode) };
-        LockGuard(lock)
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        // SAFETY: we acquired this lock in `acquire` and have not released it.
-        unsafe { raw::LWLockRelease(self.0) };
     }
 }
 
@@ -880,7 +841,7 @@ pub fn record_existing(
     };
     let part = Shared::partition_of(hash);
     // SAFETY: lock pointer is valid for the life of the server.
-    let _g = unsafe { LockGuard::acquire(s.lock(part), false) };
+    let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
     match s.find(part, key, hash) {
         Some((_, slot)) => s.with_counters(part, slot, |c| {
             c.add_execution(sample, slow_ms);
@@ -905,7 +866,7 @@ pub fn record_new(
     let part = Shared::partition_of(hash);
     let mut scratch = vec![0.0f64; s.per_part];
     // SAFETY: lock pointer is valid for the life of the server.
-    let _g = unsafe { LockGuard::acquire(s.lock(part), true) };
+    let _g = unsafe { LwLockGuard::acquire(s.lock(part), true) };
     let slot = match s.find(part, key, hash) {
         Some((_, slot)) => slot,
         None => {
@@ -927,7 +888,7 @@ pub fn record_planning(key: &StatKey, hash: u64, ms: f64, now: i64, text: impl F
     let part = Shared::partition_of(hash);
     {
         // SAFETY: lock pointer is valid for the life of the server.
-        let _g = unsafe { LockGuard::acquire(s.lock(part), false) };
+        let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
         if let Some((_, slot)) = s.find(part, key, hash) {
             s.with_counters(part, slot, |c| c.add_planning(ms, now));
             return;
@@ -936,7 +897,7 @@ pub fn record_planning(key: &StatKey, hash: u64, ms: f64, now: i64, text: impl F
     let text = text();
     let mut scratch = vec![0.0f64; s.per_part];
     // SAFETY: lock pointer is valid for the life of the server.
-    let _g = unsafe { LockGuard::acquire(s.lock(part), true) };
+    let _g = unsafe { LwLockGuard::acquire(s.lock(part), true) };
     let slot = match s.find(part, key, hash) {
         Some((_, slot)) => slot,
         None => {
@@ -954,7 +915,7 @@ pub fn store_predicates(key: &StatKey, hash: u64, preds: &[PredicateRec]) {
     let Some(s) = shared() else { return };
     let part = Shared::partition_of(hash);
     // SAFETY: lock pointer is valid for the life of the server.
-    let _g = unsafe { LockGuard::acquire(s.lock(part), false) };
+    let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
     if let Some((_, slot)) = s.find(part, key, hash) {
         s.with_counters(part, slot, |c| {
             if c.predicates_captured {
@@ -986,7 +947,7 @@ pub fn snapshot(keep: impl Fn(&StatKey) -> bool) -> Vec<EntrySnapshot> {
         let mut copied = Vec::with_capacity(s.per_part);
         {
             // SAFETY: lock pointer valid; we copy plain bytes into a preallocated buffer.
-            let _g = unsafe { LockGuard::acquire(s.lock(part), false) };
+            let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
             let used = s.used(part).min(s.per_part);
             for slot in 0..used {
                 let e = s.entry(part, slot);
@@ -1043,7 +1004,7 @@ pub fn info() -> TableInfo {
     let mut entries = 0;
     for part in 0..PARTITIONS {
         // SAFETY: lock pointer valid.
-        let _g = unsafe { LockGuard::acquire(s.lock(part), false) };
+        let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
         entries += s.used(part);
     }
     // SAFETY: header live; atomics.
@@ -1064,7 +1025,7 @@ pub fn reset(filter: impl Fn(&StatKey) -> bool) -> usize {
     let mut removed = 0;
     for part in 0..PARTITIONS {
         // SAFETY: lock pointer valid.
-        let _g = unsafe { LockGuard::acquire(s.lock(part), true) };
+        let _g = unsafe { LwLockGuard::acquire(s.lock(part), true) };
         let mut slot = 0;
         while slot < s.used(part) {
             // SAFETY: exclusive lock; slot < used.
@@ -1079,7 +1040,7 @@ pub fn reset(filter: impl Fn(&StatKey) -> bool) -> usize {
     }
     {
         // SAFETY: plan pool lock valid; slots are plain data.
-        let _g = unsafe { LockGuard::acquire(s.plan_lock(), true) };
+        let _g = unsafe { LwLockGuard::acquire(s.plan_lock(), true) };
         for i in 0..plan_slot_count(s) {
             let p = plan_slot(s, i);
             // SAFETY: i < nslots; exclusive plan lock held.
@@ -1133,7 +1094,7 @@ pub fn store_plan(
     }
     let stored = {
         // SAFETY: plan lock valid; slots are plain data; we copy bytes only.
-        let _g = unsafe { LockGuard::acquire(s.plan_lock(), true) };
+        let _g = unsafe { LwLockGuard::acquire(s.plan_lock(), true) };
         let mut target = None;
         let mut fastest: Option<(usize, f64)> = None;
         let mut free = None;
@@ -1188,7 +1149,7 @@ pub fn store_plan(
     if stored {
         let part = Shared::partition_of(hash);
         // SAFETY: lock pointer valid.
-        let _g = unsafe { LockGuard::acquire(s.lock(part), false) };
+        let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
         if let Some((_, slot)) = s.find(part, key, hash) {
             s.with_counters(part, slot, |c| {
                 c.plan_ms = exec_ms;
@@ -1220,7 +1181,7 @@ pub fn plans(keep: impl Fn(&StatKey) -> bool) -> Vec<PlanSnapshot> {
     let mut copied = Vec::new();
     {
         // SAFETY: plan lock valid; byte copies into a preallocated buffer.
-        let _g = unsafe { LockGuard::acquire(s.plan_lock(), false) };
+        let _g = unsafe { LwLockGuard::acquire(s.plan_lock(), false) };
         for i in 0..n {
             let p = plan_slot(s, i);
             // SAFETY: i < n; shared plan lock held.
@@ -1369,7 +1330,7 @@ fn load_from_disk() {
         if let Some(s) = shared() {
             let part = Shared::partition_of(hash);
             // SAFETY: lock pointer valid.
-            let _g = unsafe { LockGuard::acquire(s.lock(part), false) };
+            let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
             if let Some((_, slot)) = s.find(part, &key, hash) {
                 s.with_counters(part, slot, |c| *c = counters);
                 loaded += 1;
