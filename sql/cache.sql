@@ -77,3 +77,8 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Application roles call the cache (and read their own statement statistics); flushing
+-- everything is for administrators.
+GRANT USAGE ON SCHEMA perf TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION perf.cache_flush() FROM PUBLIC;

@@ -24,6 +24,7 @@ pgrx::extension_sql_file!(
     requires = [
         cache::api::cached_json,
         cache::api::cache_invalidate_oid,
+        cache::api::cache_flush,
         cache::invalidate::cache_invalidate_trigger
     ]
 );
