@@ -50,6 +50,13 @@ section "Index health: SELECT * FROM perf.duplicate_indexes() / perf.unused_inde
 q -c "SELECT index, covered_by, reason FROM perf.duplicate_indexes()"
 q -c "SELECT index, pg_size_pretty(index_bytes) AS size, drop_ddl FROM perf.unused_indexes()"
 
+section "Result cache: perf.cache_track('orders'), then the same report twice through perf.cached_json()"
+q -q -c "SELECT perf.cache_track('orders'); SELECT perf.cache_track('customers')" >/dev/null
+report="SELECT c.country, count(*) AS orders, sum(o.total_cents) AS cents FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY 1 ORDER BY 1"
+q -c "\\timing on" -c "SELECT jsonb_array_length(perf.cached_json('$report')) AS rows_first_call" \
+  -c "SELECT jsonb_array_length(perf.cached_json('$report')) AS rows_second_call" | grep -E "rows|Time| [0-9]"
+q -c "SELECT entries, hits, misses, stores, round(hit_ratio::numeric, 2) AS hit_ratio FROM perf.cache_stats()"
+
 section "Index suggestions"
 if q -At -c "SELECT 1 FROM pg_proc WHERE proname = 'suggest_indexes' AND pronamespace = 'perf'::regnamespace" | grep -q 1; then
     q -c "SELECT * FROM perf.suggest_indexes()"
