@@ -31,6 +31,7 @@ pub extern "C-unwind" fn _PG_init() {
     shmem::init();
     stats::init();
     cache::init();
+    advisor::whatif::init();
 }
 
 /// The version of the pg_perf library that is loaded in this server.

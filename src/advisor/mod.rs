@@ -1,10 +1,13 @@
-//! Index advisor. So far only its pure-Rust core is here (candidate generation, index size
-//! estimates, Extend-style workload selection under a storage budget with write cost, DDL
-//! rendering), unit-tested with `cargo test`. The what-if planner (`get_relation_info_hook`)
-//! and `perf.suggest_indexes()` that drive it are not written yet; see README-lead.md.
+//! Index advisor. Here so far: the what-if planner (`whatif.rs`: hypothetical indexes through
+//! `get_relation_info_hook`, `perf.whatif()`, `perf.whatif_index_size()`) and the pure-Rust
+//! selection core (candidate generation, index size estimates, Extend-style workload
+//! selection under a storage budget with write cost, DDL rendering), unit-tested with
+//! `cargo test`. `perf.suggest_indexes()`, which drives the core with the what-if planner
+//! as its cost oracle, is not written yet; see README-lead.md.
 
 pub mod candidates;
 pub mod ddl;
 pub mod model;
 pub mod selection;
 pub mod size;
+pub mod whatif;

@@ -1,0 +1,1095 @@
+//! What-if planning: hypothetical indexes injected through `get_relation_info_hook`.
+//!
+//! A what-if session lives inside one SQL function call: `Session::start` registers the
+//! hypothetical indexes (and existing indexes to hide), planning sees them, and the session
+//! guard removes them when dropped — also when an ERROR unwinds — and the transaction abort
+//! callback clears them again as a second line of defence. Outside a session the hook only
+//! chains to the previous hook: hypothetical indexes never leak into normal planning.
+//!
+//! Invariants:
+//! - Hypothetical index definitions are real `CREATE INDEX` statements, parsed and analyzed
+//!   by PostgreSQL itself (expressions, predicates, opclasses, collations), so what is
+//!   evaluated is exactly what would be built.
+//! - Each gets a fake OID checked to be unused; EXPLAIN names it through
+//!   `explain_get_index_name_hook`, and plans are only ever EXPLAIN-ed, never executed
+//!   (ExecInitIndexScan stops before opening the index under EXEC_FLAG_EXPLAIN_ONLY).
+//! - All node memory lives in the calling function's memory context, which outlives the
+//!   session.
+
+#![allow(ffi_unwind_calls)]
+
+use std::cell::UnsafeCell;
+use std::ffi::{CStr, CString};
+
+use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
+use pgrx::pg_sys::{self, Oid};
+use pgrx::prelude::*;
+
+use super::model::{AttrWidth, TypeAlign};
+use super::size;
+use crate::error::PerfError;
+
+/// One key or INCLUDE column of a hypothetical index.
+#[derive(Clone, Copy)]
+struct HypoColumn {
+    /// Table column, or 0 for an expression.
+    attnum: i16,
+    /// Analyzed expression with Vars of varno 1 (null for a plain column).
+    expr: *mut pg_sys::Node,
+    typ: Oid,
+    typmod: i32,
+    collation: Oid,
+    opfamily: Oid,
+    opcintype: Oid,
+    desc: bool,
+    nulls_first: bool,
+    width: AttrWidth,
+}
+
+/// A hypothetical index, as parsed from its CREATE INDEX statement.
+struct HypoIndex {
+    oid: Oid,
+    name: CString,
+    relid: Oid,
+    amoid: Oid,
+    keys: Vec<HypoColumn>,
+    include: Vec<HypoColumn>,
+    /// Analyzed WHERE clause (varno 1), or null.
+    predicate: *mut pg_sys::Node,
+    /// Fraction of the table's rows the predicate keeps (1 for a full index), estimated by
+    /// the planner when the session starts (the hook runs too early to ask it).
+    predicate_selectivity: f64,
+    unique: bool,
+    /// Temporary table holding a sample of this index's expression values, ANALYZEd, whose
+    /// column statistics stand in for the statistics a real expression index would get.
+    expr_stats_rel: Oid,
+    /// Per index column (1-based position - 1): the sample table's attnum, 0 for none.
+    expr_stats_cols: Vec<i16>,
+    /// Distinct key combinations in the table (from column statistics), when btree
+    /// deduplication applies to this index; None otherwise.
+    distinct_keys: Option<f64>,
+}
+
+struct SessionState {
+    indexes: Vec<HypoIndex>,
+    hidden: Vec<Oid>,
+}
+
+struct BackendLocal(UnsafeCell<Option<SessionState>>);
+// SAFETY: single-threaded backend.
+unsafe impl Sync for BackendLocal {}
+static SESSION: BackendLocal = BackendLocal(UnsafeCell::new(None));
+
+#[allow(clippy::mut_from_ref)]
+fn session() -> &'static mut Option<SessionState> {
+    // SAFETY: single-threaded backend; borrows are short and never overlap.
+    unsafe { &mut *SESSION.0.get() }
+}
+
+static mut PREV_GET_RELATION_INFO: pg_sys::get_relation_info_hook_type = None;
+static mut PREV_EXPLAIN_INDEX_NAME: pg_sys::explain_get_index_name_hook_type = None;
+static mut PREV_GET_INDEX_STATS: pg_sys::get_index_stats_hook_type = None;
+/// Numbers the expression-sample tables of this backend.
+static mut SAMPLE_TABLES: u64 = 0;
+
+/// Installs the planner hooks (from `_PG_init`).
+pub fn init() {
+    // SAFETY: _PG_init is single-threaded; previous hooks are saved and chained.
+    unsafe {
+        PREV_GET_RELATION_INFO = pg_sys::get_relation_info_hook;
+        pg_sys::get_relation_info_hook = Some(get_relation_info);
+        PREV_EXPLAIN_INDEX_NAME = pg_sys::explain_get_index_name_hook;
+        pg_sys::explain_get_index_name_hook = Some(explain_index_name);
+        PREV_GET_INDEX_STATS = pg_sys::get_index_stats_hook;
+        pg_sys::get_index_stats_hook = Some(get_index_stats);
+        pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
+    }
+}
+
+unsafe extern "C-unwind" fn on_xact_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    if matches!(
+        event,
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+    ) {
+        *session() = None;
+    }
+}
+
+/// An active what-if session; ends (hypothetical indexes gone) when dropped.
+pub struct Session(());
+
+impl Session {
+    /// Parses `indexes` (CREATE INDEX statements) and `hide` (names of existing indexes) and
+    /// makes the planner see the former and not the latter until the session is dropped.
+    pub fn start(indexes: &[String], hide: &[String]) -> Session {
+        let mut state = SessionState {
+            indexes: Vec::new(),
+            hidden: Vec::new(),
+        };
+        let mut next_oid = 4_000_000_000u32;
+        for def in indexes {
+            // SAFETY: plain catalog lookup.
+            while unsafe { pg_sys::get_rel_relkind(Oid::from(next_oid)) } != 0 {
+                next_oid -= 1;
+            }
+            state.indexes.push(parse_index(def, Oid::from(next_oid)));
+            next_oid -= 1;
+        }
+        for name in hide {
+            state.hidden.push(resolve_index(name));
+        }
+        for h in state.indexes.iter_mut() {
+            sample_expression_stats(h);
+            h.distinct_keys = distinct_keys(h, reltuples_of(h.relid));
+        }
+        *session() = Some(state);
+        Session(())
+    }
+
+    /// Names of the hypothetical indexes among `oids`.
+    pub fn names_of(&self, oids: &[Oid]) -> Vec<String> {
+        let Some(s) = session() else {
+            return Vec::new();
+        };
+        s.indexes
+            .iter()
+            .filter(|h| oids.contains(&h.oid))
+            .map(|h| h.name.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        *session() = None;
+    }
+}
+
+/// Gives an expression index the statistics ANALYZE would collect for it: a sample of the
+/// expression values goes into a temporary table (dropped at commit), which is ANALYZEd.
+fn sample_expression_stats(h: &mut HypoIndex) {
+    let exprs: Vec<(usize, *mut pg_sys::Node)> = h
+        .keys
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.attnum == 0 && !c.expr.is_null())
+        .map(|(i, c)| (i, c.expr))
+        .collect();
+    if exprs.is_empty() {
+        return;
+    }
+    // SAFETY: catalog lookups and deparsing of analyzed expressions of this table.
+    let (qualified, texts, reltuples) = unsafe {
+        let table = CStr::from_ptr(pg_sys::get_rel_name(h.relid))
+            .to_string_lossy()
+            .into_owned();
+        let nsp = CStr::from_ptr(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(
+            h.relid,
+        )))
+        .to_string_lossy()
+        .into_owned();
+        let ctx = pg_sys::deparse_context_for(pg_sys::get_rel_name(h.relid), h.relid);
+        let texts: Vec<String> = exprs
+            .iter()
+            .map(|(_, e)| {
+                CStr::from_ptr(pg_sys::deparse_expression(*e, ctx, false, false))
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        let rel = pg_sys::RelationIdGetRelation(h.relid);
+        let reltuples = (*(*rel).rd_rel).reltuples as f64;
+        pg_sys::RelationClose(rel);
+        (
+            format!("{}.{}", quote_identifier(&nsp), quote_identifier(&table)),
+            texts,
+            reltuples,
+        )
+    };
+    // ANALYZE's own sample is 30000 rows (default statistics target): sample about that.
+    let pct = if reltuples > 30_000.0 {
+        (30_000.0 / reltuples * 150.0).clamp(0.01, 100.0)
+    } else {
+        100.0
+    };
+    // SAFETY: a backend-local counter.
+    let n = unsafe {
+        SAMPLE_TABLES += 1;
+        SAMPLE_TABLES
+    };
+    let name = format!("pg_perf_whatif_{}_{n}", std::process::id());
+    let cols: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{t} AS e{}", i + 1))
+        .collect();
+    let create = format!(
+        "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {} FROM ONLY {qualified} TABLESAMPLE SYSTEM ({pct})",
+        cols.join(", ")
+    );
+    let ok = Spi::run(&create).is_ok() && Spi::run(&format!("ANALYZE {name}")).is_ok();
+    if !ok {
+        return;
+    }
+    let oid = Spi::get_one::<Oid>(&format!("SELECT 'pg_temp.{name}'::regclass::oid"))
+        .ok()
+        .flatten();
+    if let Some(oid) = oid {
+        h.expr_stats_rel = oid;
+        h.expr_stats_cols = vec![0; h.keys.len()];
+        for (j, (i, _)) in exprs.iter().enumerate() {
+            h.expr_stats_cols[*i] = (j + 1) as i16;
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn release_stats_tuple(tuple: pg_sys::HeapTuple) {
+    // SAFETY: the tuple came from SearchSysCache3 in get_index_stats.
+    unsafe { pg_sys::ReleaseSysCache(tuple) };
+}
+
+/// Statistics of a hypothetical expression index's columns: those of its sample table.
+#[pg_guard]
+unsafe extern "C-unwind" fn get_index_stats(
+    root: *mut pg_sys::PlannerInfo,
+    index_oid: Oid,
+    attnum: pg_sys::AttrNumber,
+    vardata: *mut pg_sys::VariableStatData,
+) -> bool {
+    if let Some(state) = session() {
+        if let Some(h) = state.indexes.iter().find(|h| h.oid == index_oid) {
+            let col = h
+                .expr_stats_cols
+                .get((attnum as usize).wrapping_sub(1))
+                .copied()
+                .unwrap_or(0);
+            if h.expr_stats_rel != Oid::INVALID && col > 0 {
+                // SAFETY: syscache lookup of pg_statistic for the sample table's column.
+                unsafe {
+                    let tuple = pg_sys::SearchSysCache3(
+                        pg_sys::SysCacheIdentifier::STATRELATTINH as i32,
+                        pg_sys::Datum::from(h.expr_stats_rel),
+                        pg_sys::Datum::from(col),
+                        pg_sys::Datum::from(false),
+                    );
+                    if !tuple.is_null() {
+                        (*vardata).statsTuple = tuple;
+                        (*vardata).freefunc = Some(release_stats_tuple);
+                        (*vardata).acl_ok = true;
+                    }
+                }
+            }
+            return true;
+        }
+    }
+    // SAFETY: chaining to the previous hook.
+    unsafe {
+        match PREV_GET_INDEX_STATS {
+            Some(prev) => pg_guard_ffi_boundary(|| prev(root, index_oid, attnum, vardata)),
+            None => false,
+        }
+    }
+}
+
+/// Distinct key combinations of a btree index, from the columns' statistics, when btree
+/// deduplication applies (plain key columns of types whose equality is bitwise, no INCLUDE).
+fn distinct_keys(h: &HypoIndex, reltuples: f64) -> Option<f64> {
+    if h.amoid != pg_sys::BTREE_AM_OID || !h.include.is_empty() || reltuples <= 0.0 {
+        return None;
+    }
+    let no_dedup = [
+        pg_sys::NUMERICOID,
+        pg_sys::FLOAT4OID,
+        pg_sys::FLOAT8OID,
+        pg_sys::JSONBOID,
+    ];
+    let mut product = 1.0f64;
+    for c in &h.keys {
+        if c.attnum <= 0 || no_dedup.contains(&c.typ) {
+            return None;
+        }
+        let nd = Spi::get_one_with_args::<f32>(
+            "SELECT s.stadistinct FROM pg_catalog.pg_statistic s
+              WHERE s.starelid = $1 AND s.staattnum = $2 AND NOT s.stainherit",
+            &[h.relid.into(), c.attnum.into()],
+        )
+        .ok()
+        .flatten()? as f64;
+        let distinct = if nd < 0.0 { -nd * reltuples } else { nd };
+        product *= distinct.max(1.0);
+    }
+    Some(product.min(reltuples))
+}
+
+fn bad_index(detail: String) -> ! {
+    PerfError::InvalidQuery {
+        detail,
+        hint: "Give each hypothetical index as a CREATE INDEX statement, e.g. \
+               'CREATE INDEX ON orders (customer_id, created_at DESC) WHERE status = ''open'''."
+            .into(),
+    }
+    .raise()
+}
+
+fn resolve_index(name: &str) -> Oid {
+    let oid = Spi::get_one_with_args::<Oid>(
+        "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1) AND c.relkind = 'i'",
+        &[name.into()],
+    )
+    .ok()
+    .flatten();
+    oid.unwrap_or_else(|| {
+        PerfError::InvalidArgument {
+            what: format!("index \"{name}\" does not exist"),
+            hint: "hide takes names of existing indexes (schema-qualified if needed).".into(),
+        }
+        .raise()
+    })
+}
+
+/// An identifier quoted the way PostgreSQL's quote_identifier does.
+fn quote_identifier(ident: &str) -> String {
+    let Ok(c) = CString::new(ident) else {
+        return format!("\"{}\"", ident.replace('"', "\"\""));
+    };
+    // SAFETY: quote_identifier returns its argument or a palloc'd quoted copy.
+    unsafe {
+        CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr()))
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+fn width_of(typ: Oid, avg: i32) -> AttrWidth {
+    let mut typlen: i16 = 0;
+    let mut byval = false;
+    let mut align: std::ffi::c_char = b'i' as _;
+    // SAFETY: plain catalog lookup.
+    unsafe { pg_sys::get_typlenbyvalalign(typ, &mut typlen, &mut byval, &mut align) };
+    let avg = if avg > 0 {
+        avg
+    } else {
+        // SAFETY: plain catalog lookup.
+        unsafe { pg_sys::get_typavgwidth(typ, -1) }
+    };
+    AttrWidth {
+        avg_bytes: avg.max(1) as u32,
+        typlen,
+        align: TypeAlign::from_pg_code(align as u8 as char),
+    }
+}
+
+/// Parses one CREATE INDEX statement into a hypothetical index.
+fn parse_index(def: &str, oid: Oid) -> HypoIndex {
+    let Ok(text) = CString::new(def) else {
+        bad_index("the index definition contains a NUL byte".into())
+    };
+    // SAFETY: parser and catalog calls in the current memory context; every node pointer is
+    // produced by PostgreSQL and checked for its tag before use.
+    unsafe {
+        let raw = pg_sys::pg_parse_query(text.as_ptr());
+        if raw.is_null() || (*raw).length != 1 {
+            bad_index(format!("\"{def}\" is not a single CREATE INDEX statement"));
+        }
+        let stmt = (*(*(*raw).elements).ptr_value.cast::<pg_sys::RawStmt>()).stmt;
+        if stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_IndexStmt {
+            bad_index(format!("\"{def}\" is not a CREATE INDEX statement"));
+        }
+        let istmt = stmt as *mut pg_sys::IndexStmt;
+        let rel = pg_sys::table_openrv((*istmt).relation, pg_sys::AccessShareLock as i32);
+        let relid = (*rel).rd_id;
+        let am_name = if (*istmt).accessMethod.is_null() {
+            c"btree".as_ptr()
+        } else {
+            (*istmt).accessMethod as *const _
+        };
+        let amoid = pg_sys::get_am_oid(am_name, false);
+        // A parse state with the table as its only range table entry (varno 1), as
+        // transformIndexStmt sets up.
+        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
+        (*pstate).p_sourcetext = text.as_ptr();
+        let nsitem = pg_sys::addRangeTableEntryForRelation(
+            pstate,
+            rel,
+            pg_sys::AccessShareLock as i32,
+            std::ptr::null_mut(),
+            false,
+            true,
+        );
+        pg_sys::addNSItemToQuery(pstate, nsitem, false, true, true);
+
+        let column = |elem: *mut pg_sys::IndexElem, key: bool| -> HypoColumn {
+            let (attnum, expr, typ, typmod, mut collation) = if !(*elem).name.is_null() {
+                let attnum = pg_sys::get_attnum(relid, (*elem).name);
+                if attnum <= 0 {
+                    bad_index(format!(
+                        "column \"{}\" does not exist",
+                        CStr::from_ptr((*elem).name).to_string_lossy()
+                    ));
+                }
+                let (mut t, mut m, mut c) = (Oid::INVALID, 0i32, Oid::INVALID);
+                pg_sys::get_atttypetypmodcoll(relid, attnum, &mut t, &mut m, &mut c);
+                (attnum, std::ptr::null_mut(), t, m, c)
+            } else {
+                let e = pg_sys::transformExpr(
+                    pstate,
+                    (*elem).expr,
+                    pg_sys::ParseExprKind::EXPR_KIND_INDEX_EXPRESSION,
+                );
+                pg_sys::assign_expr_collations(pstate, e);
+                (0, e, pg_sys::exprType(e), -1, pg_sys::exprCollation(e))
+            };
+            if !(*elem).collation.is_null() && (*(*elem).collation).length > 0 {
+                collation = pg_sys::get_collation_oid((*elem).collation, false);
+            }
+            let opclass = if !(*elem).opclass.is_null() && (*(*elem).opclass).length > 0 {
+                pg_sys::ResolveOpClass((*elem).opclass, typ, am_name, amoid)
+            } else {
+                pg_sys::GetDefaultOpClass(typ, amoid)
+            };
+            if key && opclass == Oid::INVALID {
+                bad_index(format!(
+                    "no default operator class for this column's type in \"{def}\""
+                ));
+            }
+            let avg = if attnum > 0 {
+                pg_sys::get_attavgwidth(relid, attnum)
+            } else {
+                0
+            };
+            let desc = (*elem).ordering == pg_sys::SortByDir::SORTBY_DESC;
+            let nulls_first = match (*elem).nulls_ordering {
+                pg_sys::SortByNulls::SORTBY_NULLS_FIRST => true,
+                pg_sys::SortByNulls::SORTBY_NULLS_LAST => false,
+                _ => desc,
+            };
+            HypoColumn {
+                attnum,
+                expr,
+                typ,
+                typmod,
+                collation,
+                opfamily: if key {
+                    pg_sys::get_opclass_family(opclass)
+                } else {
+                    Oid::INVALID
+                },
+                opcintype: if key {
+                    pg_sys::get_opclass_input_type(opclass)
+                } else {
+                    Oid::INVALID
+                },
+                desc,
+                nulls_first,
+                width: width_of(typ, avg),
+            }
+        };
+        let list_elems = |list: *mut pg_sys::List| -> Vec<*mut pg_sys::IndexElem> {
+            if list.is_null() {
+                return Vec::new();
+            }
+            (0..(*list).length as usize)
+                .map(|i| (*(*list).elements.add(i)).ptr_value as *mut pg_sys::IndexElem)
+                .collect()
+        };
+        let keys: Vec<HypoColumn> = list_elems((*istmt).indexParams)
+            .into_iter()
+            .map(|e| column(e, true))
+            .collect();
+        let include: Vec<HypoColumn> = list_elems((*istmt).indexIncludingParams)
+            .into_iter()
+            .map(|e| column(e, false))
+            .collect();
+        if keys.is_empty() {
+            bad_index(format!("\"{def}\" has no key columns"));
+        }
+        let predicate = if (*istmt).whereClause.is_null() {
+            std::ptr::null_mut()
+        } else {
+            let p = pg_sys::transformExpr(
+                pstate,
+                (*istmt).whereClause,
+                pg_sys::ParseExprKind::EXPR_KIND_INDEX_PREDICATE,
+            );
+            pg_sys::assign_expr_collations(pstate, p);
+            p
+        };
+        let reltuples = (*(*rel).rd_rel).reltuples as f64;
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
+        let table = CStr::from_ptr(pg_sys::get_rel_name(relid))
+            .to_string_lossy()
+            .into_owned();
+        let name = if (*istmt).idxname.is_null() {
+            // Like PostgreSQL's own choice: table_col1_col2_idx ("expr" for expressions).
+            let cols: Vec<String> = keys
+                .iter()
+                .map(|c| {
+                    if c.attnum > 0 {
+                        let n = pg_sys::get_attname(relid, c.attnum, true);
+                        if n.is_null() {
+                            "expr".into()
+                        } else {
+                            CStr::from_ptr(n).to_string_lossy().into_owned()
+                        }
+                    } else {
+                        "expr".into()
+                    }
+                })
+                .collect();
+            format!("{table}_{}_idx", cols.join("_"))
+        } else {
+            CStr::from_ptr((*istmt).idxname)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let name = CString::new(format!("<hypothetical>{name}")).unwrap_or_default();
+        let predicate_selectivity = if predicate.is_null() {
+            1.0
+        } else {
+            // Deparse the analyzed predicate and let the planner estimate its rows.
+            let ctx = pg_sys::deparse_context_for(pg_sys::get_rel_name(relid), relid);
+            let text = CStr::from_ptr(pg_sys::deparse_expression(predicate, ctx, false, false))
+                .to_string_lossy()
+                .into_owned();
+            let nsp = CStr::from_ptr(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid)))
+                .to_string_lossy()
+                .into_owned();
+            let q = format!(
+                "SELECT 1 FROM ONLY {}.{} WHERE {text}",
+                quote_identifier(&nsp),
+                quote_identifier(&table)
+            );
+            let planned = plan(&q);
+            if reltuples > 0.0 {
+                (planned.rows / reltuples).clamp(0.0, 1.0)
+            } else {
+                1.0
+            }
+        };
+        HypoIndex {
+            oid,
+            name,
+            relid,
+            amoid,
+            keys,
+            include,
+            predicate,
+            predicate_selectivity,
+            unique: (*istmt).unique,
+            expr_stats_rel: Oid::INVALID,
+            expr_stats_cols: Vec::new(),
+            distinct_keys: None,
+        }
+    }
+}
+
+/// The OID of the table whose hypothetical indexes apply to the relation being planned:
+/// itself, or for a partition any of its ancestors in this query.
+unsafe fn applies_to(
+    root: *mut pg_sys::PlannerInfo,
+    relid: Oid,
+    rel: *mut pg_sys::RelOptInfo,
+    target: Oid,
+) -> bool {
+    if relid == target {
+        return true;
+    }
+    // SAFETY: append_rel_array has simple_rel_array_size entries when set.
+    unsafe {
+        let mut rti = (*rel).relid as usize;
+        for _ in 0..32 {
+            if (*root).append_rel_array.is_null() || rti >= (*root).simple_rel_array_size as usize {
+                return false;
+            }
+            let app = *(*root).append_rel_array.add(rti);
+            if app.is_null() {
+                return false;
+            }
+            if (*app).parent_reloid == target {
+                return true;
+            }
+            rti = (*app).parent_relid as usize;
+        }
+    }
+    false
+}
+
+unsafe fn oid_array(values: impl Iterator<Item = Oid>, n: usize) -> *mut Oid {
+    // SAFETY: palloc of n Oids, filled below.
+    unsafe {
+        let p = pg_sys::palloc0(n.max(1) * std::mem::size_of::<Oid>()) as *mut Oid;
+        for (i, v) in values.enumerate().take(n) {
+            *p.add(i) = v;
+        }
+        p
+    }
+}
+
+unsafe fn bool_array(values: impl Iterator<Item = bool>, n: usize) -> *mut bool {
+    // SAFETY: palloc of n bools, filled below.
+    unsafe {
+        let p = pg_sys::palloc0(n.max(1)) as *mut bool;
+        for (i, v) in values.enumerate().take(n) {
+            *p.add(i) = v;
+        }
+        p
+    }
+}
+
+/// Builds the planner's view of a hypothetical index on `rel`.
+unsafe fn index_opt_info(
+    relid: Oid,
+    rel: *mut pg_sys::RelOptInfo,
+    h: &HypoIndex,
+) -> Option<*mut pg_sys::IndexOptInfo> {
+    // SAFETY: planner structures handed to get_relation_info_hook; allocations in the
+    // planner's memory context.
+    unsafe {
+        let varno = (*rel).relid as i32;
+        let same_table = relid == h.relid;
+        // A partition's columns can sit at other attnums: map by name; expressions and
+        // predicates are only used on the table they were written for.
+        if !same_table
+            && (!h.predicate.is_null() || h.keys.iter().chain(&h.include).any(|c| c.attnum == 0))
+        {
+            return None;
+        }
+        let map_attnum = |attnum: i16| -> i16 {
+            if same_table {
+                return attnum;
+            }
+            let name = pg_sys::get_attname(h.relid, attnum, true);
+            if name.is_null() {
+                0
+            } else {
+                pg_sys::get_attnum(relid, name)
+            }
+        };
+        let all: Vec<HypoColumn> = h.keys.iter().chain(&h.include).copied().collect();
+        let ncols = all.len();
+        let nkeys = h.keys.len();
+        let info = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexOptInfo>())
+            as *mut pg_sys::IndexOptInfo;
+        (*info).type_ = pg_sys::NodeTag::T_IndexOptInfo;
+        (*info).indexoid = h.oid;
+        (*info).reltablespace = (*rel).reltablespace;
+        (*info).rel = rel;
+        (*info).ncolumns = ncols as i32;
+        (*info).nkeycolumns = nkeys as i32;
+        let keys = pg_sys::palloc0(ncols * std::mem::size_of::<i32>()) as *mut i32;
+        let mut indexprs: *mut pg_sys::List = std::ptr::null_mut();
+        let mut tlist: *mut pg_sys::List = std::ptr::null_mut();
+        for (i, c) in all.iter().enumerate() {
+            let expr: *mut pg_sys::Expr = if c.attnum > 0 {
+                let a = map_attnum(c.attnum);
+                if a <= 0 {
+                    return None;
+                }
+                *keys.add(i) = a as i32;
+                pg_sys::makeVar(varno, a, c.typ, c.typmod, c.collation, 0) as *mut pg_sys::Expr
+            } else {
+                let e = pg_sys::copyObjectImpl(c.expr as *const _) as *mut pg_sys::Node;
+                pg_sys::ChangeVarNodes(e, 1, varno, 0);
+                indexprs = pg_sys::lappend(indexprs, e as *mut _);
+                e as *mut pg_sys::Expr
+            };
+            let te = pg_sys::makeTargetEntry(expr, (i + 1) as i16, std::ptr::null_mut(), false);
+            tlist = pg_sys::lappend(tlist, te as *mut _);
+        }
+        (*info).indexkeys = keys;
+        (*info).indexcollations = oid_array(h.keys.iter().map(|c| c.collation), nkeys);
+        (*info).opfamily = oid_array(h.keys.iter().map(|c| c.opfamily), nkeys);
+        (*info).opcintype = oid_array(h.keys.iter().map(|c| c.opcintype), nkeys);
+        let amroutine = pg_sys::GetIndexAmRoutineByAmId(h.amoid, false);
+        let is_btree = h.amoid == pg_sys::BTREE_AM_OID;
+        if is_btree {
+            (*info).sortopfamily = oid_array(h.keys.iter().map(|c| c.opfamily), nkeys);
+            (*info).reverse_sort = bool_array(h.keys.iter().map(|c| c.desc), nkeys);
+            (*info).nulls_first = bool_array(h.keys.iter().map(|c| c.nulls_first), nkeys);
+        }
+        (*info).opclassoptions =
+            pg_sys::palloc0(ncols.max(1) * std::mem::size_of::<*mut pg_sys::bytea>())
+                as *mut *mut pg_sys::bytea;
+        // Index-only scans: btree returns every column; other AMs here do not.
+        (*info).canreturn = bool_array(
+            std::iter::repeat(is_btree && (*amroutine).amcanreturn.is_some()),
+            ncols,
+        );
+        (*info).relam = h.amoid;
+        (*info).indexprs = indexprs;
+        (*info).indextlist = tlist;
+        if !h.predicate.is_null() {
+            let p = pg_sys::copyObjectImpl(h.predicate as *const _) as *mut pg_sys::Node;
+            pg_sys::ChangeVarNodes(p, 1, varno, 0);
+            let p = pg_sys::canonicalize_qual(p as *mut pg_sys::Expr, false);
+            (*info).indpred = pg_sys::make_ands_implicit(p);
+        }
+        (*info).indrestrictinfo = std::ptr::null_mut();
+        (*info).predOK = false;
+        (*info).unique = h.unique;
+        (*info).immediate = true;
+        (*info).hypothetical = true;
+        (*info).amcanorderbyop = (*amroutine).amcanorderbyop;
+        (*info).amoptionalkey = (*amroutine).amoptionalkey;
+        (*info).amsearcharray = (*amroutine).amsearcharray;
+        (*info).amsearchnulls = (*amroutine).amsearchnulls;
+        (*info).amhasgettuple = (*amroutine).amgettuple.is_some();
+        (*info).amhasgetbitmap = (*amroutine).amgetbitmap.is_some();
+        (*info).amcanparallel = (*amroutine).amcanparallel;
+        (*info).amcanmarkpos = (*amroutine).ammarkpos.is_some();
+        // SAFETY: both are the AM's cost estimator; IndexOptInfo stores it untyped.
+        (*info).amcostestimate = std::mem::transmute::<
+            pg_sys::amcostestimate_function,
+            Option<unsafe extern "C-unwind" fn()>,
+        >((*amroutine).amcostestimate);
+
+        // Size: rows covered (a partial index only covers rows matching its predicate).
+        let heap_rows = (*rel).tuples.max(0.0);
+        let rows = if h.predicate.is_null() {
+            heap_rows
+        } else {
+            (heap_rows * h.predicate_selectivity).max(1.0)
+        };
+        let est = estimate_size(h, rows, (*rel).pages as f64);
+        (*info).pages = est.pages.min(u32::MAX as u64) as u32;
+        (*info).tuples = if h.amoid == pg_sys::BRIN_AM_OID {
+            est.tuples
+        } else {
+            rows
+        };
+        (*info).tree_height = if is_btree { est.tree_height as i32 } else { -1 };
+        Some(info)
+    }
+}
+
+/// Size of a hypothetical index covering `rows` heap rows (of a `heap_pages`-page table).
+fn estimate_size(h: &HypoIndex, rows: f64, heap_pages: f64) -> size::IndexSizeEstimate {
+    let key_w: Vec<AttrWidth> = h.keys.iter().map(|c| c.width).collect();
+    let inc_w: Vec<AttrWidth> = h.include.iter().map(|c| c.width).collect();
+    if h.amoid == pg_sys::BRIN_AM_OID {
+        size::estimate_brin(heap_pages, 128.0, &key_w)
+    } else {
+        // GIN and others: the btree model stands in for page counts.
+        size::estimate_btree_with(&size::BtreeSizeInput {
+            rows,
+            key_widths: &key_w,
+            include_widths: &inc_w,
+            distinct_keys: h.distinct_keys.map(|d| d.min(rows)),
+            fillfactor: 90.0,
+        })
+    }
+}
+
+/// pg_class.reltuples of a table.
+fn reltuples_of(relid: Oid) -> f64 {
+    // SAFETY: plain relcache lookup, released right away.
+    unsafe {
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        if rel.is_null() {
+            return 0.0;
+        }
+        let t = (*(*rel).rd_rel).reltuples as f64;
+        pg_sys::RelationClose(rel);
+        t
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn get_relation_info(
+    root: *mut pg_sys::PlannerInfo,
+    relid: Oid,
+    inhparent: bool,
+    rel: *mut pg_sys::RelOptInfo,
+) {
+    // SAFETY: chaining to the previous hook with the arguments we were given.
+    unsafe {
+        if let Some(prev) = PREV_GET_RELATION_INFO {
+            pg_guard_ffi_boundary(|| prev(root, relid, inhparent, rel));
+        }
+    }
+    let Some(state) = session() else { return };
+    // SAFETY: planner structures handed to the hook; list manipulation in the planner's
+    // memory context.
+    unsafe {
+        if !state.hidden.is_empty() && !(*rel).indexlist.is_null() {
+            let old = (*rel).indexlist;
+            let mut kept: *mut pg_sys::List = std::ptr::null_mut();
+            for i in 0..(*old).length as usize {
+                let info = (*(*old).elements.add(i)).ptr_value as *mut pg_sys::IndexOptInfo;
+                if !state.hidden.contains(&(*info).indexoid) {
+                    kept = pg_sys::lappend(kept, info as *mut _);
+                }
+            }
+            (*rel).indexlist = kept;
+        }
+        if inhparent {
+            return; // indexes are used on the parent's children, not on the parent itself
+        }
+        for h in &state.indexes {
+            if applies_to(root, relid, rel, h.relid) {
+                if let Some(info) = index_opt_info(relid, rel, h) {
+                    (*rel).indexlist = pg_sys::lcons(info as *mut _, (*rel).indexlist);
+                }
+            }
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn explain_index_name(oid: Oid) -> *const std::ffi::c_char {
+    if let Some(state) = session() {
+        if let Some(h) = state.indexes.iter().find(|h| h.oid == oid) {
+            // SAFETY: pstrdup copies into the current memory context.
+            return unsafe { pg_sys::pstrdup(h.name.as_ptr()) };
+        }
+    }
+    // SAFETY: chaining to the previous hook.
+    unsafe {
+        match PREV_EXPLAIN_INDEX_NAME {
+            Some(prev) => pg_guard_ffi_boundary(|| prev(oid)),
+            None => std::ptr::null(),
+        }
+    }
+}
+
+/// A planned query: total cost, the indexes its plan uses, and the EXPLAIN text.
+pub struct Planned {
+    pub total_cost: f64,
+    /// Rows the plan's top node expects to return.
+    pub rows: f64,
+    pub index_oids: Vec<Oid>,
+    pub plan_text: String,
+}
+
+unsafe fn collect_indexes(plan: *mut pg_sys::Plan, out: &mut Vec<Oid>, depth: u32) {
+    if plan.is_null() || depth > 100 {
+        return;
+    }
+    // SAFETY: walking a valid plan tree.
+    unsafe {
+        use pg_sys::NodeTag::*;
+        let list_plans = |l: *mut pg_sys::List, out: &mut Vec<Oid>| {
+            if !l.is_null() {
+                for i in 0..(*l).length as usize {
+                    collect_indexes(
+                        (*(*l).elements.add(i)).ptr_value as *mut pg_sys::Plan,
+                        out,
+                        depth + 1,
+                    );
+                }
+            }
+        };
+        match (*plan).type_ {
+            T_IndexScan => out.push((*(plan as *mut pg_sys::IndexScan)).indexid),
+            T_IndexOnlyScan => out.push((*(plan as *mut pg_sys::IndexOnlyScan)).indexid),
+            T_BitmapIndexScan => out.push((*(plan as *mut pg_sys::BitmapIndexScan)).indexid),
+            T_Append => list_plans((*(plan as *mut pg_sys::Append)).appendplans, out),
+            T_MergeAppend => list_plans((*(plan as *mut pg_sys::MergeAppend)).mergeplans, out),
+            T_BitmapAnd => list_plans((*(plan as *mut pg_sys::BitmapAnd)).bitmapplans, out),
+            T_BitmapOr => list_plans((*(plan as *mut pg_sys::BitmapOr)).bitmapplans, out),
+            T_SubqueryScan => collect_indexes(
+                (*(plan as *mut pg_sys::SubqueryScan)).subplan,
+                out,
+                depth + 1,
+            ),
+            _ => {}
+        }
+        collect_indexes((*plan).lefttree, out, depth + 1);
+        collect_indexes((*plan).righttree, out, depth + 1);
+    }
+}
+
+/// Plans `query` (never executes it): a generic plan when it has `$n` parameters.
+pub fn plan(query: &str) -> Planned {
+    let Ok(text) = CString::new(query) else {
+        PerfError::InvalidQuery {
+            detail: "the query contains a NUL byte".into(),
+            hint: "Pass the query text as is.".into(),
+        }
+        .raise()
+    };
+    // SAFETY: parse, analyze, plan and EXPLAIN (EXPLAIN_ONLY: nothing is executed) in the
+    // current memory context.
+    unsafe {
+        let raw = pg_sys::pg_parse_query(text.as_ptr());
+        if raw.is_null() || (*raw).length != 1 {
+            PerfError::InvalidQuery {
+                detail: "what-if planning takes exactly one SQL statement".into(),
+                hint: "Pass a single SELECT, INSERT, UPDATE or DELETE.".into(),
+            }
+            .raise();
+        }
+        let rawstmt = (*(*raw).elements).ptr_value as *mut pg_sys::RawStmt;
+        let tag = (*(*rawstmt).stmt).type_;
+        if !matches!(
+            tag,
+            pg_sys::NodeTag::T_SelectStmt
+                | pg_sys::NodeTag::T_InsertStmt
+                | pg_sys::NodeTag::T_UpdateStmt
+                | pg_sys::NodeTag::T_DeleteStmt
+        ) {
+            PerfError::InvalidQuery {
+                detail: "what-if planning only plans SELECT, INSERT, UPDATE and DELETE".into(),
+                hint: "DDL and other utility statements have no plan to compare.".into(),
+            }
+            .raise();
+        }
+        let mut ptypes: *mut Oid = std::ptr::null_mut();
+        let mut nparams = 0;
+        let queries = pg_sys::pg_analyze_and_rewrite_varparams(
+            rawstmt,
+            text.as_ptr(),
+            &mut ptypes,
+            &mut nparams,
+            std::ptr::null_mut(),
+        );
+        if queries.is_null() || (*queries).length != 1 {
+            PerfError::InvalidQuery {
+                detail: "the statement rewrites into several queries (rules)".into(),
+                hint: "Plan the rewritten queries one by one.".into(),
+            }
+            .raise();
+        }
+        let q = (*(*queries).elements).ptr_value as *mut pg_sys::Query;
+        let options = pg_sys::CURSOR_OPT_GENERIC_PLAN as i32;
+        let stmt = pg_sys::pg_plan_query(q, text.as_ptr(), options, std::ptr::null_mut());
+        let mut index_oids = Vec::new();
+        collect_indexes((*stmt).planTree, &mut index_oids, 0);
+        let subplans = (*stmt).subplans;
+        if !subplans.is_null() {
+            for i in 0..(*subplans).length as usize {
+                collect_indexes(
+                    (*(*subplans).elements.add(i)).ptr_value as *mut pg_sys::Plan,
+                    &mut index_oids,
+                    0,
+                );
+            }
+        }
+        let total_cost = (*(*stmt).planTree).total_cost;
+        let rows = (*(*stmt).planTree).plan_rows;
+
+        let pushed = !pg_sys::ActiveSnapshotSet();
+        if pushed {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        let qd = pg_sys::CreateQueryDesc(
+            stmt,
+            text.as_ptr(),
+            pg_sys::GetActiveSnapshot(),
+            std::ptr::null_mut(),
+            pg_sys::None_Receiver,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+        pg_sys::ExecutorStart(qd, pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32);
+        let es = pg_sys::NewExplainState();
+        (*es).costs = true;
+        (*es).format = pg_sys::ExplainFormat::EXPLAIN_FORMAT_TEXT;
+        pg_sys::ExplainBeginOutput(es);
+        pg_sys::ExplainPrintPlan(es, qd);
+        pg_sys::ExplainEndOutput(es);
+        let s = (*es).str_;
+        let plan_text = String::from_utf8_lossy(std::slice::from_raw_parts(
+            (*s).data as *const u8,
+            (*s).len.max(0) as usize,
+        ))
+        .trim_end()
+        .to_string();
+        pg_sys::ExecutorEnd(qd);
+        pg_sys::FreeQueryDesc(qd);
+        if pushed {
+            pg_sys::PopActiveSnapshot();
+        }
+        Planned {
+            total_cost,
+            rows,
+            index_oids,
+            plan_text,
+        }
+    }
+}
+
+/// What a set of hypothetical indexes (and hidden existing ones) would do to a query's
+/// plan: costs before and after, the hypothetical indexes the new plan uses, both plans.
+/// Nothing is built and nothing is executed.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::type_complexity)]
+fn whatif(
+    query: &str,
+    indexes: default!(Vec<String>, "ARRAY[]::text[]"),
+    hide: default!(Vec<String>, "ARRAY[]::text[]"),
+) -> TableIterator<
+    'static,
+    (
+        name!(cost_before, f64),
+        name!(cost_after, f64),
+        name!(improvement_pct, f64),
+        name!(indexes_used, Vec<String>),
+        name!(plan_before, String),
+        name!(plan_after, String),
+    ),
+> {
+    let before = plan(query);
+    let (after, used) = {
+        let session = Session::start(&indexes, &hide);
+        let after = plan(query);
+        let used = session.names_of(&after.index_oids);
+        (after, used)
+    };
+    let improvement = if before.total_cost > 0.0 {
+        100.0 * (before.total_cost - after.total_cost) / before.total_cost
+    } else {
+        0.0
+    };
+    TableIterator::once((
+        before.total_cost,
+        after.total_cost,
+        improvement,
+        used.into_iter()
+            .map(|n| n.trim_start_matches("<hypothetical>").to_string())
+            .collect(),
+        before.plan_text,
+        after.plan_text,
+    ))
+}
+
+/// The size pg_perf's what-if planner assumes for a hypothetical index (from the table's
+/// current statistics), to compare with what CREATE INDEX would build.
+#[pg_extern(volatile, parallel_unsafe)]
+fn whatif_index_size(
+    index: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(pages, i64),
+        name!(bytes, i64),
+        name!(tuples, f64),
+        name!(tree_height, i32),
+    ),
+> {
+    let mut h = parse_index(index, Oid::from(4_000_000_000u32));
+    h.distinct_keys = distinct_keys(&h, reltuples_of(h.relid));
+    // SAFETY: plain relcache lookup of the table's statistics.
+    let (reltuples, relpages) = unsafe {
+        let rel = pg_sys::RelationIdGetRelation(h.relid);
+        let r = (
+            (*(*rel).rd_rel).reltuples as f64,
+            (*(*rel).rd_rel).relpages as f64,
+        );
+        pg_sys::RelationClose(rel);
+        r
+    };
+    let rows = reltuples.max(0.0) * h.predicate_selectivity;
+    let est = estimate_size(&h, rows, relpages);
+    TableIterator::once((
+        est.pages as i64,
+        est.bytes as i64,
+        est.tuples,
+        est.tree_height as i32,
+    ))
+}
