@@ -57,11 +57,26 @@ q -c "\\timing on" -c "SELECT jsonb_array_length(perf.cached_json('$report')) AS
   -c "SELECT jsonb_array_length(perf.cached_json('$report')) AS rows_second_call" | grep -E "rows|Time| [0-9]"
 q -c "SELECT entries, hits, misses, stores, round(hit_ratio::numeric, 2) AS hit_ratio FROM perf.cache_stats()"
 
+section "What-if: would an index help the worst statements? SELECT * FROM perf.whatif(query, ARRAY['CREATE INDEX ...'])"
+q -c "SELECT 'status = failed' AS statement, round(cost_before) AS cost_before, round(cost_after) AS cost_after,
+             round(improvement_pct) AS pct, indexes_used
+        FROM perf.whatif('SELECT count(*) FROM orders WHERE status = ''failed''',
+                         ARRAY['CREATE INDEX ON orders (status) WHERE status = ''failed'''])
+      UNION ALL
+      SELECT 'lower(email) lookup', round(cost_before), round(cost_after), round(improvement_pct), indexes_used
+        FROM perf.whatif('SELECT id, country FROM customers WHERE lower(email) = \$1',
+                         ARRAY['CREATE INDEX ON customers (lower(email))'])
+      UNION ALL
+      SELECT 'events @> partner', round(cost_before), round(cost_after), round(improvement_pct), indexes_used
+        FROM perf.whatif('SELECT count(*) FROM events WHERE payload @> ''{\"source\": \"partner\"}''',
+                         ARRAY['CREATE INDEX ON events USING gin (payload jsonb_path_ops)'])"
+q -c "SELECT pg_size_pretty(bytes) AS partial_index_size FROM perf.whatif_index_size('CREATE INDEX ON orders (status) WHERE status = ''failed''')"
+
 section "Index suggestions"
 if q -At -c "SELECT 1 FROM pg_proc WHERE proname = 'suggest_indexes' AND pronamespace = 'perf'::regnamespace" | grep -q 1; then
     q -c "SELECT * FROM perf.suggest_indexes()"
 else
-    echo "perf.suggest_indexes() is not in this version yet; perf.predicate_stats above is what it will weigh."
+    echo "perf.suggest_indexes() is not in this version yet: it will weigh perf.predicate_stats with the what-if planner above."
 fi
 
 cat <<MSG
