@@ -987,19 +987,11 @@ pub fn plan(query: &str) -> Planned {
             0,
         );
         pg_sys::ExecutorStart(qd, pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32);
-        let es = pg_sys::NewExplainState();
-        (*es).costs = true;
-        (*es).format = pg_sys::ExplainFormat::EXPLAIN_FORMAT_TEXT;
-        pg_sys::ExplainBeginOutput(es);
-        pg_sys::ExplainPrintPlan(es, qd);
-        pg_sys::ExplainEndOutput(es);
-        let s = (*es).str_;
-        let plan_text = String::from_utf8_lossy(std::slice::from_raw_parts(
-            (*s).data as *const u8,
-            (*s).len.max(0) as usize,
-        ))
-        .trim_end()
-        .to_string();
+        let plan_text = crate::stats::plan_capture::explain(
+            qd,
+            pg_sys::ExplainFormat::EXPLAIN_FORMAT_TEXT,
+            false,
+        );
         pg_sys::ExecutorEnd(qd);
         pg_sys::FreeQueryDesc(qd);
         if pushed {

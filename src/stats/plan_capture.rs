@@ -22,13 +22,18 @@ pub unsafe fn has_node_instrumentation(qd: *mut QueryDesc) -> bool {
     }
 }
 
-/// The plan as EXPLAIN JSON (with actual rows, timing and buffers when `analyzed`).
+/// Prints the plan of a started QueryDesc in `format` (with actual rows, timing and buffers
+/// when `analyzed` and the run was instrumented for them).
 ///
 /// # Safety
 /// `qd` must be a live, started QueryDesc whose planstate has not been shut down yet.
-pub unsafe fn explain_json(qd: *mut QueryDesc, analyzed: bool) -> String {
+pub unsafe fn explain(
+    qd: *mut QueryDesc,
+    format: pg_sys::ExplainFormat::Type,
+    analyzed: bool,
+) -> String {
     // SAFETY: mirrors what EXPLAIN itself does on a live QueryDesc; all allocations are in
-    // CurrentMemoryContext (the executor's per-query context at ExecutorEnd).
+    // CurrentMemoryContext.
     unsafe {
         let es = pg_sys::NewExplainState();
         let opts = (*qd).instrument_options;
@@ -40,22 +45,28 @@ pub unsafe fn explain_json(qd: *mut QueryDesc, analyzed: bool) -> String {
         (*es).wal = false;
         (*es).timing = analyzed && (opts & pg_sys::InstrumentOption::INSTRUMENT_TIMER as i32) != 0;
         (*es).summary = false;
-        (*es).format = pg_sys::ExplainFormat::EXPLAIN_FORMAT_JSON;
+        (*es).format = format;
         pg_sys::ExplainBeginOutput(es);
         pg_sys::ExplainPrintPlan(es, qd);
         pg_sys::ExplainEndOutput(es);
         let s = (*es).str_;
         let bytes = std::slice::from_raw_parts((*s).data as *const u8, (*s).len.max(0) as usize);
-        let text = String::from_utf8_lossy(bytes);
-        // Without the per-query group EXPLAIN itself opens, JSON output is `[ "Plan": … ]`:
-        // turn the outer brackets into braces to make it the object `{"Plan": …}`.
-        let trimmed = text.trim();
-        match (trimmed.strip_prefix('['), trimmed.strip_suffix(']')) {
-            (Some(_), Some(_)) if trimmed.len() >= 2 => {
-                format!("{{{}}}", &trimmed[1..trimmed.len() - 1])
-            }
-            _ => trimmed.to_string(),
-        }
+        String::from_utf8_lossy(bytes).trim().to_string()
+    }
+}
+
+/// The plan as EXPLAIN JSON object `{"Plan": ...}` (see [`explain`]).
+///
+/// # Safety
+/// As for [`explain`].
+pub unsafe fn explain_json(qd: *mut QueryDesc, analyzed: bool) -> String {
+    // SAFETY: per the function contract.
+    let text = unsafe { explain(qd, pg_sys::ExplainFormat::EXPLAIN_FORMAT_JSON, analyzed) };
+    // Without the per-query group EXPLAIN itself opens, JSON output is `[ "Plan": … ]`:
+    // turn the outer brackets into braces to make it the object `{"Plan": …}`.
+    match (text.strip_prefix('['), text.strip_suffix(']')) {
+        (Some(_), Some(_)) if text.len() >= 2 => format!("{{{}}}", &text[1..text.len() - 1]),
+        _ => text,
     }
 }
 
