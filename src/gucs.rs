@@ -101,6 +101,8 @@ pub static CACHE_MAX_ENTRY_KB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 pub static CACHE_DEFAULT_TTL: GucSetting<i32> = GucSetting::<i32>::new(300);
 /// `perf.cache_strict`: a refusal to cache is an ERROR instead of a direct execution.
 pub static CACHE_STRICT: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `perf.advisor_budget_mb`: total size of the indexes perf.suggest_indexes() may propose.
+pub static ADVISOR_BUDGET_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 /// `perf.save`: keep statistics across clean server restarts.
 pub static SAVE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
@@ -255,6 +257,17 @@ pub fn init() {
         &CACHE_STRICT,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"perf.advisor_budget_mb",
+        c"Total size of the indexes perf.suggest_indexes() may propose.",
+        c"The advisor picks the indexes with the best workload benefit per byte until this \
+          storage budget is used up.",
+        &ADVISOR_BUDGET_MB,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MB,
     );
     GucRegistry::define_bool_guc(
         c"perf.save",

@@ -861,6 +861,11 @@ pub struct Planned {
     pub total_cost: f64,
     /// Rows the plan's top node expects to return.
     pub rows: f64,
+    /// The plan's top node is a Limit (an ORDER BY ... LIMIT can stop early with an index).
+    pub limited: bool,
+    /// The columns the plan filters, joins, sorts and groups on (as statement capture
+    /// records them).
+    pub predicates: Vec<crate::stats::shmem::PredicateRec>,
     pub index_oids: Vec<Oid>,
     pub plan_text: String,
 }
@@ -987,6 +992,8 @@ pub fn plan(query: &str) -> Planned {
             0,
         );
         pg_sys::ExecutorStart(qd, pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32);
+        let predicates = crate::stats::predicates::collect(qd);
+        let limited = (*(*stmt).planTree).type_ == pg_sys::NodeTag::T_Limit;
         let plan_text = crate::stats::plan_capture::explain(
             qd,
             pg_sys::ExplainFormat::EXPLAIN_FORMAT_TEXT,
@@ -1000,6 +1007,8 @@ pub fn plan(query: &str) -> Planned {
         Planned {
             total_cost,
             rows,
+            limited,
+            predicates,
             index_oids,
             plan_text,
         }

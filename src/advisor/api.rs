@@ -1,0 +1,682 @@
+//! `perf.suggest_indexes()`: the workload (captured statements, or an explicit list) is
+//! planned once as it is; the columns each plan filters, joins, sorts and groups on become
+//! the advisor's model (with table and column statistics from the catalogs); the pure core
+//! generates candidates and selects them Extend-style under `perf.advisor_budget_mb`, asking
+//! the what-if planner what each configuration costs.
+
+use std::collections::HashMap;
+
+use pgrx::pg_sys::{self, Oid};
+use pgrx::prelude::*;
+use pgrx::PgTryBuilder;
+
+use super::candidates::generate_candidates;
+use super::ddl;
+use super::model::*;
+use super::selection::{find_drop_candidates, select_indexes, CostOracle, SelectionSettings};
+use super::whatif::{self, Planned, Session};
+use crate::stats::shmem::{self, PredicateKind, PredicateRec};
+
+/// Runs `f` in a subtransaction; an ERROR inside rolls it back and yields None, so one
+/// statement that no longer plans (a dropped table, say) does not abort the whole advice.
+fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Option<T> {
+    // SAFETY: the standard internal-subtransaction pattern (as PL/pgSQL's exception blocks):
+    // remember memory context and resource owner, begin, and on success release / on error
+    // roll back, restoring both either way.
+    unsafe {
+        let ctx = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(ctx);
+        let mut f = Some(f);
+        PgTryBuilder::new(std::panic::AssertUnwindSafe(move || {
+            let r = (f.take().expect("runs once"))();
+            pg_sys::ReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(ctx);
+            pg_sys::CurrentResourceOwner = owner;
+            Some(r)
+        }))
+        .catch_others(move |_| {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(ctx);
+            pg_sys::CurrentResourceOwner = owner;
+            None
+        })
+        .execute()
+    }
+}
+
+/// One workload statement.
+struct WorkloadQuery {
+    queryid: i64,
+    text: String,
+    calls: f64,
+}
+
+fn captured_workload() -> Vec<WorkloadQuery> {
+    // SAFETY: plain read of a backend global.
+    let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    let mut by_id: HashMap<i64, (WorkloadQuery, f64)> = HashMap::new();
+    for e in shmem::snapshot(|k| k.dbid == db) {
+        let lower = e.text.trim_start().to_ascii_lowercase();
+        let plannable = ["select", "with", "update", "delete", "insert"]
+            .iter()
+            .any(|k| lower.starts_with(k));
+        if e.counters.calls == 0
+            || !plannable
+            || lower.contains("perf.")
+            || lower.contains("pg_catalog.")
+        {
+            continue;
+        }
+        let entry = by_id.entry(e.key.queryid).or_insert_with(|| {
+            (
+                WorkloadQuery {
+                    queryid: e.key.queryid,
+                    text: e.text.clone(),
+                    calls: 0.0,
+                },
+                0.0,
+            )
+        });
+        entry.0.calls += e.counters.calls as f64;
+        entry.1 += e.counters.total_time;
+    }
+    let mut all: Vec<(WorkloadQuery, f64)> = by_id.into_values().collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1));
+    all.into_iter().take(200).map(|(q, _)| q).collect()
+}
+
+/// Catalog facts about the tables, columns and operators the workload uses, cached.
+#[derive(Default)]
+struct Catalog {
+    columns: HashMap<(u32, i16), Option<ColumnRef>>,
+    operators: HashMap<u32, Option<(String, i32, bool)>>,
+}
+
+fn spi_err(e: pgrx::spi::Error) -> String {
+    e.to_string()
+}
+
+impl Catalog {
+    fn column(&mut self, relid: u32, attnum: i16) -> Option<ColumnRef> {
+        self.columns
+            .entry((relid, attnum))
+            .or_insert_with(|| {
+                Spi::connect(|c| {
+                    let r = c.select(
+                        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typlen,
+                                t.typalign::text, coalesce(s.avg_width, 0)
+                           FROM pg_catalog.pg_attribute a
+                           JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                           JOIN pg_catalog.pg_class cl ON cl.oid = a.attrelid
+                           JOIN pg_catalog.pg_namespace n ON n.oid = cl.relnamespace
+                           LEFT JOIN pg_catalog.pg_stats s ON s.schemaname = n.nspname
+                                AND s.tablename = cl.relname AND s.attname = a.attname
+                          WHERE a.attrelid = $1 AND a.attnum = $2 AND NOT a.attisdropped",
+                        None,
+                        &[Oid::from(relid).into(), attnum.into()],
+                    )?;
+                    let mut out = None;
+                    for row in r {
+                        out = Some(ColumnRef {
+                            attnum,
+                            name: row.get::<String>(1)?.unwrap_or_default(),
+                            type_name: row.get::<String>(2)?.unwrap_or_default(),
+                            typlen: row.get::<i16>(3)?.unwrap_or(-1),
+                            typalign: TypeAlign::from_pg_code(
+                                row.get::<String>(4)?
+                                    .unwrap_or_default()
+                                    .chars()
+                                    .next()
+                                    .unwrap_or('i'),
+                            ),
+                            avg_width: row.get::<i32>(5)?.unwrap_or(0).max(0) as u32,
+                        });
+                    }
+                    Ok::<_, pgrx::spi::Error>(out)
+                })
+                .map_err(spi_err)
+                .ok()
+                .flatten()
+            })
+            .clone()
+    }
+
+    /// (operator name, btree strategy or 0, usable by GIN).
+    fn operator(&mut self, opno: u32) -> Option<(String, i32, bool)> {
+        self.operators
+            .entry(opno)
+            .or_insert_with(|| {
+                Spi::connect(|c| {
+                    let r = c.select(
+                        "SELECT o.oprname::text,
+                                coalesce((SELECT max(am.amopstrategy) FROM pg_catalog.pg_amop am
+                                           WHERE am.amopopr = o.oid AND am.amopmethod = 403), 0)::int4,
+                                EXISTS (SELECT 1 FROM pg_catalog.pg_amop am
+                                         WHERE am.amopopr = o.oid AND am.amopmethod = 2742)
+                           FROM pg_catalog.pg_operator o WHERE o.oid = $1",
+                        None,
+                        &[Oid::from(opno).into()],
+                    )?;
+                    let mut out = None;
+                    for row in r {
+                        out = Some((
+                            row.get::<String>(1)?.unwrap_or_default(),
+                            row.get::<i32>(2)?.unwrap_or(0),
+                            row.get::<bool>(3)?.unwrap_or(false),
+                        ));
+                    }
+                    Ok::<_, pgrx::spi::Error>(out)
+                })
+                .map_err(spi_err)
+                .ok()
+                .flatten()
+            })
+            .clone()
+    }
+
+    fn target(&mut self, p: &PredicateRec) -> Option<KeyTarget> {
+        let col = self.column(p.relid, p.attnum)?;
+        if p.funcid == 0 {
+            return Some(KeyTarget::Column(col));
+        }
+        // SAFETY: plain catalog lookups.
+        let (name, rettype) = unsafe {
+            let n = pg_sys::get_func_name(Oid::from(p.funcid));
+            if n.is_null() {
+                return None;
+            }
+            (
+                std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned(),
+                pg_sys::get_func_rettype(Oid::from(p.funcid)),
+            )
+        };
+        let type_name =
+            Spi::get_one_with_args::<String>("SELECT format_type($1, NULL)", &[rettype.into()])
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "text".into());
+        Some(KeyTarget::Expression(ExpressionRef {
+            sql: format!("{name}({})", ddl::quote_ident(&col.name)),
+            type_name,
+            typlen: col.typlen,
+            typalign: col.typalign,
+            avg_width: col.avg_width,
+            referenced_attnums: vec![col.attnum],
+        }))
+    }
+
+    fn predicate_operator(
+        &mut self,
+        p: &PredicateRec,
+        target: &KeyTarget,
+    ) -> Option<PredicateOperator> {
+        let (name, strategy, gin) = self.operator(p.opno)?;
+        if strategy == 3 {
+            return Some(PredicateOperator::Equality);
+        }
+        if matches!(strategy, 1 | 2 | 4 | 5) {
+            return Some(PredicateOperator::Range);
+        }
+        if name == "~~" {
+            return Some(PredicateOperator::LikePrefix {
+                needs_pattern_opclass: true,
+            });
+        }
+        if gin {
+            let operand = GinOperandKind::from_type_name(target.type_name())?;
+            let operator = match name.as_str() {
+                "@>" => ContainmentOperator::Contains,
+                "<@" => ContainmentOperator::ContainedBy,
+                "?" | "?|" | "?&" => ContainmentOperator::KeyExists,
+                "&&" => ContainmentOperator::Overlaps,
+                "@@" if operand == GinOperandKind::TsVector => ContainmentOperator::TextSearchMatch,
+                "@@" | "@?" => ContainmentOperator::JsonPathMatch,
+                _ => return None,
+            };
+            return Some(PredicateOperator::Containment { operator, operand });
+        }
+        None
+    }
+}
+
+fn table_info(relid: u32) -> Option<TableInfo> {
+    Spi::connect(|c| {
+        let r = c.select(
+            "SELECT n.nspname::text, cl.relname::text, greatest(cl.reltuples, 0)::float8,
+                    cl.relpages::float8,
+                    coalesce(s.n_tup_ins, 0)::float8, coalesce(s.n_tup_upd, 0)::float8,
+                    coalesce(s.n_tup_del, 0)::float8, coalesce(s.n_tup_hot_upd, 0)::float8,
+                    coalesce((SELECT sum(st.avg_width) FROM pg_catalog.pg_stats st
+                               WHERE st.schemaname = n.nspname AND st.tablename = cl.relname), 0)::float8
+               FROM pg_catalog.pg_class cl
+               JOIN pg_catalog.pg_namespace n ON n.oid = cl.relnamespace
+               LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = cl.oid
+              WHERE cl.oid = $1",
+            None,
+            &[Oid::from(relid).into()],
+        )?;
+        let mut out = None;
+        for row in r {
+            let inserts = row.get::<f64>(5)?.unwrap_or(0.0);
+            let updates = row.get::<f64>(6)?.unwrap_or(0.0);
+            let deletes = row.get::<f64>(7)?.unwrap_or(0.0);
+            let hot = row.get::<f64>(8)?.unwrap_or(0.0);
+            out = Some(TableInfo {
+                id: relid,
+                schema: row.get::<String>(1)?.unwrap_or_default(),
+                name: row.get::<String>(2)?.unwrap_or_default(),
+                reltuples: row.get::<f64>(3)?.unwrap_or(0.0),
+                relpages: row.get::<f64>(4)?.unwrap_or(0.0),
+                avg_row_width: row.get::<f64>(9)?.unwrap_or(0.0) + 24.0,
+                inserts,
+                updates,
+                deletes,
+                hot_update_fraction: if updates > 0.0 { (hot / updates).clamp(0.0, 1.0) } else { 0.0 },
+                is_append_only: updates + deletes == 0.0 && inserts > 0.0,
+                column_stats: Vec::new(),
+            });
+        }
+        let Some(mut t) = out else { return Ok(None) };
+        let cols = c.select(
+            "SELECT a.attnum, s.correlation::float8, s.n_distinct::float8
+               FROM pg_catalog.pg_attribute a
+               JOIN pg_catalog.pg_stats s ON s.schemaname = $2 AND s.tablename = $3 AND s.attname = a.attname
+              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+            None,
+            &[Oid::from(relid).into(), t.schema.clone().into(), t.name.clone().into()],
+        )?;
+        for row in cols {
+            t.column_stats.push(ColumnStats {
+                attnum: row.get::<i16>(1)?.unwrap_or(0),
+                correlation: row.get::<f64>(2)?,
+                n_distinct: row.get::<f64>(3)?,
+                gin_entries_per_row: None,
+                gin_distinct_keys: None,
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(Some(t))
+    })
+    .ok()
+    .flatten()
+}
+
+/// One row of the existing-index catalog query.
+struct IndexRow {
+    oid: i64,
+    schema: String,
+    name: String,
+    am: String,
+    unique: bool,
+    primary: bool,
+    constraint: bool,
+    size: i64,
+    scans: i64,
+    nkeys: i16,
+    attnums: Vec<i16>,
+    options: Vec<i16>,
+    predicate: Option<String>,
+}
+
+fn existing_indexes(relid: u32, catalog: &mut Catalog) -> Vec<ExistingIndex> {
+    let rows: Vec<IndexRow> = Spi::connect(|c| {
+            let r = c.select(
+                "SELECT i.indexrelid::int8, n.nspname::text, ic.relname::text, am.amname::text,
+                        i.indisunique, i.indisprimary,
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conindid = i.indexrelid),
+                        pg_relation_size(i.indexrelid), coalesce(s.idx_scan, 0),
+                        i.indnkeyatts, i.indkey::int2[], i.indoption::int2[],
+                        pg_get_expr(i.indpred, i.indrelid)
+                   FROM pg_catalog.pg_index i
+                   JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+                   JOIN pg_catalog.pg_namespace n ON n.oid = ic.relnamespace
+                   JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+                   LEFT JOIN pg_catalog.pg_stat_all_indexes s ON s.indexrelid = i.indexrelid
+                  WHERE i.indrelid = $1 AND i.indisvalid",
+                None,
+                &[Oid::from(relid).into()],
+            )?;
+            let mut v = Vec::new();
+            for row in r {
+                v.push(IndexRow {
+                    oid: row.get::<i64>(1)?.unwrap_or(0),
+                    schema: row.get::<String>(2)?.unwrap_or_default(),
+                    name: row.get::<String>(3)?.unwrap_or_default(),
+                    am: row.get::<String>(4)?.unwrap_or_default(),
+                    unique: row.get::<bool>(5)?.unwrap_or(false),
+                    primary: row.get::<bool>(6)?.unwrap_or(false),
+                    constraint: row.get::<bool>(7)?.unwrap_or(false),
+                    size: row.get::<i64>(8)?.unwrap_or(0),
+                    scans: row.get::<i64>(9)?.unwrap_or(0),
+                    nkeys: row.get::<i16>(10)?.unwrap_or(0),
+                    attnums: row.get::<Vec<i16>>(11)?.unwrap_or_default(),
+                    options: row.get::<Vec<i16>>(12)?.unwrap_or_default(),
+                    predicate: row.get::<String>(13)?,
+                });
+            }
+            Ok::<_, pgrx::spi::Error>(v)
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for IndexRow {
+        oid,
+        schema,
+        name,
+        am,
+        unique,
+        primary,
+        constraint,
+        size,
+        scans,
+        nkeys,
+        attnums,
+        options,
+        predicate: pred,
+    } in rows
+    {
+        let mut keys = Vec::new();
+        let mut include = Vec::new();
+        for (pos, &attnum) in attnums.iter().enumerate() {
+            let target = if attnum > 0 {
+                match catalog.column(relid, attnum) {
+                    Some(c) => KeyTarget::Column(c),
+                    None => continue,
+                }
+            } else {
+                let sql = Spi::get_one_with_args::<String>(
+                    "SELECT pg_get_indexdef($1, $2, true)",
+                    &[Oid::from(oid as u32).into(), ((pos + 1) as i32).into()],
+                )
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+                KeyTarget::Expression(ExpressionRef {
+                    sql,
+                    type_name: "text".into(),
+                    typlen: -1,
+                    typalign: TypeAlign::Int,
+                    avg_width: 0,
+                    referenced_attnums: Vec::new(),
+                })
+            };
+            if (pos as i16) < nkeys {
+                let opt = options.get(pos).copied().unwrap_or(0);
+                keys.push(IndexKey {
+                    target,
+                    direction: SortDirection {
+                        descending: opt & 1 != 0,
+                        nulls_first: opt & 2 != 0,
+                    },
+                    opclass: None,
+                });
+            } else if let KeyTarget::Column(c) = target {
+                include.push(c);
+            }
+        }
+        out.push(ExistingIndex {
+            id: oid as u32,
+            table: relid,
+            schema,
+            name,
+            method: IndexMethod::from_am_name(&am),
+            keys,
+            include,
+            predicate: pred,
+            is_unique: unique,
+            is_primary: primary,
+            backs_constraint: constraint,
+            size_bytes: size.max(0) as u64,
+            scans,
+        });
+    }
+    out
+}
+
+/// The what-if planner as the selection's cost oracle.
+struct WhatIfOracle<'a> {
+    texts: &'a HashMap<QueryId, String>,
+    tables: &'a HashMap<TableId, TableInfo>,
+}
+
+impl CostOracle for WhatIfOracle<'_> {
+    fn workload_query_cost(&mut self, query: QueryId, config: &[IndexCandidate]) -> Option<f64> {
+        let text = self.texts.get(&query)?;
+        let mut defs = Vec::with_capacity(config.len());
+        for (i, c) in config.iter().enumerate() {
+            let table = self.tables.get(&c.table)?;
+            defs.push(ddl::create_index_sql(c, table, &format!("perf_candidate_{i}")).ok()?);
+        }
+        in_subtransaction(|| {
+            let _session = Session::start(&defs, &[]);
+            whatif::plan(text).total_cost
+        })
+    }
+}
+
+fn shape_of(id: QueryId, calls: f64, planned: &Planned, catalog: &mut Catalog) -> QueryShape {
+    let mut by_table: Vec<TableAccess> = Vec::new();
+    fn access(by_table: &mut Vec<TableAccess>, relid: u32) -> usize {
+        match by_table.iter().position(|t| t.table == relid) {
+            Some(i) => i,
+            None => {
+                by_table.push(TableAccess {
+                    table: relid,
+                    predicates: Vec::new(),
+                    join_columns: Vec::new(),
+                    order_by: Vec::new(),
+                    group_by: Vec::new(),
+                    referenced_columns: None,
+                });
+                by_table.len() - 1
+            }
+        }
+    }
+    for p in &planned.predicates {
+        let Some(kind) = PredicateKind::from_u8(p.kind) else {
+            continue;
+        };
+        let Some(target) = catalog.target(p) else {
+            continue;
+        };
+        let i = access(&mut by_table, p.relid);
+        match kind {
+            PredicateKind::Filter | PredicateKind::IndexCond => {
+                if let Some(operator) = catalog.predicate_operator(p, &target) {
+                    let selectivity = if p.est_selectivity >= 0.0 {
+                        p.est_selectivity as f64
+                    } else {
+                        0.1
+                    };
+                    by_table[i].predicates.push(PredicateUse {
+                        target,
+                        operator,
+                        selectivity,
+                        rare_constant: None,
+                    });
+                }
+            }
+            PredicateKind::Join => {
+                if let KeyTarget::Column(c) = target {
+                    by_table[i].join_columns.push(c);
+                }
+            }
+            PredicateKind::Sort => by_table[i].order_by.push(SortItem {
+                target,
+                direction: SortDirection::ASC,
+            }),
+            PredicateKind::Group => by_table[i].group_by.push(SortItem {
+                target,
+                direction: SortDirection::ASC,
+            }),
+        }
+    }
+    QueryShape {
+        query_id: id,
+        calls,
+        limit: planned.limited.then_some(100),
+        tables: by_table,
+    }
+}
+
+/// Index suggestions for the workload: CREATE INDEX statements chosen together under the
+/// storage budget (`perf.advisor_budget_mb`), weighing each index's benefit for every
+/// statement against its size and write cost, plus existing indexes worth dropping.
+/// `queries`: plan these instead of the statements pg_perf captured in this database.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::type_complexity)]
+fn suggest_indexes(
+    queries: default!(Option<Vec<String>>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(action, String),
+        name!(table_name, String),
+        name!(index_ddl, String),
+        name!(estimated_size, i64),
+        name!(workload_cost_before, f64),
+        name!(workload_cost_after, f64),
+        name!(improvement_pct, f64),
+        name!(queries_helped, pgrx::JsonB),
+        name!(write_overhead, f64),
+        name!(reason, String),
+    ),
+> {
+    let workload_queries: Vec<WorkloadQuery> = match queries {
+        Some(list) => list
+            .into_iter()
+            .map(|text| WorkloadQuery {
+                queryid: 0,
+                text,
+                calls: 1.0,
+            })
+            .collect(),
+        None => captured_workload(),
+    };
+    let mut catalog = Catalog::default();
+    let mut texts: HashMap<QueryId, String> = HashMap::new();
+    let mut shapes = Vec::new();
+    let mut relids: Vec<u32> = Vec::new();
+    for (i, q) in workload_queries.iter().enumerate() {
+        // An explicit list must plan: its errors are the caller's to see.
+        let planned = if q.queryid == 0 {
+            Some(whatif::plan(&q.text))
+        } else {
+            in_subtransaction(|| whatif::plan(&q.text))
+        };
+        let Some(planned) = planned else { continue };
+        let id = i as QueryId;
+        let shape = shape_of(id, q.calls, &planned, &mut catalog);
+        for t in &shape.tables {
+            if !relids.contains(&t.table) {
+                relids.push(t.table);
+            }
+        }
+        texts.insert(id, q.text.clone());
+        shapes.push(shape);
+    }
+    let tables: HashMap<TableId, TableInfo> = relids
+        .iter()
+        .filter_map(|&r| table_info(r).map(|t| (r, t)))
+        .collect();
+    let existing: Vec<ExistingIndex> = relids
+        .iter()
+        .flat_map(|&r| existing_indexes(r, &mut catalog))
+        .collect();
+    let workload = Workload {
+        tables: tables.values().cloned().collect(),
+        existing_indexes: existing.clone(),
+        queries: shapes,
+    };
+    let candidates = generate_candidates(&workload);
+    let settings = SelectionSettings {
+        storage_budget_bytes: crate::gucs::ADVISOR_BUDGET_MB.get().max(1) as u64 * 1024 * 1024,
+        ..SelectionSettings::default()
+    };
+    let mut oracle = WhatIfOracle {
+        texts: &texts,
+        tables: &tables,
+    };
+    let result = select_indexes(&workload, &candidates, &mut oracle, &settings);
+
+    let queryid_of = |id: QueryId| {
+        workload_queries
+            .get(id as usize)
+            .map(|q| (q.queryid, q.text.clone()))
+    };
+    let mut rows = Vec::new();
+    let mut taken: Vec<String> = existing.iter().map(|e| e.name.clone()).collect();
+    for c in &result.chosen {
+        let Some(table) = tables.get(&c.candidate.table) else {
+            continue;
+        };
+        let name = ddl::choose_index_name(&c.candidate, &table.name, &taken);
+        taken.push(name.clone());
+        let Ok(sql) = ddl::create_index_sql(&c.candidate, table, &name) else {
+            continue;
+        };
+        let helped: Vec<serde_json::Value> = c
+            .query_savings
+            .iter()
+            .filter_map(|s| {
+                let (queryid, text) = queryid_of(s.query_id)?;
+                let before = result
+                    .query_costs
+                    .iter()
+                    .find(|q| q.query_id == s.query_id)?;
+                Some(serde_json::json!({
+                    "queryid": queryid,
+                    "query": text,
+                    "calls": s.calls,
+                    "cost_before": before.cost_before,
+                    "cost_after": before.cost_after,
+                }))
+            })
+            .collect();
+        rows.push((
+            "create".to_string(),
+            format!(
+                "{}.{}",
+                ddl::quote_ident(&table.schema),
+                ddl::quote_ident(&table.name)
+            ),
+            format!("{sql};"),
+            c.size.bytes as i64,
+            result.baseline_workload_cost,
+            result.final_workload_cost,
+            if result.baseline_workload_cost > 0.0 {
+                100.0 * c.benefit / result.baseline_workload_cost
+            } else {
+                0.0
+            },
+            pgrx::JsonB(serde_json::Value::Array(helped)),
+            c.write_overhead,
+            c.reason.clone(),
+        ));
+    }
+    for d in find_drop_candidates(&existing) {
+        let Ok(sql) = ddl::drop_index_sql(&d.index) else {
+            continue;
+        };
+        let table = tables.get(&d.index.table).map(|t| {
+            format!(
+                "{}.{}",
+                ddl::quote_ident(&t.schema),
+                ddl::quote_ident(&t.name)
+            )
+        });
+        rows.push((
+            "drop".to_string(),
+            table.unwrap_or_default(),
+            format!("{sql};"),
+            d.index.size_bytes as i64,
+            result.baseline_workload_cost,
+            result.final_workload_cost,
+            0.0,
+            pgrx::JsonB(serde_json::Value::Array(Vec::new())),
+            0.0,
+            d.explanation.clone(),
+        ));
+    }
+    TableIterator::new(rows)
+}
