@@ -72,12 +72,13 @@ q -c "SELECT 'status = failed' AS statement, round(cost_before) AS cost_before, 
                          ARRAY['CREATE INDEX ON events USING gin (payload jsonb_path_ops)'])"
 q -c "SELECT pg_size_pretty(bytes) AS partial_index_size FROM perf.whatif_index_size('CREATE INDEX ON orders (status) WHERE status = ''failed''')"
 
-section "Index suggestions"
-if q -At -c "SELECT 1 FROM pg_proc WHERE proname = 'suggest_indexes' AND pronamespace = 'perf'::regnamespace" | grep -q 1; then
-    q -c "SELECT * FROM perf.suggest_indexes()"
-else
-    echo "perf.suggest_indexes() is not in this version yet: it will weigh perf.predicate_stats with the what-if planner above."
-fi
+section "Index suggestions: SELECT * FROM perf.suggest_indexes()"
+q -c "SELECT action, index_ddl, pg_size_pretty(estimated_size) AS size, round(improvement_pct::numeric, 1) AS pct,
+             jsonb_array_length(queries_helped) AS queries
+        FROM perf.suggest_indexes()"
+q -At -c "SELECT 'workload cost (sum of calls x plan cost): ' || round(workload_cost_before::numeric) || ' now, '
+                 || round(workload_cost_after::numeric) || ' with all suggestions'
+            FROM perf.suggest_indexes() LIMIT 1"
 
 cat <<MSG
 

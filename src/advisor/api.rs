@@ -36,7 +36,8 @@ fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Option<T> {
             pg_sys::CurrentResourceOwner = owner;
             Some(r)
         }))
-        .catch_others(move |_| {
+        .catch_others(move |e| {
+            pgrx::debug1!("pg_perf advisor: skipped after an error: {e:?}");
             pg_sys::RollbackAndReleaseCurrentSubTransaction();
             pg_sys::MemoryContextSwitchTo(ctx);
             pg_sys::CurrentResourceOwner = owner;
@@ -46,11 +47,54 @@ fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Option<T> {
     }
 }
 
+/// The table an INSERT/UPDATE/DELETE writes, from its parse tree alone: normalized texts
+/// (`$n` for constants) cannot always be planned again (ambiguous parameter types), but
+/// their writes must still count against indexes on the table.
+fn write_target_of(text: &str) -> Option<(u32, pg_sys::CmdType::Type)> {
+    let c = std::ffi::CString::new(text).ok()?;
+    in_subtransaction(|| {
+        // SAFETY: raw parsing (no analysis) and a relation name lookup that may miss.
+        unsafe {
+            let raw = pg_sys::pg_parse_query(c.as_ptr());
+            if raw.is_null() || (*raw).length != 1 {
+                return None;
+            }
+            let stmt = (*((*(*raw).elements).ptr_value as *mut pg_sys::RawStmt)).stmt;
+            let (rv, cmd) = match (*stmt).type_ {
+                pg_sys::NodeTag::T_InsertStmt => (
+                    (*(stmt as *mut pg_sys::InsertStmt)).relation,
+                    pg_sys::CmdType::CMD_INSERT,
+                ),
+                pg_sys::NodeTag::T_UpdateStmt => (
+                    (*(stmt as *mut pg_sys::UpdateStmt)).relation,
+                    pg_sys::CmdType::CMD_UPDATE,
+                ),
+                pg_sys::NodeTag::T_DeleteStmt => (
+                    (*(stmt as *mut pg_sys::DeleteStmt)).relation,
+                    pg_sys::CmdType::CMD_DELETE,
+                ),
+                _ => return None,
+            };
+            let relid = pg_sys::RangeVarGetRelidExtended(
+                rv,
+                pg_sys::NoLock as i32,
+                pg_sys::RVROption::RVR_MISSING_OK,
+                None,
+                std::ptr::null_mut(),
+            );
+            (relid != Oid::INVALID).then(|| (relid.to_u32(), cmd))
+        }
+    })
+    .flatten()
+}
+
 /// One workload statement.
 struct WorkloadQuery {
     queryid: i64,
     text: String,
     calls: f64,
+    /// Rows processed over all calls (rows written, for a write statement).
+    rows: f64,
 }
 
 fn captured_workload() -> Vec<WorkloadQuery> {
@@ -75,11 +119,13 @@ fn captured_workload() -> Vec<WorkloadQuery> {
                     queryid: e.key.queryid,
                     text: e.text.clone(),
                     calls: 0.0,
+                    rows: 0.0,
                 },
                 0.0,
             )
         });
         entry.0.calls += e.counters.calls as f64;
+        entry.0.rows += e.counters.rows as f64;
         entry.1 += e.counters.total_time;
     }
     let mut all: Vec<(WorkloadQuery, f64)> = by_id.into_values().collect();
@@ -549,6 +595,7 @@ fn suggest_indexes(
                 queryid: 0,
                 text,
                 calls: 1.0,
+                rows: 1.0,
             })
             .collect(),
         None => captured_workload(),
@@ -557,6 +604,9 @@ fn suggest_indexes(
     let mut texts: HashMap<QueryId, String> = HashMap::new();
     let mut shapes = Vec::new();
     let mut relids: Vec<u32> = Vec::new();
+    // Rows written per table by the workload's own write statements: the same period as its
+    // reads (pg_stat_all_tables would also count bulk loads and anything before).
+    let mut writes: HashMap<u32, (f64, f64, f64)> = HashMap::new();
     for (i, q) in workload_queries.iter().enumerate() {
         // An explicit list must plan: its errors are the caller's to see.
         let planned = if q.queryid == 0 {
@@ -564,6 +614,17 @@ fn suggest_indexes(
         } else {
             in_subtransaction(|| whatif::plan(&q.text))
         };
+        if let Some((relid, command)) = write_target_of(&q.text) {
+            let w = writes.entry(relid).or_default();
+            match command {
+                pg_sys::CmdType::CMD_INSERT => w.0 += q.rows,
+                pg_sys::CmdType::CMD_UPDATE => w.1 += q.rows,
+                _ => w.2 += q.rows,
+            }
+            if !relids.contains(&relid) {
+                relids.push(relid);
+            }
+        }
         let Some(planned) = planned else { continue };
         let id = i as QueryId;
         let shape = shape_of(id, q.calls, &planned, &mut catalog);
@@ -578,6 +639,14 @@ fn suggest_indexes(
     let tables: HashMap<TableId, TableInfo> = relids
         .iter()
         .filter_map(|&r| table_info(r).map(|t| (r, t)))
+        .map(|(r, mut t)| {
+            let (ins, upd, del) = writes.get(&r).copied().unwrap_or_default();
+            t.inserts = ins;
+            t.updates = upd;
+            t.deletes = del;
+            t.is_append_only = upd + del == 0.0;
+            (r, t)
+        })
         .collect();
     let existing: Vec<ExistingIndex> = relids
         .iter()
@@ -589,6 +658,17 @@ fn suggest_indexes(
         queries: shapes,
     };
     let candidates = generate_candidates(&workload);
+    pgrx::debug1!(
+        "pg_perf advisor: {} statements, {} tables, {} existing indexes, {} candidates: {:?}",
+        workload.queries.len(),
+        workload.tables.len(),
+        workload.existing_indexes.len(),
+        candidates.len(),
+        candidates
+            .iter()
+            .map(|c| c.candidate.to_string())
+            .collect::<Vec<_>>()
+    );
     let settings = SelectionSettings {
         storage_budget_bytes: crate::gucs::ADVISOR_BUDGET_MB.get().max(1) as u64 * 1024 * 1024,
         ..SelectionSettings::default()
@@ -598,6 +678,15 @@ fn suggest_indexes(
         tables: &tables,
     };
     let result = select_indexes(&workload, &candidates, &mut oracle, &settings);
+    pgrx::debug1!(
+        "pg_perf advisor: baseline {:.1}, final {:.1}, {} chosen, {} oracle calls, unplannable {:?}, shapes {:?}",
+        result.baseline_workload_cost,
+        result.final_workload_cost,
+        result.chosen.len(),
+        result.oracle_calls,
+        result.unplannable_queries,
+        workload.queries
+    );
 
     let queryid_of = |id: QueryId| {
         workload_queries

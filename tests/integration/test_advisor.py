@@ -113,3 +113,22 @@ def test_bad_input_is_a_clean_error(shop):
     with pytest.raises(psycopg.errors.SyntaxError):
         suggestions(shop, ["SELEC 1"])
     assert shop.execute("SELECT count(*) FROM orders").fetchone()[0] == 150000
+
+
+def test_captured_writes_weigh_against_an_index(connect):
+    """Write cost comes from the workload's own captured write statements: the same rare
+    read gets an index on a read-only table but not on a table the workload keeps
+    inserting into."""
+    c = connect()
+    for t in ("quiet", "busy"):
+        c.execute(f"CREATE TABLE {t} AS SELECT g AS id, g % 1000 AS level, repeat('x', 40) AS msg "
+                  "FROM generate_series(1, 60000) g")
+        c.execute(f"ANALYZE {t}")
+    c.execute("SELECT perf.reset_stats()")
+    c.execute("SELECT * FROM quiet WHERE level = 3")
+    c.execute("SELECT * FROM busy WHERE level = 3")
+    for _ in range(60):
+        c.execute("INSERT INTO busy SELECT g, g % 1000, 'y' FROM generate_series(1, 2000) g")
+    ddls = [r[1] for r in creates(suggestions(c))]
+    assert any("quiet" in d and "(level)" in d for d in ddls), ddls
+    assert not any("busy" in d for d in ddls), ddls
