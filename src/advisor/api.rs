@@ -92,6 +92,9 @@ fn write_target_of(text: &str) -> Option<(u32, pg_sys::CmdType::Type)> {
 struct WorkloadQuery {
     queryid: i64,
     text: String,
+    /// The slowest run's text with its constants, when a slow plan was captured: planned
+    /// first (real selectivities, and it always parses), the normalized text otherwise.
+    sample: Option<String>,
     calls: f64,
     /// Rows processed over all calls (rows written, for a write statement).
     rows: f64,
@@ -118,6 +121,7 @@ fn captured_workload() -> Vec<WorkloadQuery> {
                 WorkloadQuery {
                     queryid: e.key.queryid,
                     text: e.text.clone(),
+                    sample: None,
                     calls: 0.0,
                     rows: 0.0,
                 },
@@ -127,6 +131,13 @@ fn captured_workload() -> Vec<WorkloadQuery> {
         entry.0.calls += e.counters.calls as f64;
         entry.0.rows += e.counters.rows as f64;
         entry.1 += e.counters.total_time;
+    }
+    for p in shmem::plans(|k| k.dbid == db) {
+        if let Some((q, _)) = by_id.get_mut(&p.key.queryid) {
+            if !p.sample.is_empty() {
+                q.sample = Some(p.sample);
+            }
+        }
     }
     let mut all: Vec<(WorkloadQuery, f64)> = by_id.into_values().collect();
     all.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -594,6 +605,7 @@ fn suggest_indexes(
             .map(|text| WorkloadQuery {
                 queryid: 0,
                 text,
+                sample: None,
                 calls: 1.0,
                 rows: 1.0,
             })
@@ -609,10 +621,14 @@ fn suggest_indexes(
     let mut writes: HashMap<u32, (f64, f64, f64)> = HashMap::new();
     for (i, q) in workload_queries.iter().enumerate() {
         // An explicit list must plan: its errors are the caller's to see.
-        let planned = if q.queryid == 0 {
-            Some(whatif::plan(&q.text))
-        } else {
-            in_subtransaction(|| whatif::plan(&q.text))
+        let sample_plan = q
+            .sample
+            .as_ref()
+            .and_then(|t| in_subtransaction(|| whatif::plan(t)).map(|p| (t.clone(), p)));
+        let (plan_text, planned) = match sample_plan {
+            Some((t, p)) => (t, Some(p)),
+            None if q.queryid == 0 => (q.text.clone(), Some(whatif::plan(&q.text))),
+            None => (q.text.clone(), in_subtransaction(|| whatif::plan(&q.text))),
         };
         if let Some((relid, command)) = write_target_of(&q.text) {
             let w = writes.entry(relid).or_default();
@@ -633,7 +649,7 @@ fn suggest_indexes(
                 relids.push(t.table);
             }
         }
-        texts.insert(id, q.text.clone());
+        texts.insert(id, plan_text);
         shapes.push(shape);
     }
     let tables: HashMap<TableId, TableInfo> = relids

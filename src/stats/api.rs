@@ -291,6 +291,7 @@ fn slow_plans() -> TableIterator<
         name!(exec_time_ms, f64),
         name!(analyzed, bool),
         name!(params, Option<String>),
+        name!(sample_query, Option<String>),
         name!(plan, Option<pgrx::JsonB>),
     ),
 > {
@@ -312,6 +313,7 @@ fn slow_plans() -> TableIterator<
                 p.exec_ms,
                 p.analyzed,
                 (!p.params.is_empty()).then_some(p.params),
+                (!p.sample.is_empty()).then_some(p.sample),
                 plan,
             )
         })

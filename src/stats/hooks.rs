@@ -526,7 +526,19 @@ unsafe fn record_execution(qd: *mut QueryDesc, t: &Tracked) {
             if improves {
                 let plan = plan_capture::explain_json(qd, analyzed);
                 let params = plan_capture::params_text(qd);
-                shmem::store_plan(&key, hash, total_ms, analyzed, &plan, &params, sample.now);
+                let text = statement_sample(qd);
+                shmem::store_plan(
+                    &key,
+                    hash,
+                    &shmem::CapturedPlan {
+                        exec_ms: total_ms,
+                        analyzed,
+                        plan: &plan,
+                        params: &params,
+                        sample: &text,
+                        captured_at: sample.now,
+                    },
+                );
             }
             let slot = &mut local().want_analyzed_plan[hash as usize % WANT_PLAN_SLOTS];
             if analyzed || outcome.plan_analyzed {
@@ -542,6 +554,20 @@ unsafe fn record_execution(qd: *mut QueryDesc, t: &Tracked) {
             let preds = predicates::collect(qd);
             shmem::store_predicates(&key, hash, &preds);
         }
+    }
+}
+
+/// The statement's own text with its constants, for the slowest run kept with its plan.
+unsafe fn statement_sample(qd: *mut QueryDesc) -> String {
+    // SAFETY: sourceText is a NUL-terminated string owned by the portal, or null.
+    unsafe {
+        let src = (*qd).sourceText;
+        if src.is_null() {
+            return String::new();
+        }
+        let source = std::ffi::CStr::from_ptr(src).to_string_lossy();
+        let ps = (*qd).plannedstmt;
+        normalize::statement_text(&source, (*ps).stmt_location, (*ps).stmt_len).to_string()
     }
 }
 

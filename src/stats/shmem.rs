@@ -37,7 +37,7 @@ const TRANCHE: &CStr = c"pg_perf";
 const STATS_SEGMENT: &CStr = c"pg_perf statements";
 const PLANS_SEGMENT: &CStr = c"pg_perf plans";
 /// Changes whenever the layout of `Counters`/`PredicateRec`/file format changes.
-const FORMAT_VERSION: u64 = 0x5045_5246_0000_0005;
+const FORMAT_VERSION: u64 = 0x5045_5246_0000_0006;
 const DUMP_FILE: &str = "pg_stat/pg_perf.stat";
 const DUMP_FILE_TMP: &str = "pg_stat/pg_perf.stat.tmp";
 /// Fraction of a full partition evicted at once (amortizes the exclusive lock).
@@ -391,7 +391,9 @@ struct PlanSlotHeader {
     captured_at: i64,
     plan_len: u32,
     params_len: u32,
-    // followed by `text_cap` bytes: plan JSON then parameter text
+    sample_len: u32,
+    // followed by `text_cap` bytes: plan JSON, parameter text, then the statement's own
+    // text with its constants (what the index advisor plans to see real selectivities)
 }
 
 /// Process-local view of the shared segments (raw pointers into shared memory).
@@ -1075,23 +1077,38 @@ fn plan_slot(s: &Shared, i: usize) -> *mut PlanSlotHeader {
     }
 }
 
+/// A slow run's plan and what goes with it.
+#[derive(Clone, Copy)]
+pub struct CapturedPlan<'a> {
+    pub exec_ms: f64,
+    /// The plan has actual row counts (the run was instrumented).
+    pub analyzed: bool,
+    /// EXPLAIN JSON.
+    pub plan: &'a str,
+    /// Bind parameters (`$1 = '42'`).
+    pub params: &'a str,
+    /// The statement's own text with its constants.
+    pub sample: &'a str,
+    pub captured_at: i64,
+}
+
 /// Keeps `plan` as the captured plan of `key` if it is the slowest seen (or the first with
 /// actual row counts); replaces the fastest stored plan when the pool is full.
 /// Returns true if stored. The statement entry's `plan_ms` is updated too.
-pub fn store_plan(
-    key: &StatKey,
-    hash: u64,
-    exec_ms: f64,
-    analyzed: bool,
-    plan: &str,
-    params: &str,
-    now: i64,
-) -> bool {
+pub fn store_plan(key: &StatKey, hash: u64, captured: &CapturedPlan) -> bool {
     let Some(s) = shared() else { return false };
     let n = plan_slot_count(s);
     if n == 0 {
         return false;
     }
+    let CapturedPlan {
+        exec_ms,
+        analyzed,
+        plan,
+        params,
+        sample,
+        captured_at: now,
+    } = *captured;
     let stored = {
         // SAFETY: plan lock valid; slots are plain data; we copy bytes only.
         let _g = unsafe { LwLockGuard::acquire(s.plan_lock(), true) };
@@ -1132,6 +1149,12 @@ pub fn store_plan(
                 let cap = (*s.plans).text_cap as usize;
                 let plan_len = plan.len().min(cap);
                 let params_len = params.len().min(cap - plan_len);
+                // The sample is only useful whole: keep it only if it fits.
+                let sample_len = if sample.len() <= cap - plan_len - params_len {
+                    sample.len()
+                } else {
+                    0
+                };
                 (*p).key = *key;
                 (*p).used = true;
                 (*p).analyzed = analyzed;
@@ -1139,9 +1162,15 @@ pub fn store_plan(
                 (*p).captured_at = now;
                 (*p).plan_len = plan_len as u32;
                 (*p).params_len = params_len as u32;
+                (*p).sample_len = sample_len as u32;
                 let text = (p as *mut u8).add(size_of::<PlanSlotHeader>());
                 ptr::copy_nonoverlapping(plan.as_ptr(), text, plan_len);
                 ptr::copy_nonoverlapping(params.as_ptr(), text.add(plan_len), params_len);
+                ptr::copy_nonoverlapping(
+                    sample.as_ptr(),
+                    text.add(plan_len + params_len),
+                    sample_len,
+                );
             }
         }
         slot.is_some()
@@ -1169,6 +1198,8 @@ pub struct PlanSnapshot {
     pub captured_at: i64,
     pub plan: String,
     pub params: String,
+    /// The slowest run's statement text with its constants (empty when it did not fit).
+    pub sample: String,
 }
 
 /// Copies the captured plans that `keep` accepts.
@@ -1204,6 +1235,7 @@ pub fn plans(keep: impl Fn(&StatKey) -> bool) -> Vec<PlanSnapshot> {
                 let cap = stride - size_of::<PlanSlotHeader>();
                 let plan_len = (h.plan_len as usize).min(cap);
                 let params_len = (h.params_len as usize).min(cap - plan_len);
+                let sample_len = (h.sample_len as usize).min(cap - plan_len - params_len);
                 let t = buf.as_ptr().add(dst + size_of::<PlanSlotHeader>());
                 PlanSnapshot {
                     key: h.key,
@@ -1215,6 +1247,11 @@ pub fn plans(keep: impl Fn(&StatKey) -> bool) -> Vec<PlanSnapshot> {
                     params: String::from_utf8_lossy(std::slice::from_raw_parts(
                         t.add(plan_len),
                         params_len,
+                    ))
+                    .into_owned(),
+                    sample: String::from_utf8_lossy(std::slice::from_raw_parts(
+                        t.add(plan_len + params_len),
+                        sample_len,
                     ))
                     .into_owned(),
                 }
@@ -1273,6 +1310,8 @@ unsafe extern "C-unwind" fn dump_on_exit(code: i32, _arg: pg_sys::Datum) {
         out.extend_from_slice(p.plan.as_bytes());
         out.extend_from_slice(&(p.params.len() as u32).to_le_bytes());
         out.extend_from_slice(p.params.as_bytes());
+        out.extend_from_slice(&(p.sample.len() as u32).to_le_bytes());
+        out.extend_from_slice(p.sample.as_bytes());
     }
     if std::fs::write(DUMP_FILE_TMP, &out).is_ok() {
         let _ = std::fs::rename(DUMP_FILE_TMP, DUMP_FILE);
@@ -1351,7 +1390,19 @@ fn load_from_disk() {
         ) else {
             break;
         };
-        store_plan(&key, key.hash(), exec_ms, analyzed != 0, &plan, &params, at);
+        let sample = read_string(&data, &mut pos).unwrap_or_default();
+        store_plan(
+            &key,
+            key.hash(),
+            &CapturedPlan {
+                exec_ms,
+                analyzed: analyzed != 0,
+                plan: &plan,
+                params: &params,
+                sample: &sample,
+                captured_at: at,
+            },
+        );
     }
     pgrx::log!("pg_perf: loaded {loaded} statement entries from {DUMP_FILE}");
 }

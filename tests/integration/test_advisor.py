@@ -132,3 +132,19 @@ def test_captured_writes_weigh_against_an_index(connect):
     ddls = [r[1] for r in creates(suggestions(c))]
     assert any("quiet" in d and "(level)" in d for d in ddls), ddls
     assert not any("busy" in d for d in ddls), ddls
+
+
+def test_slow_statements_are_planned_with_their_captured_constants(shop):
+    """A captured slow run keeps its statement text with constants; the advisor plans that
+    (custom plan: the rare 'failed' status is selective) instead of the normalized text."""
+    shop.execute("SELECT perf.reset_stats()")
+    shop.execute("SET perf.slow_query_ms = 0")
+    for _ in range(3):
+        shop.execute("SELECT count(*) FROM orders WHERE status = 'failed'")
+    sample = shop.execute(
+        "SELECT p.sample_query FROM perf.slow_plans() p JOIN perf.statements s USING (queryid) "
+        "WHERE s.query = 'SELECT count(*) FROM orders WHERE status = $1'").fetchone()
+    assert sample == ("SELECT count(*) FROM orders WHERE status = 'failed'",)
+    helped = [h for r in creates(suggestions(shop)) for h in r[6]]
+    assert any(h["query"] == "SELECT count(*) FROM orders WHERE status = $1" and h["cost_after"] < 0.1 * h["cost_before"]
+               for h in helped), helped
