@@ -600,16 +600,26 @@ fn suggest_indexes(
     ),
 > {
     let workload_queries: Vec<WorkloadQuery> = match queries {
-        Some(list) => list
-            .into_iter()
-            .map(|text| WorkloadQuery {
-                queryid: 0,
-                text,
-                sample: None,
-                calls: 1.0,
-                rows: 1.0,
-            })
-            .collect(),
+        // The same text given several times is one statement called several times.
+        Some(list) => {
+            let mut merged: Vec<WorkloadQuery> = Vec::new();
+            for text in list {
+                match merged.iter_mut().find(|q| q.text == text) {
+                    Some(q) => {
+                        q.calls += 1.0;
+                        q.rows += 1.0;
+                    }
+                    None => merged.push(WorkloadQuery {
+                        queryid: 0,
+                        text,
+                        sample: None,
+                        calls: 1.0,
+                        rows: 1.0,
+                    }),
+                }
+            }
+            merged
+        }
         None => captured_workload(),
     };
     let mut catalog = Catalog::default();
@@ -704,6 +714,52 @@ fn suggest_indexes(
         workload.queries
     );
 
+    // Prune: an index whose removal from the final configuration would cost less than 1% of
+    // the total saving (net of its write overhead) goes, smallest contribution first — e.g.
+    // a BRIN next to a btree on the same column, or a wide index extended for a sliver of
+    // the workload. Each check plans the affected statements with and without it.
+    let total_saving = (result.baseline_workload_cost - result.final_workload_cost).max(0.0);
+    let mut keep = vec![true; result.chosen.len()];
+    let mut order: Vec<usize> = (0..result.chosen.len()).collect();
+    order.sort_by(|&a, &b| {
+        result.chosen[a]
+            .benefit
+            .total_cmp(&result.chosen[b].benefit)
+    });
+    let mut final_cost = result.final_workload_cost;
+    for i in order {
+        let table = result.chosen[i].candidate.table;
+        let config = |without: Option<usize>| -> Vec<IndexCandidate> {
+            result
+                .chosen
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| keep[*j] && Some(*j) != without)
+                .map(|(_, c)| c.candidate.clone())
+                .collect()
+        };
+        let (with, without) = (config(None), config(Some(i)));
+        let mut increase = 0.0;
+        for q in workload
+            .queries
+            .iter()
+            .filter(|q| q.tables.iter().any(|t| t.table == table))
+        {
+            let (Some(a), Some(b)) = (
+                oracle.workload_query_cost(q.query_id, &with),
+                oracle.workload_query_cost(q.query_id, &without),
+            ) else {
+                increase = f64::INFINITY;
+                break;
+            };
+            increase += q.calls * (b - a);
+        }
+        if increase - result.chosen[i].write_overhead < 0.01 * total_saving {
+            keep[i] = false;
+            final_cost += increase.max(0.0);
+        }
+    }
+
     let queryid_of = |id: QueryId| {
         workload_queries
             .get(id as usize)
@@ -711,7 +767,7 @@ fn suggest_indexes(
     };
     let mut rows = Vec::new();
     let mut taken: Vec<String> = existing.iter().map(|e| e.name.clone()).collect();
-    for c in &result.chosen {
+    for (c, _) in result.chosen.iter().zip(&keep).filter(|(_, k)| **k) {
         let Some(table) = tables.get(&c.candidate.table) else {
             continue;
         };
@@ -748,7 +804,7 @@ fn suggest_indexes(
             format!("{sql};"),
             c.size.bytes as i64,
             result.baseline_workload_cost,
-            result.final_workload_cost,
+            final_cost,
             if result.baseline_workload_cost > 0.0 {
                 100.0 * c.benefit / result.baseline_workload_cost
             } else {
@@ -776,7 +832,7 @@ fn suggest_indexes(
             format!("{sql};"),
             d.index.size_bytes as i64,
             result.baseline_workload_cost,
-            result.final_workload_cost,
+            final_cost,
             0.0,
             pgrx::JsonB(serde_json::Value::Array(Vec::new())),
             0.0,

@@ -60,11 +60,10 @@ struct HypoIndex {
     /// the planner when the session starts (the hook runs too early to ask it).
     predicate_selectivity: f64,
     unique: bool,
-    /// Temporary table holding a sample of this index's expression values, ANALYZEd, whose
-    /// column statistics stand in for the statistics a real expression index would get.
-    expr_stats_rel: Oid,
-    /// Per index column (1-based position - 1): the sample table's attnum, 0 for none.
-    expr_stats_cols: Vec<i16>,
+    /// Per key column (position - 1): a temporary table holding an ANALYZEd sample of that
+    /// expression's values in its column 1, whose statistics stand in for those a real
+    /// expression index would get; InvalidOid for plain columns.
+    expr_stats: Vec<Oid>,
     /// Distinct key combinations in the table (from column statistics), when btree
     /// deduplication applies to this index; None otherwise.
     distinct_keys: Option<f64>,
@@ -92,6 +91,21 @@ static mut PREV_GET_INDEX_STATS: pg_sys::get_index_stats_hook_type = None;
 /// Numbers the expression-sample tables of this backend.
 static mut SAMPLE_TABLES: u64 = 0;
 
+/// Expression samples made in this transaction, by (table, deparsed expression): the
+/// advisor asks about the same expression in thousands of configurations, and sampling it
+/// once is enough. Cleared when the transaction or a subtransaction ends with an abort (a
+/// rolled-back subtransaction drops the tables it created) and at commit (ON COMMIT DROP).
+struct SampleCache(UnsafeCell<Option<std::collections::HashMap<(u32, String), Oid>>>);
+// SAFETY: single-threaded backend.
+unsafe impl Sync for SampleCache {}
+static SAMPLES: SampleCache = SampleCache(UnsafeCell::new(None));
+
+#[allow(clippy::mut_from_ref)]
+fn samples() -> &'static mut std::collections::HashMap<(u32, String), Oid> {
+    // SAFETY: single-threaded backend; borrows are short and never overlap.
+    unsafe { (*SAMPLES.0.get()).get_or_insert_with(Default::default) }
+}
+
 /// Installs the planner hooks (from `_PG_init`).
 pub fn init() {
     // SAFETY: _PG_init is single-threaded; previous hooks are saved and chained.
@@ -103,6 +117,7 @@ pub fn init() {
         PREV_GET_INDEX_STATS = pg_sys::get_index_stats_hook;
         pg_sys::get_index_stats_hook = Some(get_index_stats);
         pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
     }
 }
 
@@ -115,6 +130,29 @@ unsafe extern "C-unwind" fn on_xact_event(
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
     ) {
         *session() = None;
+    }
+    if matches!(
+        event,
+        pg_sys::XactEvent::XACT_EVENT_ABORT
+            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+            | pg_sys::XactEvent::XACT_EVENT_COMMIT
+            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+            | pg_sys::XactEvent::XACT_EVENT_PREPARE
+    ) {
+        // SAFETY: backend-local; no borrow is live inside a transaction callback.
+        unsafe { *SAMPLES.0.get() = None };
+    }
+}
+
+unsafe extern "C-unwind" fn on_subxact_event(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        // SAFETY: backend-local; no borrow is live inside a transaction callback.
+        unsafe { *SAMPLES.0.get() = None };
     }
 }
 
@@ -215,33 +253,32 @@ fn sample_expression_stats(h: &mut HypoIndex) {
     } else {
         100.0
     };
-    // SAFETY: a backend-local counter.
-    let n = unsafe {
-        SAMPLE_TABLES += 1;
-        SAMPLE_TABLES
-    };
-    let name = format!("pg_perf_whatif_{}_{n}", std::process::id());
-    let cols: Vec<String> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| format!("{t} AS e{}", i + 1))
-        .collect();
-    let create = format!(
-        "CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {} FROM ONLY {qualified} TABLESAMPLE SYSTEM ({pct})",
-        cols.join(", ")
-    );
-    let ok = Spi::run(&create).is_ok() && Spi::run(&format!("ANALYZE {name}")).is_ok();
-    if !ok {
-        return;
-    }
-    let oid = Spi::get_one::<Oid>(&format!("SELECT 'pg_temp.{name}'::regclass::oid"))
-        .ok()
-        .flatten();
-    if let Some(oid) = oid {
-        h.expr_stats_rel = oid;
-        h.expr_stats_cols = vec![0; h.keys.len()];
-        for (j, (i, _)) in exprs.iter().enumerate() {
-            h.expr_stats_cols[*i] = (j + 1) as i16;
+    h.expr_stats = vec![Oid::INVALID; h.keys.len()];
+    for ((i, _), text) in exprs.iter().zip(&texts) {
+        let cache_key = (h.relid.to_u32(), text.clone());
+        if let Some(&oid) = samples().get(&cache_key) {
+            h.expr_stats[*i] = oid;
+            continue;
+        }
+        // SAFETY: a backend-local counter.
+        let n = unsafe {
+            SAMPLE_TABLES += 1;
+            SAMPLE_TABLES
+        };
+        let name = format!("pg_perf_whatif_{}_{n}", std::process::id());
+        let create = format!(
+            "CREATE TEMP TABLE {name} ON COMMIT DROP AS \
+             SELECT {text} AS e1 FROM ONLY {qualified} TABLESAMPLE SYSTEM ({pct})"
+        );
+        if Spi::run(&create).is_err() || Spi::run(&format!("ANALYZE {name}")).is_err() {
+            continue;
+        }
+        let oid = Spi::get_one::<Oid>(&format!("SELECT 'pg_temp.{name}'::regclass::oid"))
+            .ok()
+            .flatten();
+        if let Some(oid) = oid {
+            samples().insert(cache_key, oid);
+            h.expr_stats[*i] = oid;
         }
     }
 }
@@ -262,18 +299,18 @@ unsafe extern "C-unwind" fn get_index_stats(
 ) -> bool {
     if let Some(state) = session() {
         if let Some(h) = state.indexes.iter().find(|h| h.oid == index_oid) {
-            let col = h
-                .expr_stats_cols
+            let sample = h
+                .expr_stats
                 .get((attnum as usize).wrapping_sub(1))
                 .copied()
-                .unwrap_or(0);
-            if h.expr_stats_rel != Oid::INVALID && col > 0 {
+                .unwrap_or(Oid::INVALID);
+            if sample != Oid::INVALID {
                 // SAFETY: syscache lookup of pg_statistic for the sample table's column.
                 unsafe {
                     let tuple = pg_sys::SearchSysCache3(
                         pg_sys::SysCacheIdentifier::STATRELATTINH as i32,
-                        pg_sys::Datum::from(h.expr_stats_rel),
-                        pg_sys::Datum::from(col),
+                        pg_sys::Datum::from(sample),
+                        pg_sys::Datum::from(1i16),
                         pg_sys::Datum::from(false),
                     );
                     if !tuple.is_null() {
@@ -580,8 +617,7 @@ fn parse_index(def: &str, oid: Oid) -> HypoIndex {
             predicate,
             predicate_selectivity,
             unique: (*istmt).unique,
-            expr_stats_rel: Oid::INVALID,
-            expr_stats_cols: Vec::new(),
+            expr_stats: Vec::new(),
             distinct_keys: None,
         }
     }
@@ -798,8 +834,26 @@ fn reltuples_of(relid: Oid) -> f64 {
     }
 }
 
-#[pg_guard]
+/// Runs for every relation of every query planned, so the common case (no what-if session,
+/// no other extension's hook) returns without entering pgrx's guard: it only compares two
+/// values and cannot panic or raise.
 unsafe extern "C-unwind" fn get_relation_info(
+    root: *mut pg_sys::PlannerInfo,
+    relid: Oid,
+    inhparent: bool,
+    rel: *mut pg_sys::RelOptInfo,
+) {
+    // SAFETY: plain reads of backend-local statics.
+    if unsafe { std::ptr::read(&raw const PREV_GET_RELATION_INFO) }.is_none() && session().is_none()
+    {
+        return;
+    }
+    // SAFETY: same arguments, handed on to the guarded implementation.
+    unsafe { get_relation_info_guarded(root, relid, inhparent, rel) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn get_relation_info_guarded(
     root: *mut pg_sys::PlannerInfo,
     relid: Oid,
     inhparent: bool,
