@@ -714,11 +714,20 @@ fn suggest_indexes(
         workload.queries
     );
 
-    // Prune: an index whose removal from the final configuration would cost less than 1% of
-    // the total saving (net of its write overhead) goes, smallest contribution first — e.g.
-    // a BRIN next to a btree on the same column, or a wide index extended for a sliver of
-    // the workload. Each check plans the affected statements with and without it.
+    // Prune, smallest contribution first: an index goes if removing it from the final
+    // configuration costs nothing (net of its write overhead: it is redundant, e.g. a BRIN
+    // next to a btree on the same column), or if its marginal benefit per byte is under a
+    // tenth of the configuration's average (storage spent for little, e.g. a wide index
+    // extended for a sliver of the workload). Each check plans the affected statements
+    // with and without it.
     let total_saving = (result.baseline_workload_cost - result.final_workload_cost).max(0.0);
+    let total_size: f64 = result
+        .chosen
+        .iter()
+        .map(|c| c.size.bytes as f64)
+        .sum::<f64>()
+        .max(1.0);
+    let average_density = total_saving / total_size;
     let mut keep = vec![true; result.chosen.len()];
     let mut order: Vec<usize> = (0..result.chosen.len()).collect();
     order.sort_by(|&a, &b| {
@@ -754,7 +763,9 @@ fn suggest_indexes(
             };
             increase += q.calls * (b - a);
         }
-        if increase - result.chosen[i].write_overhead < 0.01 * total_saving {
+        let net = increase - result.chosen[i].write_overhead;
+        let size = (result.chosen[i].size.bytes as f64).max(8192.0);
+        if net <= 0.0 || net / size < 0.1 * average_density {
             keep[i] = false;
             final_cost += increase.max(0.0);
         }

@@ -581,17 +581,8 @@ fn take_pending_text(hash: u64) -> Option<String> {
 /// The statement's text with every literal replaced by $n (used when parse analysis did not
 /// leave a normalized text, e.g. after the entry was evicted): constants never reach shmem.
 unsafe fn source_text(qd: *mut QueryDesc) -> String {
-    // SAFETY: sourceText is a NUL-terminated string owned by the portal, or null.
-    unsafe {
-        let src = (*qd).sourceText;
-        if src.is_null() {
-            return String::new();
-        }
-        let source = std::ffi::CStr::from_ptr(src).to_string_lossy();
-        let ps = (*qd).plannedstmt;
-        let stmt = normalize::statement_text(&source, (*ps).stmt_location, (*ps).stmt_len);
-        normalize::normalize_all_literals(stmt)
-    }
+    // SAFETY: per this function's caller (a live QueryDesc).
+    normalize::normalize_all_literals(&unsafe { statement_sample(qd) })
 }
 
 // ---------------------------------------------------------------------------------------
