@@ -490,24 +490,42 @@ fn existing_indexes(relid: u32, catalog: &mut Catalog) -> Vec<ExistingIndex> {
     out
 }
 
-/// The what-if planner as the selection's cost oracle.
+/// The what-if planner as the selection's cost oracle. It answers each (statement, indexes
+/// on the tables that statement reads) once per advice: the selection and the final pruning
+/// pass share its cache, so no statement is planned twice under the same configuration.
 struct WhatIfOracle<'a> {
     texts: &'a HashMap<QueryId, String>,
     tables: &'a HashMap<TableId, TableInfo>,
+    /// Tables each statement reads.
+    touches: HashMap<QueryId, Vec<TableId>>,
+    cache: HashMap<(QueryId, Vec<String>), Option<f64>>,
 }
 
 impl CostOracle for WhatIfOracle<'_> {
     fn workload_query_cost(&mut self, query: QueryId, config: &[IndexCandidate]) -> Option<f64> {
         let text = self.texts.get(&query)?;
-        let mut defs = Vec::with_capacity(config.len());
-        for (i, c) in config.iter().enumerate() {
+        let touched = self.touches.get(&query);
+        let mut relevant: Vec<&IndexCandidate> = config
+            .iter()
+            .filter(|c| touched.is_none_or(|t| t.contains(&c.table)))
+            .collect();
+        relevant.sort_by_key(|c| c.signature());
+        relevant.dedup_by_key(|c| c.signature());
+        let mut defs = Vec::with_capacity(relevant.len());
+        for (i, c) in relevant.iter().enumerate() {
             let table = self.tables.get(&c.table)?;
             defs.push(ddl::create_index_sql(c, table, &format!("perf_candidate_{i}")).ok()?);
         }
-        in_subtransaction(|| {
-            let _session = Session::start(&defs, &[]);
+        let key = (query, defs);
+        if let Some(cost) = self.cache.get(&key) {
+            return *cost;
+        }
+        let cost = in_subtransaction(|| {
+            let _session = Session::start(&key.1, &[]);
             whatif::plan(text).total_cost
-        })
+        });
+        self.cache.insert(key, cost);
+        cost
     }
 }
 
@@ -702,6 +720,12 @@ fn suggest_indexes(
     let mut oracle = WhatIfOracle {
         texts: &texts,
         tables: &tables,
+        touches: workload
+            .queries
+            .iter()
+            .map(|q| (q.query_id, q.tables.iter().map(|t| t.table).collect()))
+            .collect(),
+        cache: HashMap::new(),
     };
     let result = select_indexes(&workload, &candidates, &mut oracle, &settings);
     pgrx::debug1!(
