@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # CPU instructions per statement of a pgbench-like primary-key lookup
 #   SELECT abalance FROM pgbench_accounts WHERE aid = <k>;
-# on a single-user backend under callgrind, for three configurations measured in one run:
+# on a single-user backend under callgrind, for these configurations measured in one run:
 #   none                no preload libraries (compute_query_id default)
+#   query_id            no preload libraries, compute_query_id=on (core's query jumbling alone)
 #   pg_stat_statements  shared_preload_libraries=pg_stat_statements (its defaults)
-#   pg_perf             shared_preload_libraries=pg_perf, compute_query_id=on, $PERF_BENCH_OPTS
+#   pg_perf             shared_preload_libraries=pg_perf, its defaults (compute_query_id=auto:
+#                       pg_perf memoizes core's query ids per statement text), $PERF_BENCH_OPTS
+#   pg_perf_core_ids    the same with compute_query_id=on (core jumbles every statement)
 # Each configuration runs N and 2N statements on fresh copies of one prepared data dir;
 # (total(2N) - total(N)) / N is the cost of one statement, repeatable to < 0.1%.
 #
@@ -15,9 +18,9 @@
 # Environment:
 #   PERF_BENCH_OPTS  extra postgres options for the pg_perf configuration only,
 #                    e.g. PERF_BENCH_OPTS='-c perf.enabled=off'
-#   BENCH_CONFIGS    configurations and their order (default "none pg_stat_statements pg_perf";
-#                    the first is the baseline). Also available: query_id = no preload
-#                    libraries, compute_query_id=on (the cost of query jumbling alone).
+#   BENCH_CONFIGS    configurations and their order (default
+#                    "none query_id pg_stat_statements pg_perf_core_ids pg_perf"; the first is
+#                    the baseline)
 #   BENCH_JOBS       callgrind runs side by side (default: number of CPUs; counts don't change)
 # Output: a markdown table on stdout, also saved to bench/out/stats_overhead.md; the callgrind
 # files of the last run are kept as bench/out/stats_overhead.<config>.{N,2N}.out.
@@ -37,14 +40,14 @@ while [ $# -gt 0 ]; do
     shift
 done
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, got '$N'"
-read -ra configs <<<"${BENCH_CONFIGS:-none query_id pg_stat_statements pg_perf}"
+read -ra configs <<<"${BENCH_CONFIGS:-none query_id pg_stat_statements pg_perf_core_ids pg_perf}"
 read -ra perf_opts <<<"${PERF_BENCH_OPTS:-}"
 [ ${#configs[@]} -gt 0 ] || die "BENCH_CONFIGS is empty"
 for c in "${configs[@]}"; do
-    case "$c" in none | query_id | pg_stat_statements | pg_perf) ;; *) die "unknown configuration '$c'" ;; esac
+    case "$c" in none | query_id | pg_stat_statements | pg_perf | pg_perf_core_ids) ;; *) die "unknown configuration '$c'" ;; esac
 done
 want_pg_perf=0
-[[ " ${configs[*]} " == *" pg_perf "* ]] && want_pg_perf=1
+[[ " ${configs[*]} " == *" pg_perf"* ]] && want_pg_perf=1
 
 SCALE=1 # pgbench scale: 100,000 rows in pgbench_accounts
 ROWS=$((SCALE * 100000))
@@ -65,7 +68,8 @@ config_opts() {
     none) ;;
     query_id) echo "-c compute_query_id=on" ;;
     pg_stat_statements) echo "-c shared_preload_libraries=pg_stat_statements" ;;
-    pg_perf) echo "-c shared_preload_libraries=pg_perf -c compute_query_id=on ${perf_opts[*]}" ;;
+    pg_perf) echo "-c shared_preload_libraries=pg_perf ${perf_opts[*]}" ;;
+    pg_perf_core_ids) echo "-c shared_preload_libraries=pg_perf -c compute_query_id=on ${perf_opts[*]}" ;;
     esac
 }
 
@@ -118,10 +122,11 @@ preflight() {
     [ "$bal" = 0 ] || die "$config: the lookup returned '$bal' instead of abalance 0 (see $out)"
     case "$config" in
     none | query_id) [ -z "$libs" ] || die "$config: shared_preload_libraries is '$libs'" ;;
+    pg_perf*) [ "$libs" = pg_perf ] || die "$config: shared_preload_libraries is '$libs'" ;;
     *) [ "$libs" = "$config" ] || die "$config: shared_preload_libraries is '$libs'" ;;
     esac
     local desc="shared_preload_libraries='$libs' compute_query_id=$qid"
-    [ "$config" = pg_perf ] && desc="$desc${perf:+ $perf}"
+    [[ "$config" = pg_perf* ]] && desc="$desc${perf:+ $perf}"
     echo "$desc"
 }
 declare -A desc instr total_n total_2n

@@ -76,12 +76,24 @@ stage_integration() {
         "$venv/bin/pytest" -q -p no:cacheprovider tests/integration
 }
 
+# The test cluster runs with perf.verify_query_ids = on: every statement the regress and
+# integration stages sent that got its query id from the memo was also jumbled by core,
+# and any difference was logged. None may be.
+stage_query_id_check() {
+    local log="$PERF_ROOT/test/server.log"
+    if grep -n "memoized query id" "$log" >&2; then
+        echo "memoized query ids differed from core's jumble (see above)" >&2
+        return 1
+    fi
+}
+
 want unit && run_stage unit stage_unit
 want pgrx && run_stage pgrx stage_pgrx
 if want regress || want integration; then
     start_test_cluster
     want regress && run_stage regress stage_regress
     want integration && run_stage integration stage_integration
+    run_stage query_id_check stage_query_id_check
     bash scripts/cluster.sh stop test "$TEST_PORT"
 fi
 

@@ -60,6 +60,13 @@ pub fn capture_predicates() -> bool {
     unsafe { *CAPTURE_PREDICATES.as_ptr() }
 }
 
+/// `perf.verify_query_ids`, read without the thread check.
+#[inline]
+pub fn verify_query_ids() -> bool {
+    // SAFETY: plain read of GUC storage.
+    unsafe { *VERIFY_QUERY_IDS.as_ptr() }
+}
+
 /// Which statements `perf.track` records.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum TrackLevel {
@@ -89,6 +96,9 @@ pub static MAX_PLANS: GucSetting<i32> = GucSetting::<i32>::new(500);
 pub static MAX_PLAN_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16384);
 /// `perf.capture_predicates`: record the columns each statement filters, joins and sorts on.
 pub static CAPTURE_PREDICATES: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `perf.verify_query_ids`: jumble statements whose queryId came from the per-backend memo
+/// too, and warn if the two differ (a check for the memo, off by default).
+pub static VERIFY_QUERY_IDS: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `perf.track_planning`: also time planning (installs a planner hook; restart to change).
 pub static TRACK_PLANNING: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `perf.cache_enabled`: serve and store results in perf.cached()/perf.cached_json().
@@ -200,6 +210,16 @@ pub fn init() {
         c"Records the columns and operators each statement filters, joins, sorts and groups on.",
         c"Captured once per statement and plan shape; read by perf.predicates and the index advisor.",
         &CAPTURE_PREDICATES,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"perf.verify_query_ids",
+        c"Checks every memoized query id against core's query jumble.",
+        c"With compute_query_id = auto, pg_perf gives repeated statement texts the queryId \
+          core computed for the first one, without jumbling again. When on, it jumbles them \
+          too and warns about any difference. Costs what compute_query_id = on costs.",
+        &VERIFY_QUERY_IDS,
         GucContext::Suset,
         GucFlags::default(),
     );

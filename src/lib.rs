@@ -76,7 +76,7 @@ pub mod pg_test {
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         vec![
             "shared_preload_libraries = 'pg_perf'",
-            "compute_query_id = on",
+            "perf.verify_query_ids = on",
         ]
     }
 }

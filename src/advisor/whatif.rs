@@ -140,7 +140,12 @@ unsafe extern "C-unwind" fn on_xact_event(
             | pg_sys::XactEvent::XACT_EVENT_PREPARE
     ) {
         // SAFETY: backend-local; no borrow is live inside a transaction callback.
-        unsafe { *SAMPLES.0.get() = None };
+        unsafe {
+            let samples = &mut *SAMPLES.0.get();
+            if samples.is_some() {
+                *samples = None;
+            }
+        }
     }
 }
 
@@ -152,7 +157,12 @@ unsafe extern "C-unwind" fn on_subxact_event(
 ) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         // SAFETY: backend-local; no borrow is live inside a transaction callback.
-        unsafe { *SAMPLES.0.get() = None };
+        unsafe {
+            let samples = &mut *SAMPLES.0.get();
+            if samples.is_some() {
+                *samples = None;
+            }
+        }
     }
 }
 

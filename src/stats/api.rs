@@ -571,6 +571,20 @@ fn stats_info() -> TableIterator<
     ))
 }
 
+/// This backend's query-id memo (with `compute_query_id = auto`): statements whose core
+/// queryId came from the memo (`hits`) or from core's jumble (`misses`, also counting
+/// statements the memo does not serve), and the memo's size in entries.
+#[pg_extern(volatile, parallel_unsafe)]
+fn query_id_memo(
+) -> TableIterator<'static, (name!(hits, i64), name!(misses, i64), name!(capacity, i32))> {
+    let (hits, misses) = super::query_id_memo::counters();
+    TableIterator::once((
+        hits as i64,
+        misses as i64,
+        super::query_id_memo::SLOTS as i32,
+    ))
+}
+
 /// Forgets recorded statements: all of them by default, or those matching the given user,
 /// database and/or queryid (0 = any). Returns how many entries were removed.
 #[pg_extern(volatile)]

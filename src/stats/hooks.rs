@@ -23,6 +23,7 @@ use pgrx::pg_sys::{self, QueryDesc};
 use pgrx::prelude::*;
 
 use super::normalize;
+use super::query_id_memo;
 use super::shmem::{self, BufferDelta, ExecSample, StatKey, WalDelta};
 use super::{plan_capture, predicates};
 use crate::gucs::{self, TrackLevel};
@@ -45,6 +46,10 @@ struct Local {
     want_analyzed_plan: [u64; WANT_PLAN_SLOTS],
     /// Executions in progress (innermost last).
     running: Vec<Tracked>,
+    /// (transaction nesting level, `nesting`) at the start of each open subtransaction:
+    /// an ERROR caught by a subtransaction abort longjmps past the executor hooks, so the
+    /// abort restores the nesting level from here.
+    subxact_nesting: Vec<(i32, i32)>,
     /// Wall clock minus monotonic clock, in µs (0 = not measured yet).
     wall_offset_us: i64,
     rng: u64,
@@ -62,6 +67,7 @@ static LOCAL: BackendLocal = BackendLocal(UnsafeCell::new(Local {
     pending_texts: Vec::new(),
     want_analyzed_plan: [0; WANT_PLAN_SLOTS],
     running: Vec::new(),
+    subxact_nesting: Vec::new(),
     wall_offset_us: 0,
     rng: 0x9e37_79b9_7f4a_7c15,
 }));
@@ -107,8 +113,8 @@ pub fn install() {
         }
         pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
-        // Core computes queryId (same as pg_stat_statements) when compute_query_id = auto.
-        pg_sys::EnableQueryId();
+        // No EnableQueryId(): with compute_query_id = auto, post_parse_analyze gives each
+        // statement core's queryId itself, memoized per text (see query_id_memo).
     }
 }
 
@@ -128,12 +134,32 @@ fn tracking(nesting: i32) -> bool {
     level_ok && unsafe { pg_sys::ParallelWorkerNumber } < 0
 }
 
-/// `GetUserId` without pgrx's per-call guard (about 100 instructions): it only returns a
-/// backend global and cannot raise an ERROR.
+/// PostgreSQL functions called without pgrx's per-call guard (a sigsetjmp, about 100
+/// instructions). `GetUserId` and `GetCurrentTransactionNestLevel` only return backend
+/// state and cannot raise an ERROR; the standard executor functions can, and are only
+/// called where that is safe (see the executor hooks' section comment).
 mod raw {
-    unsafe extern "C" {
+    use pgrx::pg_sys::{QueryDesc, ScanDirection};
+    unsafe extern "C-unwind" {
         pub fn GetUserId() -> pgrx::pg_sys::Oid;
+        pub fn GetCurrentTransactionNestLevel() -> i32;
+        pub fn standard_ExecutorStart(qd: *mut QueryDesc, eflags: i32);
+        pub fn standard_ExecutorRun(
+            qd: *mut QueryDesc,
+            direction: ScanDirection::Type,
+            count: u64,
+            execute_once: bool,
+        );
+        pub fn standard_ExecutorFinish(qd: *mut QueryDesc);
+        pub fn standard_ExecutorEnd(qd: *mut QueryDesc);
     }
+}
+
+/// The current user (`GetUserId()`), without the FFI guard.
+#[inline]
+pub(super) fn current_user_id() -> u32 {
+    // SAFETY: returns a backend global; cannot raise an ERROR.
+    unsafe { raw::GetUserId().to_u32() }
 }
 
 #[inline]
@@ -197,26 +223,39 @@ unsafe extern "C-unwind" fn post_parse_analyze(
     query: *mut pg_sys::Query,
     jstate: *mut pg_sys::JumbleState,
 ) {
-    // SAFETY: chaining to the previous hook with the arguments we were given.
+    // SAFETY: backend-local read.
+    let nesting = unsafe { local().nesting };
+    let tracked = tracking(nesting);
+    let mut jstate = jstate;
+    let mut id_from_memo = false;
+    // SAFETY: PostgreSQL passes valid pointers; the id is set before any other hook runs,
+    // so the previous hooks (and everything downstream) see it. Ids are given at every
+    // level, as core would (EXPLAIN VERBOSE and pg_stat_activity show them).
     unsafe {
+        if (*query).queryId == 0 && gucs::enabled() && gucs::track() != TrackLevel::None {
+            jstate = query_id_memo::assign(pstate, query, nesting == 0);
+            id_from_memo = jstate.is_null() && (*query).queryId != 0;
+        }
         if let Some(prev) = PREV_POST_PARSE_ANALYZE {
             pg_guard_ffi_boundary(|| prev(pstate, query, jstate));
         }
     }
     // SAFETY: PostgreSQL passes valid pointers; jstate may be null.
     unsafe {
-        let nesting = local().nesting;
-        if jstate.is_null()
-            || (*jstate).clocations_count <= 0
-            || (*query).queryId == 0
-            || !tracking(nesting)
-            || !shmem::available()
-        {
+        if (*query).queryId == 0 || !tracked || !shmem::available() {
             return;
         }
         let key = current_key((*query).queryId as i64, nesting);
         let hash = key.hash();
         if is_known(hash) {
+            return;
+        }
+        // A new statement whose id came from the memo: its text needs the constant
+        // locations only the jumble records.
+        if id_from_memo {
+            jstate = query_id_memo::jumble_state(pstate, query);
+        }
+        if jstate.is_null() || (*jstate).clocations_count <= 0 {
             return;
         }
         let source = (*pstate).p_sourcetext;
@@ -250,8 +289,15 @@ unsafe extern "C-unwind" fn post_parse_analyze(
 // A tracked execution gets an entry on `Local::running` at ExecutorStart; ExecutorRun and
 // ExecutorFinish add their wall time and buffer/WAL deltas to it (read straight from the
 // backend's global counters, so no Instrumentation is allocated), ExecutorEnd pops it and
-// records it. An ERROR unwinding through Run/Finish marks the entry failed; the
-// (sub)transaction abort callback then records the failure and drops the entry.
+// records it.
+//
+// These four hooks run for every statement, so they chain to the next hook (or the
+// standard function) with a plain call, not through pgrx's FFI boundary (a sigsetjmp per
+// call). An ERROR raised below them therefore longjmps straight past their frames, which
+// hold nothing that needs dropping at that point (no guards, no owned allocations): the
+// bookkeeping such an ERROR interrupts is repaired by the (sub)transaction abort
+// callbacks instead, which record the executions started inside the aborted
+// (sub)transaction as failed and restore the nesting level saved when it started.
 // ---------------------------------------------------------------------------------------
 
 /// One execution being tracked (identified by its QueryDesc, or PlannedStmt for utilities).
@@ -262,14 +308,20 @@ struct Tracked {
     elapsed_ns: u64,
     buffers: BufferDelta,
     wal: WalDelta,
+    /// Set when an ERROR unwound through a (guarded) utility execution.
     failed: bool,
+    /// Transaction nesting level the execution started at: an abort of that level or an
+    /// outer one means it failed. `i32::MAX` for utility executions, which are guarded
+    /// (`failed` says it) and can themselves end subtransactions (ROLLBACK TO SAVEPOINT).
+    xact_level: i32,
 }
 
 /// Entries beyond this are not tracked (deeply nested or leaked executions).
 const MAX_RUNNING: usize = 64;
 
-/// Starts tracking an execution (identified by `id`).
-fn push_running(id: usize, key: StatKey, hash: u64) {
+/// Starts tracking an execution (identified by `id`) that began at transaction nesting
+/// level `xact_level`.
+fn push_running(id: usize, key: StatKey, hash: u64, xact_level: i32) {
     // SAFETY: backend-local, short borrow.
     unsafe {
         local().running.push(Tracked {
@@ -280,6 +332,7 @@ fn push_running(id: usize, key: StatKey, hash: u64) {
             buffers: BufferDelta::default(),
             wal: WalDelta::default(),
             failed: false,
+            xact_level,
         })
     };
 }
@@ -403,15 +456,18 @@ unsafe extern "C-unwind" fn executor_start(qd: *mut QueryDesc, eflags: i32) {
             None
         }
     };
-    // SAFETY: chaining with the arguments we were given.
+    // SAFETY: chaining with the arguments we were given; nothing in this frame needs
+    // dropping if it raises an ERROR (see the section comment).
     unsafe {
         match PREV_EXECUTOR_START {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(qd, eflags)),
-            None => pg_sys::standard_ExecutorStart(qd, eflags),
+            Some(prev) => prev(qd, eflags),
+            None => raw::standard_ExecutorStart(qd, eflags),
         }
     }
     if let Some((key, hash)) = tracked {
-        push_running(qd as usize, key, hash);
+        // SAFETY: returns a field of the current transaction state; cannot raise an ERROR.
+        let level = unsafe { raw::GetCurrentTransactionNestLevel() };
+        push_running(qd as usize, key, hash, level);
     }
 }
 
@@ -422,17 +478,20 @@ unsafe extern "C-unwind" fn executor_run(
     count: u64,
     execute_once: bool,
 ) {
-    let meter = find_running(qd as usize).map(|i| RunMeter::start(qd as usize, i));
-    let _nesting = NestingGuard::enter();
-    // SAFETY: chaining with the arguments we were given.
+    let metered = find_running(qd as usize).map(|i| meter(i, -1)).is_some();
+    // SAFETY: backend-local. Restored below, or by the abort callbacks after an ERROR.
+    unsafe { local().nesting += 1 };
+    // SAFETY: chaining with the arguments we were given; nothing in this frame needs
+    // dropping if it raises an ERROR.
     unsafe {
         match PREV_EXECUTOR_RUN {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(qd, direction, count, execute_once)),
-            None => pg_sys::standard_ExecutorRun(qd, direction, count, execute_once),
+            Some(prev) => prev(qd, direction, count, execute_once),
+            None => raw::standard_ExecutorRun(qd, direction, count, execute_once),
         }
+        local().nesting -= 1;
     }
-    if let Some(m) = meter {
-        m.finish();
+    if metered {
+        end_metering(qd as usize);
     }
 }
 
@@ -444,21 +503,18 @@ unsafe extern "C-unwind" fn executor_finish(qd: *mut QueryDesc) {
     let trivial = unsafe {
         (*qd).operation == pg_sys::CmdType::CMD_SELECT && !(*(*qd).plannedstmt).hasModifyingCTE
     };
-    let meter = if trivial {
-        None
-    } else {
-        find_running(qd as usize).map(|i| RunMeter::start(qd as usize, i))
-    };
-    let _nesting = NestingGuard::enter();
-    // SAFETY: chaining with the arguments we were given.
+    let metered = !trivial && find_running(qd as usize).map(|i| meter(i, -1)).is_some();
+    // SAFETY: as in executor_run.
     unsafe {
+        local().nesting += 1;
         match PREV_EXECUTOR_FINISH {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(qd)),
-            None => pg_sys::standard_ExecutorFinish(qd),
+            Some(prev) => prev(qd),
+            None => raw::standard_ExecutorFinish(qd),
         }
+        local().nesting -= 1;
     }
-    if let Some(m) = meter {
-        m.finish();
+    if metered {
+        end_metering(qd as usize);
     }
 }
 
@@ -470,12 +526,21 @@ unsafe extern "C-unwind" fn executor_end(qd: *mut QueryDesc) {
         // SAFETY: live QueryDesc; estate/planstate are alive until standard_ExecutorEnd.
         unsafe { record_execution(qd, &t) };
     }
-    // SAFETY: chaining with the arguments we were given.
+    // SAFETY: chaining with the arguments we were given; nothing here needs dropping.
     unsafe {
         match PREV_EXECUTOR_END {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(qd)),
-            None => pg_sys::standard_ExecutorEnd(qd),
+            Some(prev) => prev(qd),
+            None => raw::standard_ExecutorEnd(qd),
         }
+    }
+}
+
+/// Ends a Run/Finish call of the tracked execution `id` (started with `meter(i, -1)`).
+/// The entry may have moved if an inner execution ended out of order: it is looked up.
+#[inline]
+fn end_metering(id: usize) {
+    if let Some(i) = find_running(id) {
+        meter(i, 1);
     }
 }
 
@@ -713,7 +778,7 @@ unsafe extern "C-unwind" fn process_utility(
     let key = current_key(queryid, nesting);
     let hash = key.hash();
     let id = pstmt as usize;
-    push_running(id, key, hash);
+    push_running(id, key, hash, i32::MAX);
     let meter = RunMeter::start(id, local_running_len() - 1);
     {
         let _nesting = NestingGuard::enter();
@@ -761,14 +826,18 @@ unsafe extern "C-unwind" fn process_utility(
 // call): the common path is a comparison, and the abort path runs under catch_unwind.
 // ---------------------------------------------------------------------------------------
 
-/// Records the executions an ERROR unwound through, then drops entries that can no longer
-/// end normally: all of them at top-level abort, the failed ones at subtransaction abort.
-fn record_failures(top_level: bool) {
+/// Records the executions that an aborting (sub)transaction interrupted, and drops them:
+/// executor entries started at the aborted level `level` or deeper (an ERROR longjmped
+/// past their hooks), and utility entries an ERROR unwound through. At top-level abort
+/// every entry goes (`level` 1) and the nesting level returns to 0; at subtransaction
+/// abort it returns to what it was when the subtransaction started.
+fn record_failures(level: i32) {
     let result = std::panic::catch_unwind(|| {
         // SAFETY: backend-local; no hook can run while this callback runs.
         let l = unsafe { local() };
         let now = now_timestamptz();
-        for t in l.running.iter().filter(|t| t.failed) {
+        let interrupted = |t: &Tracked| t.failed || t.xact_level >= level;
+        for t in l.running.iter().filter(|t| interrupted(t)) {
             let sample = ExecSample {
                 failed: true,
                 now,
@@ -784,11 +853,21 @@ fn record_failures(top_level: bool) {
                 }
             }
         }
-        if top_level {
+        if level <= 1 {
             l.running.clear();
+            l.subxact_nesting.clear();
             l.nesting = 0;
         } else {
-            l.running.retain(|t| !t.failed);
+            l.running.retain(|t| !interrupted(t));
+            while let Some(&(started, nesting)) = l.subxact_nesting.last() {
+                if started < level {
+                    break;
+                }
+                l.subxact_nesting.pop();
+                if started == level {
+                    l.nesting = nesting;
+                }
+            }
         }
     });
     if result.is_err() {
@@ -804,7 +883,7 @@ unsafe extern "C-unwind" fn on_xact_event(
 ) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
-            record_failures(true)
+            record_failures(1)
         }
         // Every execution of the transaction has ended by commit; forget leftovers.
         pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
@@ -824,7 +903,25 @@ unsafe extern "C-unwind" fn on_subxact_event(
     _parent: pg_sys::SubTransactionId,
     _arg: *mut std::ffi::c_void,
 ) {
-    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        record_failures(false);
+    // SAFETY: returns a field of the current transaction state (the subtransaction the
+    // event is about); cannot raise an ERROR.
+    let level = unsafe { raw::GetCurrentTransactionNestLevel() };
+    // SAFETY: backend-local; no hook runs while this callback runs.
+    let l = unsafe { local() };
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => {
+            l.subxact_nesting.push((level, l.nesting));
+        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
+            while l
+                .subxact_nesting
+                .last()
+                .is_some_and(|&(started, _)| started >= level)
+            {
+                l.subxact_nesting.pop();
+            }
+        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => record_failures(level),
+        _ => {}
     }
 }

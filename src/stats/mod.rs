@@ -3,12 +3,14 @@
 //! statement uses, and SQL functions that rank statements and explain why they are slow.
 
 pub mod api;
+pub mod fingerprint;
 pub mod histogram;
 pub mod hooks;
 pub mod index_health;
 pub mod normalize;
 pub mod plan_capture;
 pub mod predicates;
+pub mod query_id_memo;
 pub mod shmem;
 pub mod why_slow;
 

@@ -158,6 +158,20 @@ pub fn statement_range(source: &str, stmt_location: i32, stmt_len: i32) -> Range
     start..end
 }
 
+/// `stmt` without surrounding whitespace and trailing semicolons (as [`statement_range`]
+/// trims), on bytes.
+pub fn trim_statement(stmt: &[u8]) -> &[u8] {
+    let mut start = 0;
+    let mut end = stmt.len();
+    while start < end && is_space(stmt[start]) {
+        start += 1;
+    }
+    while end > start && (is_space(stmt[end - 1]) || stmt[end - 1] == b';') {
+        end -= 1;
+    }
+    &stmt[start..end]
+}
+
 /// `s` cut to at most `max_bytes` bytes, ending on a UTF-8 character boundary (so a
 /// multi-byte character that does not fit entirely is dropped).
 pub fn truncate_utf8(s: &str, max_bytes: usize) -> &str {
@@ -288,7 +302,7 @@ fn push_segment(out: &mut String, query: &str, range: Range<usize>) {
 
 /// What a token is, as far as normalization cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TokenKind {
+pub(super) enum TokenKind {
     /// Integer, decimal or real literal (with any trailing identifier characters, which
     /// PostgreSQL 15 rejects as "trailing junk", folded in so they are never split off).
     Number,
@@ -313,23 +327,23 @@ enum TokenKind {
 
 /// One token: its kind and byte range `start..end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Token {
-    kind: TokenKind,
-    start: usize,
-    end: usize,
+pub(super) struct Token {
+    pub(super) kind: TokenKind,
+    pub(super) start: usize,
+    pub(super) end: usize,
 }
 
 /// Splits SQL text into tokens the way PostgreSQL's scanner draws token boundaries,
 /// skipping whitespace and comments. Operators are returned one character at a time:
 /// normalization only needs to know where a `-` sign can start.
 #[derive(Clone)]
-struct Lexer<'a> {
+pub(super) struct Lexer<'a> {
     src: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Lexer<'a> {
-    fn new(text: &'a str) -> Self {
+    pub(super) fn new(text: &'a str) -> Self {
         Lexer {
             src: text.as_bytes(),
             pos: 0,
@@ -337,7 +351,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// The bytes of `token`.
-    fn text(&self, token: &Token) -> &'a [u8] {
+    pub(super) fn text(&self, token: &Token) -> &'a [u8] {
         self.src.get(token.start..token.end).unwrap_or(&[])
     }
 
@@ -347,7 +361,7 @@ impl<'a> Lexer<'a> {
 
     /// The next token, or `None` at the end of the text. Every token is non-empty, so
     /// repeated calls always make progress.
-    fn next_token(&mut self) -> Option<Token> {
+    pub(super) fn next_token(&mut self) -> Option<Token> {
         self.pos = skip_whitespace_and_comments(self.src, self.pos);
         let start = self.pos;
         let first = self.byte(start)?;
@@ -398,7 +412,7 @@ impl<'a> Lexer<'a> {
 
 /// How backslashes behave inside a single-quoted string.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Escapes {
+pub(super) enum Escapes {
     /// Standard-conforming strings: only `''` escapes a quote.
     Standard,
     /// `E'…'`: a backslash escapes the next byte, too.
@@ -409,7 +423,7 @@ enum Escapes {
 /// PostgreSQL's continuation rule: a closing quote followed by whitespace that contains a
 /// newline (and possibly `--` comments) and then another quote continues the same
 /// literal. Unterminated strings run to the end of the text.
-fn quoted_string_end(src: &[u8], body_start: usize, escapes: Escapes) -> usize {
+pub(super) fn quoted_string_end(src: &[u8], body_start: usize, escapes: Escapes) -> usize {
     let mut i = body_start;
     loop {
         match src.get(i) {
@@ -451,7 +465,7 @@ fn continuation_quote(src: &[u8], from: usize) -> Option<usize> {
 
 /// End (exclusive) of a double-quoted identifier whose body starts at `body_start` (`""`
 /// is an escaped quote). Unterminated identifiers run to the end of the text.
-fn quoted_ident_end(src: &[u8], body_start: usize) -> usize {
+pub(super) fn quoted_ident_end(src: &[u8], body_start: usize) -> usize {
     let mut i = body_start;
     loop {
         match src.get(i) {
@@ -465,7 +479,7 @@ fn quoted_ident_end(src: &[u8], body_start: usize) -> usize {
 
 /// Token starting with `$` at `start`: a parameter `$n`, a dollar-quoted string
 /// (`$$…$$` or `$tag$…$tag$`; unterminated ones run to the end), or a lone `$`.
-fn dollar_token(src: &[u8], start: usize) -> (TokenKind, usize) {
+pub(super) fn dollar_token(src: &[u8], start: usize) -> (TokenKind, usize) {
     let after_dollar = start + 1;
     if src.get(after_dollar).is_some_and(|b| b.is_ascii_digit()) {
         let mut number: u64 = 0;
@@ -504,7 +518,7 @@ fn dollar_token(src: &[u8], start: usize) -> (TokenKind, usize) {
 
 /// End (exclusive) of a numeric literal starting at `start` (a digit, or `.` before a
 /// digit): `1`, `1.5`, `.5`, `1.`, `1e10`, `1.5E-3`.
-fn number_end(src: &[u8], start: usize) -> usize {
+pub(super) fn number_end(src: &[u8], start: usize) -> usize {
     let mut i = digits_end(src, start);
     if src.get(i) == Some(&b'.') {
         // `1..10` (PL/pgSQL ranges) is the integer 1 followed by `..`.
@@ -538,7 +552,7 @@ fn digits_end(src: &[u8], from: usize) -> usize {
     i
 }
 
-fn ident_end(src: &[u8], from: usize) -> usize {
+pub(super) fn ident_end(src: &[u8], from: usize) -> usize {
     let mut i = from;
     while src.get(i).is_some_and(|&b| is_ident_cont(b)) {
         i += 1;
@@ -560,7 +574,7 @@ fn skip_whitespace_and_comments(src: &[u8], from: usize) -> usize {
 }
 
 /// End of a `--` comment starting at `start`: the next newline (not included) or the end.
-fn line_comment_end(src: &[u8], start: usize) -> usize {
+pub(super) fn line_comment_end(src: &[u8], start: usize) -> usize {
     src.get(start..)
         .and_then(|rest| rest.iter().position(|&b| b == b'\n' || b == b'\r'))
         .map_or(src.len(), |offset| start + offset)
@@ -568,7 +582,7 @@ fn line_comment_end(src: &[u8], start: usize) -> usize {
 
 /// End (exclusive) of a `/* … */` comment starting at `start`; these nest in SQL.
 /// Unterminated comments run to the end of the text.
-fn block_comment_end(src: &[u8], start: usize) -> usize {
+pub(super) fn block_comment_end(src: &[u8], start: usize) -> usize {
     let mut depth = 0usize;
     let mut i = start;
     loop {
@@ -591,18 +605,18 @@ fn block_comment_end(src: &[u8], start: usize) -> usize {
 }
 
 /// Whitespace as PostgreSQL 15's scanner sees it (`scanner_isspace`).
-fn is_space(b: u8) -> bool {
+pub(super) fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c)
 }
 
 /// First byte of an identifier: ASCII letter, underscore, or any byte of a multi-byte
 /// UTF-8 character.
-fn is_ident_start(b: u8) -> bool {
+pub(super) fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
 /// Later bytes of an identifier: also digits and `$`.
-fn is_ident_cont(b: u8) -> bool {
+pub(super) fn is_ident_cont(b: u8) -> bool {
     is_ident_start(b) || b.is_ascii_digit() || b == b'$'
 }
 

@@ -44,3 +44,14 @@ SELECT relation, statements_filtering, filtered_columns FROM perf.table_access;
 -- resetting statistics is for superusers only
 SELECT has_function_privilege('public', 'perf.reset_stats(oid,oid,bigint)', 'EXECUTE') AS public_can_reset;
 SELECT perf.reset_stats(queryid => 1) AS removed_none;
+
+-- query ids: a repeated statement text (other constants) is answered from this
+-- backend's memo; the cluster runs with perf.verify_query_ids = on, so a memoized id that
+-- differed from core's jumble would show up here as a WARNING
+SELECT capacity FROM perf.query_id_memo();
+CREATE TEMP TABLE memo_before AS SELECT hits FROM perf.query_id_memo();
+SELECT 1 + 1 AS n;
+SELECT 2 + 3 AS n;
+SELECT (SELECT hits FROM perf.query_id_memo()) - (SELECT hits FROM memo_before) AS memo_hits;
+SELECT id FROM accounts ORDER BY 1 LIMIT 1;
+SELECT id FROM accounts ORDER BY 1 LIMIT 2;
