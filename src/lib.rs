@@ -13,6 +13,7 @@ pub mod error;
 pub mod gucs;
 pub mod shmem;
 pub mod stats;
+mod xact;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -32,6 +33,7 @@ pub extern "C-unwind" fn _PG_init() {
     stats::init();
     cache::init();
     advisor::whatif::init();
+    xact::init();
 }
 
 /// The version of the pg_perf library that is loaded in this server.

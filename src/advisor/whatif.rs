@@ -116,15 +116,11 @@ pub fn init() {
         pg_sys::explain_get_index_name_hook = Some(explain_index_name);
         PREV_GET_INDEX_STATS = pg_sys::get_index_stats_hook;
         pg_sys::get_index_stats_hook = Some(get_index_stats);
-        pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
     }
 }
 
-unsafe extern "C-unwind" fn on_xact_event(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
+/// Transaction events (called from `crate::xact`).
+pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
     if matches!(
         event,
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
@@ -149,12 +145,8 @@ unsafe extern "C-unwind" fn on_xact_event(
     }
 }
 
-unsafe extern "C-unwind" fn on_subxact_event(
-    event: pg_sys::SubXactEvent::Type,
-    _my: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
+/// Subtransaction events (called from `crate::xact`).
+pub(crate) fn on_subxact_event(event: pg_sys::SubXactEvent::Type) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         // SAFETY: backend-local; no borrow is live inside a transaction callback.
         unsafe {

@@ -135,10 +135,8 @@ fn end_writers() {
 ///
 /// # Safety
 /// Called by PostgreSQL's transaction machinery only.
-pub unsafe extern "C-unwind" fn on_xact_event(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
+/// Transaction events (called from `crate::xact`).
+pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
     use pg_sys::XactEvent::*;
     let l = local();
     match event {

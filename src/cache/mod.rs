@@ -7,16 +7,9 @@ pub mod invalidate;
 pub mod key;
 pub mod store;
 
-use pgrx::pg_sys;
-
 /// Called from `_PG_init` (postmaster, preload). Shared memory is requested and attached
-/// through `crate::shmem`.
-pub fn init() {
-    // SAFETY: _PG_init is single-threaded; registering a transaction callback is allowed.
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(invalidate::on_xact_event), std::ptr::null_mut());
-    }
-}
+/// through `crate::shmem`; the transaction callback is `crate::xact`'s.
+pub fn init() {}
 
 pgrx::extension_sql_file!(
     "../../sql/cache.sql",

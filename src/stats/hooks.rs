@@ -111,8 +111,7 @@ pub fn install() {
             PREV_PLANNER = pg_sys::planner_hook;
             pg_sys::planner_hook = Some(planner);
         }
-        pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
+        // Transaction callbacks: registered once for the whole library (crate::xact).
         // No EnableQueryId(): with compute_query_id = auto, post_parse_analyze gives each
         // statement core's queryId itself, memoized per text (see query_id_memo).
     }
@@ -377,7 +376,9 @@ fn monotonic_ns() -> u64 {
     };
     // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
 }
 
 /// Adds (`sign` = +1) or removes (-1) the current clock and usage counters to the running
@@ -391,10 +392,11 @@ fn meter(i: usize, sign: i64) {
     unsafe {
         let buffers = std::ptr::addr_of!(pg_sys::pgBufferUsage);
         let wal = std::ptr::addr_of!(pg_sys::pgWalUsage);
-        let t = &mut local().running[i];
-        t.elapsed_ns = t.elapsed_ns.wrapping_add((sign as u64).wrapping_mul(now));
-        t.buffers.accumulate(&*buffers, sign);
-        t.wal.accumulate(&*wal, sign);
+        if let Some(t) = local().running.get_mut(i) {
+            t.elapsed_ns = t.elapsed_ns.wrapping_add((sign as u64).wrapping_mul(now));
+            t.buffers.accumulate(&*buffers, sign);
+            t.wal.accumulate(&*wal, sign);
+        }
     }
 }
 
@@ -471,7 +473,9 @@ unsafe extern "C-unwind" fn executor_start(qd: *mut QueryDesc, eflags: i32) {
     }
 }
 
-#[pg_guard]
+/// Not `#[pg_guard]`ed (a catch_unwind and a thread check per call): the body only does
+/// panic-free bookkeeping on backend-local state (lookups with `get`, no allocation), and
+/// PostgreSQL ERRORs below it longjmp past it as described above.
 unsafe extern "C-unwind" fn executor_run(
     qd: *mut QueryDesc,
     direction: pg_sys::ScanDirection::Type,
@@ -480,7 +484,7 @@ unsafe extern "C-unwind" fn executor_run(
 ) {
     let metered = find_running(qd as usize).map(|i| meter(i, -1)).is_some();
     // SAFETY: backend-local. Restored below, or by the abort callbacks after an ERROR.
-    unsafe { local().nesting += 1 };
+    unsafe { local().nesting = local().nesting.wrapping_add(1) };
     // SAFETY: chaining with the arguments we were given; nothing in this frame needs
     // dropping if it raises an ERROR.
     unsafe {
@@ -488,14 +492,14 @@ unsafe extern "C-unwind" fn executor_run(
             Some(prev) => prev(qd, direction, count, execute_once),
             None => raw::standard_ExecutorRun(qd, direction, count, execute_once),
         }
-        local().nesting -= 1;
+        local().nesting = local().nesting.wrapping_sub(1);
     }
     if metered {
         end_metering(qd as usize);
     }
 }
 
-#[pg_guard]
+/// Not `#[pg_guard]`ed, like `executor_run`.
 unsafe extern "C-unwind" fn executor_finish(qd: *mut QueryDesc) {
     // For a plain SELECT, ExecutorFinish has nothing to do (no AFTER triggers, no
     // ModifyTable post-processing), so it is not metered: saves two clock reads per query.
@@ -506,12 +510,12 @@ unsafe extern "C-unwind" fn executor_finish(qd: *mut QueryDesc) {
     let metered = !trivial && find_running(qd as usize).map(|i| meter(i, -1)).is_some();
     // SAFETY: as in executor_run.
     unsafe {
-        local().nesting += 1;
+        local().nesting = local().nesting.wrapping_add(1);
         match PREV_EXECUTOR_FINISH {
             Some(prev) => prev(qd),
             None => raw::standard_ExecutorFinish(qd),
         }
-        local().nesting -= 1;
+        local().nesting = local().nesting.wrapping_sub(1);
     }
     if metered {
         end_metering(qd as usize);
@@ -877,10 +881,8 @@ fn record_failures(level: i32) {
     }
 }
 
-unsafe extern "C-unwind" fn on_xact_event(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
+/// Transaction events (called from `crate::xact`).
+pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             record_failures(1)
@@ -897,12 +899,8 @@ unsafe extern "C-unwind" fn on_xact_event(
     }
 }
 
-unsafe extern "C-unwind" fn on_subxact_event(
-    event: pg_sys::SubXactEvent::Type,
-    _my: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
+/// Subtransaction events (called from `crate::xact`).
+pub(crate) fn on_subxact_event(event: pg_sys::SubXactEvent::Type) {
     // SAFETY: returns a field of the current transaction state (the subtransaction the
     // event is about); cannot raise an ERROR.
     let level = unsafe { raw::GetCurrentTransactionNestLevel() };
