@@ -57,7 +57,9 @@ PROTOCOL=${BENCH_PROTOCOL:-simple}
 case "$PROTOCOL" in simple | extended | prepared) ;; *) die "BENCH_PROTOCOL must be simple, extended or prepared" ;; esac
 # Same session settings for psql (warm-up, checks) and pgbench: the cache key includes
 # search_path, TimeZone, DateStyle, ... so both must see the same ones.
-export PGOPTIONS=${BENCH_PGOPTIONS:-}
+# The test cluster checks every memoized query id against core's jumble
+# (perf.verify_query_ids = on in pgrx-config): production runs without that check.
+export PGOPTIONS="-c perf.verify_query_ids=off ${BENCH_PGOPTIONS:-}"
 
 DB=cache_bench
 TABLE=cache_bench_sales

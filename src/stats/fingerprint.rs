@@ -97,6 +97,20 @@ static CHAR_CLASS: [u8; 256] = {
 /// Returns false when the text alone cannot stand for the parse tree: it refers to a
 /// parameter `$n`, whose type comes from outside the text.
 pub fn fingerprint_stream(src: &[u8], out: &mut Vec<u8>) -> bool {
+    fingerprint_recording(src, out, None)
+}
+
+/// [`fingerprint_stream`] that also records `src`'s [`Template`] (when given).
+pub fn fingerprint_recording(
+    src: &[u8],
+    out: &mut Vec<u8>,
+    mut template: Option<&mut Template>,
+) -> bool {
+    if let Some(t) = template.as_deref_mut() {
+        t.clear();
+    }
+    // End of the last blanked literal (for the template).
+    let mut literal_end = 0;
     out.clear();
     out.reserve(src.len() + 16);
     // src[copied..i] is pending verbatim text.
@@ -195,13 +209,112 @@ pub fn fingerprint_stream(src: &[u8], out: &mut Vec<u8>) -> bool {
                 out.push(TAG);
                 out.push(class);
                 copied = end;
+                if let Some(t) = template.as_deref_mut() {
+                    t.push_literal(&src[literal_end..start], class);
+                }
+                literal_end = end;
             }
             None => {}
         }
         i = end;
     }
     out.extend_from_slice(&src[copied..]);
+    if let Some(t) = template {
+        t.finish(&src[literal_end..]);
+    }
     true
+}
+
+/// The shape of a statement that was fingerprinted: its text outside the blanked literals,
+/// and each literal's class. A statement that has the same text around literals of the same
+/// classes (as the scanner reads them at those places) has the same fingerprint stream:
+/// [`Template::matches`] checks that with a few comparisons instead of a full scan, so a
+/// repeated statement shape costs a memcmp and a literal or two.
+#[derive(Default)]
+pub struct Template {
+    /// The original bytes outside the blanked literals, concatenated.
+    verbatim: Vec<u8>,
+    /// Per blanked literal: how many bytes of `verbatim` come before it (after the previous
+    /// one), and its class.
+    literals: Vec<(usize, u8)>,
+    valid: bool,
+}
+
+impl Template {
+    fn clear(&mut self) {
+        self.verbatim.clear();
+        self.literals.clear();
+        self.valid = false;
+    }
+
+    fn push_literal(&mut self, before: &[u8], class: u8) {
+        self.verbatim.extend_from_slice(before);
+        self.literals.push((before.len(), class));
+    }
+
+    fn finish(&mut self, tail: &[u8]) {
+        self.verbatim.extend_from_slice(tail);
+        // A raw 0x01 byte is blanked with class 0, which `literal_end` does not re-read.
+        self.valid = !self.literals.iter().any(|&(_, class)| class == 0);
+    }
+
+    /// Whether `src` has exactly this shape (and so the fingerprint stream the template was
+    /// recorded with).
+    pub fn matches(&self, src: &[u8]) -> bool {
+        if !self.valid {
+            return false;
+        }
+        let (mut pos, mut v) = (0, 0);
+        for &(len, class) in &self.literals {
+            if src.get(pos..pos + len) != self.verbatim.get(v..v + len) {
+                return false;
+            }
+            pos += len;
+            v += len;
+            match literal_end(src, pos, class) {
+                Some(end) => pos = end,
+                None => return false,
+            }
+        }
+        src.get(pos..) == self.verbatim.get(v..)
+    }
+}
+
+/// End of the literal of `class` that starts at `pos` in `src`, as the scanner reads it
+/// there, or `None` if no literal of that class starts there. The bytes before `pos` are
+/// the template's, so the scanner reaches `pos` in the same state as it did for the
+/// template, and a digit, quote or prefix there starts a literal.
+fn literal_end(src: &[u8], pos: usize, class: u8) -> Option<usize> {
+    let b = *src.get(pos)?;
+    let second = src.get(pos + 1).copied();
+    let end = match class {
+        CLASS_INT4 | CLASS_INT8 | CLASS_NUMERIC => {
+            if !(b.is_ascii_digit() || (b == b'.' && second.is_some_and(|c| c.is_ascii_digit()))) {
+                return None;
+            }
+            let end = number_end(src, pos).min(src.len());
+            if number_class(&src[pos..end]) != Some(class) {
+                return None;
+            }
+            end
+        }
+        b'\'' if b == b'\'' => quoted_string_end(src, pos + 1, Escapes::Standard),
+        b'e' if b | 0x20 == b'e' && second == Some(b'\'') => {
+            quoted_string_end(src, pos + 2, Escapes::Backslash)
+        }
+        b'b' | b'x' if b | 0x20 == class && second == Some(b'\'') => {
+            quoted_string_end(src, pos + 2, Escapes::Standard)
+        }
+        b'u' if b | 0x20 == b'u' && second == Some(b'&') && src.get(pos + 2) == Some(&b'\'') => {
+            quoted_string_end(src, pos + 3, Escapes::Standard)
+        }
+        b'$' if b == b'$' => match dollar_token(src, pos) {
+            (TokenKind::String, end) => end,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(end.clamp(pos + 1, src.len()))
 }
 
 /// Length of the word starting at `i` (at least 1).
@@ -431,6 +544,81 @@ mod unit_tests {
             "SELECT DISTINCT a FROM t WHERE b = 'x'",
             "SELECT DISTINCT a FROM t WHERE b = 'y'",
         );
+    }
+
+    /// The template of `a` matches `b` exactly when their streams are equal (for these
+    /// pairs), and matching never claims a different stream.
+    fn template_agrees(a: &str, b: &str) {
+        let mut t = Template::default();
+        let mut out_a = Vec::new();
+        assert!(fingerprint_recording(
+            a.as_bytes(),
+            &mut out_a,
+            Some(&mut t)
+        ));
+        let matched = t.matches(b.as_bytes());
+        let mut out_b = Vec::new();
+        let b_ok = fingerprint_stream(b.as_bytes(), &mut out_b);
+        if matched {
+            assert!(
+                b_ok && out_a == out_b,
+                "{b:?} matched {a:?}'s template with another stream"
+            );
+        }
+    }
+
+    #[test]
+    fn templates_match_the_same_shape_only() {
+        let base = "SELECT abalance FROM pgbench_accounts WHERE aid = 1";
+        let mut t = Template::default();
+        let mut out = Vec::new();
+        assert!(fingerprint_recording(
+            base.as_bytes(),
+            &mut out,
+            Some(&mut t)
+        ));
+        assert!(t.matches(b"SELECT abalance FROM pgbench_accounts WHERE aid = 98765"));
+        assert!(!t.matches(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1.5"));
+        assert!(!t.matches(b"SELECT abalance FROM pgbench_accounts WHERE aid = 3000000000"));
+        assert!(!t.matches(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1 AND 1"));
+        assert!(!t.matches(b"SELECT abalance FROM pgbench_accounts WHERE aid = '1'"));
+        assert!(!t.matches(b"SELECT abalance FROM pgbench_accounts WHERE aid = -1"));
+        assert!(!t.matches(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1x"));
+        let pairs = [
+            (
+                "SELECT 'a', E'b', B'1', X'f', U&'d', $$e$$, 1, 2.5",
+                "SELECT 'zz', E'y\\'', B'0', X'00', U&'q', $t$w$t$, 7, 9e9",
+            ),
+            ("SELECT 'a', 1", "SELECT E'a', 1"),
+            ("SELECT 'a'\n'b' AS x", "SELECT 'c' AS x"),
+            ("SELECT 1 FROM t ORDER BY 2", "SELECT 5 FROM t ORDER BY 2"),
+            ("SELECT 1 FROM t ORDER BY 2", "SELECT 5 FROM t ORDER BY 3"),
+            ("SELECT -2147483648", "SELECT -2147483647"),
+            ("SELECT 2147483647", "SELECT 2147483648"),
+            (
+                "SELECT x FROM t WHERE a = 1 -- c",
+                "SELECT x FROM t WHERE a = 2 -- c",
+            ),
+            (
+                "SELECT x FROM t WHERE a = 1 -- c",
+                "SELECT x FROM t WHERE a = 2 -- d",
+            ),
+            ("SELECT f(1)", "SELECT f(1)abc"),
+            ("SELECT 1", "SELECT 1; SELECT 2"),
+            ("SELECT 'a'", "SELECT 'a"),
+        ];
+        for (a, b) in pairs {
+            template_agrees(a, b);
+            template_agrees(b, a);
+        }
+        // Shapes that do share a stream are matched.
+        let mut t = Template::default();
+        assert!(fingerprint_recording(
+            pairs[0].0.as_bytes(),
+            &mut out,
+            Some(&mut t)
+        ));
+        assert!(t.matches(pairs[0].1.as_bytes()));
     }
 
     #[test]

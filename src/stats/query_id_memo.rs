@@ -47,8 +47,24 @@ struct Slot {
     query_id: u64,
 }
 
+/// The shape of a recently fingerprinted statement, with the key it gave under the context
+/// (user, `transform_null_equals`, `search_path`) it was computed in.
+#[derive(Default)]
+struct TemplateSlot {
+    template: fingerprint::Template,
+    key: u64,
+    context: u64,
+    search_path: Vec<u8>,
+}
+
+/// Templates per backend, chosen by the statement's first bytes.
+const TEMPLATES: usize = 32;
+
 struct Memo {
     slots: [Slot; SLOTS],
+    /// Statement shapes seen recently: a statement with the shape of one of them gets its
+    /// key without a full fingerprint (see `fingerprint::Template`).
+    templates: Vec<TemplateSlot>,
     /// Set by invalidation callbacks; the next lookup empties the memo.
     stale: bool,
     callbacks_registered: bool,
@@ -69,6 +85,7 @@ static MEMO: BackendMemo = BackendMemo(UnsafeCell::new(Memo {
     }; SLOTS],
     stale: false,
     callbacks_registered: false,
+    templates: Vec::new(),
     stream: Vec::new(),
     hits: 0,
     misses: 0,
@@ -200,20 +217,53 @@ unsafe fn statement_key(
     // as bytes whatever the encoding.
     unsafe {
         let statement = statement_bytes(source, location, len);
-        if !fingerprint::fingerprint_stream(statement, &mut m.stream) {
+        let search_path: &[u8] = if pg_sys::namespace_search_path.is_null() {
+            &[]
+        } else {
+            std::ffi::CStr::from_ptr(pg_sys::namespace_search_path).to_bytes()
+        };
+        let context = (u64::from(crate::stats::hooks::current_user_id()) << 1)
+            | u64::from(pg_sys::Transform_null_equals);
+        if m.templates.is_empty() {
+            m.templates.resize_with(TEMPLATES, TemplateSlot::default);
+        }
+        let t = &mut m.templates[template_index(statement)];
+        if t.key != 0
+            && t.context == context
+            && t.search_path == search_path
+            && t.template.matches(statement)
+        {
+            return Some(t.key);
+        }
+        if !fingerprint::fingerprint_recording(statement, &mut m.stream, Some(&mut t.template)) {
+            t.key = 0;
             return None;
         }
         m.stream.push(0);
-        if !pg_sys::namespace_search_path.is_null() {
-            m.stream.extend_from_slice(
-                std::ffi::CStr::from_ptr(pg_sys::namespace_search_path).to_bytes(),
-            );
-        }
-        let context = (u64::from(crate::stats::hooks::current_user_id()) << 1)
-            | u64::from(pg_sys::Transform_null_equals);
+        m.stream.extend_from_slice(search_path);
         // 0 marks an empty slot.
-        Some(xxh3_64_with_seed(&m.stream, context).max(1))
+        let key = xxh3_64_with_seed(&m.stream, context).max(1);
+        t.key = key;
+        t.context = context;
+        t.search_path.clear();
+        t.search_path.extend_from_slice(search_path);
+        Some(key)
     }
+}
+
+/// Template slot for a statement: its first bytes (most statements of one shape share
+/// them, and literals rarely come that early), mixed.
+fn template_index(statement: &[u8]) -> usize {
+    let mut head = [0u8; 8];
+    let n = statement.len().min(8);
+    head[..n].copy_from_slice(&statement[..n]);
+    let tail = statement.get(8..16).map_or(0, |t| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(t);
+        u64::from_le_bytes(b)
+    });
+    let x = (u64::from_le_bytes(head) ^ tail.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (x >> 59) as usize % TEMPLATES
 }
 
 /// The statement's own bytes in a possibly multi-statement source string, as
