@@ -41,8 +41,8 @@
 //! table, and copies the text out in as few pieces as it has literals.
 
 use super::normalize::{
-    block_comment_end, dollar_token, is_space, line_comment_end, number_end, quoted_ident_end,
-    quoted_string_end, Escapes, TokenKind,
+    dollar_token, number_end, quoted_ident_end, quoted_string_end, skip_whitespace_and_comments,
+    Escapes, TokenKind,
 };
 
 /// Marks a blanked literal in the stream; followed by its class byte. A 0x01 byte of the
@@ -141,13 +141,15 @@ pub fn fingerprint_recording(
         }
         // A literal or blank run: (start, end, class to write, or None to keep it).
         let (start, end, blank_class) = match b {
-            b' ' | b'\t' | b'\n' | b'\r' | 0x0c => (i, skip_blank(src, i), Some(b' ')),
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0c => {
+                (i, skip_whitespace_and_comments(src, i), Some(b' '))
+            }
             b'-' | b'/' => {
                 if src.get(i + 1) != Some(if b == b'-' { &b'-' } else { &b'*' }) {
                     i += 1;
                     continue;
                 }
-                (i, skip_blank(src, i), Some(b' '))
+                (i, skip_whitespace_and_comments(src, i), Some(b' '))
             }
             b'\'' => {
                 // E'…', B'…', X'…' (the prefix is a one-letter word just before) or U&'…'.
@@ -355,19 +357,6 @@ fn string_prefix(src: &[u8], quote: usize) -> (usize, Escapes) {
         return (quote - 2, Escapes::Standard);
     }
     (quote, Escapes::Standard)
-}
-
-/// End of the run of whitespace and comments starting at `from`.
-fn skip_blank(src: &[u8], from: usize) -> usize {
-    let mut i = from;
-    loop {
-        match (src.get(i), src.get(i + 1)) {
-            (Some(&b), _) if is_space(b) => i += 1,
-            (Some(b'-'), Some(b'-')) => i = line_comment_end(src, i),
-            (Some(b'/'), Some(b'*')) => i = block_comment_end(src, i),
-            _ => return i,
-        }
-    }
 }
 
 /// Number classes in the stream.

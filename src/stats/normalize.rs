@@ -561,7 +561,7 @@ pub(super) fn ident_end(src: &[u8], from: usize) -> usize {
 }
 
 /// Position after any whitespace and comments starting at `from`.
-fn skip_whitespace_and_comments(src: &[u8], from: usize) -> usize {
+pub(super) fn skip_whitespace_and_comments(src: &[u8], from: usize) -> usize {
     let mut i = from;
     loop {
         match (src.get(i), src.get(i + 1)) {
