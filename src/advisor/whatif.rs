@@ -136,12 +136,7 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
             | pg_sys::XactEvent::XACT_EVENT_PREPARE
     ) {
         // SAFETY: backend-local; no borrow is live inside a transaction callback.
-        unsafe {
-            let samples = &mut *SAMPLES.0.get();
-            if samples.is_some() {
-                *samples = None;
-            }
-        }
+        unsafe { *SAMPLES.0.get() = None };
     }
 }
 
@@ -149,12 +144,7 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
 pub(crate) fn on_subxact_event(event: pg_sys::SubXactEvent::Type) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         // SAFETY: backend-local; no borrow is live inside a transaction callback.
-        unsafe {
-            let samples = &mut *SAMPLES.0.get();
-            if samples.is_some() {
-                *samples = None;
-            }
-        }
+        unsafe { *SAMPLES.0.get() = None };
     }
 }
 

@@ -131,7 +131,7 @@ pub fn statement_text(source: &str, stmt_location: i32, stmt_len: i32) -> &str {
 /// Byte range of [`statement_text`] inside `source`; always on UTF-8 character boundaries.
 pub fn statement_range(source: &str, stmt_location: i32, stmt_len: i32) -> Range<usize> {
     let bytes = source.as_bytes();
-    let (mut start, mut end) = match usize::try_from(stmt_location) {
+    let (start, end) = match usize::try_from(stmt_location) {
         // `is_char_boundary` is false beyond the end, so this also rejects such offsets.
         Ok(location) if source.is_char_boundary(location) => {
             let end = match usize::try_from(stmt_len) {
@@ -142,18 +142,19 @@ pub fn statement_range(source: &str, stmt_location: i32, stmt_len: i32) -> Range
         }
         _ => (0, source.len()),
     };
-    while start < end && bytes.get(start).is_some_and(|&b| is_space(b)) {
+    // Trimmed bytes are ASCII, so the bounds stay on character boundaries.
+    trimmed_range(bytes, start, end)
+}
+
+/// `start..end` of `bytes` without surrounding whitespace and trailing semicolons (with
+/// the whitespace around them).
+fn trimmed_range(bytes: &[u8], mut start: usize, mut end: usize) -> Range<usize> {
+    end = end.min(bytes.len());
+    while start < end && is_space(bytes[start]) {
         start += 1;
     }
-    loop {
-        while end > start && bytes.get(end - 1).is_some_and(|&b| is_space(b)) {
-            end -= 1;
-        }
-        if end > start && bytes.get(end - 1) == Some(&b';') {
-            end -= 1;
-        } else {
-            break;
-        }
+    while end > start && (is_space(bytes[end - 1]) || bytes[end - 1] == b';') {
+        end -= 1;
     }
     start..end
 }
@@ -161,15 +162,7 @@ pub fn statement_range(source: &str, stmt_location: i32, stmt_len: i32) -> Range
 /// `stmt` without surrounding whitespace and trailing semicolons (as [`statement_range`]
 /// trims), on bytes.
 pub fn trim_statement(stmt: &[u8]) -> &[u8] {
-    let mut start = 0;
-    let mut end = stmt.len();
-    while start < end && is_space(stmt[start]) {
-        start += 1;
-    }
-    while end > start && (is_space(stmt[end - 1]) || stmt[end - 1] == b';') {
-        end -= 1;
-    }
-    &stmt[start..end]
+    &stmt[trimmed_range(stmt, 0, stmt.len())]
 }
 
 /// `s` cut to at most `max_bytes` bytes, ending on a UTF-8 character boundary (so a
@@ -327,23 +320,23 @@ pub(super) enum TokenKind {
 
 /// One token: its kind and byte range `start..end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Token {
-    pub(super) kind: TokenKind,
-    pub(super) start: usize,
-    pub(super) end: usize,
+struct Token {
+    kind: TokenKind,
+    start: usize,
+    end: usize,
 }
 
 /// Splits SQL text into tokens the way PostgreSQL's scanner draws token boundaries,
 /// skipping whitespace and comments. Operators are returned one character at a time:
 /// normalization only needs to know where a `-` sign can start.
 #[derive(Clone)]
-pub(super) struct Lexer<'a> {
+struct Lexer<'a> {
     src: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Lexer<'a> {
-    pub(super) fn new(text: &'a str) -> Self {
+    fn new(text: &'a str) -> Self {
         Lexer {
             src: text.as_bytes(),
             pos: 0,
@@ -351,7 +344,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// The bytes of `token`.
-    pub(super) fn text(&self, token: &Token) -> &'a [u8] {
+    fn text(&self, token: &Token) -> &'a [u8] {
         self.src.get(token.start..token.end).unwrap_or(&[])
     }
 
@@ -361,7 +354,7 @@ impl<'a> Lexer<'a> {
 
     /// The next token, or `None` at the end of the text. Every token is non-empty, so
     /// repeated calls always make progress.
-    pub(super) fn next_token(&mut self) -> Option<Token> {
+    fn next_token(&mut self) -> Option<Token> {
         self.pos = skip_whitespace_and_comments(self.src, self.pos);
         let start = self.pos;
         let first = self.byte(start)?;
@@ -552,7 +545,7 @@ fn digits_end(src: &[u8], from: usize) -> usize {
     i
 }
 
-pub(super) fn ident_end(src: &[u8], from: usize) -> usize {
+fn ident_end(src: &[u8], from: usize) -> usize {
     let mut i = from;
     while src.get(i).is_some_and(|&b| is_ident_cont(b)) {
         i += 1;
@@ -574,7 +567,7 @@ pub(super) fn skip_whitespace_and_comments(src: &[u8], from: usize) -> usize {
 }
 
 /// End of a `--` comment starting at `start`: the next newline (not included) or the end.
-pub(super) fn line_comment_end(src: &[u8], start: usize) -> usize {
+fn line_comment_end(src: &[u8], start: usize) -> usize {
     src.get(start..)
         .and_then(|rest| rest.iter().position(|&b| b == b'\n' || b == b'\r'))
         .map_or(src.len(), |offset| start + offset)
@@ -582,7 +575,7 @@ pub(super) fn line_comment_end(src: &[u8], start: usize) -> usize {
 
 /// End (exclusive) of a `/* … */` comment starting at `start`; these nest in SQL.
 /// Unterminated comments run to the end of the text.
-pub(super) fn block_comment_end(src: &[u8], start: usize) -> usize {
+fn block_comment_end(src: &[u8], start: usize) -> usize {
     let mut depth = 0usize;
     let mut i = start;
     loop {
@@ -605,18 +598,18 @@ pub(super) fn block_comment_end(src: &[u8], start: usize) -> usize {
 }
 
 /// Whitespace as PostgreSQL 15's scanner sees it (`scanner_isspace`).
-pub(super) fn is_space(b: u8) -> bool {
+fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c)
 }
 
 /// First byte of an identifier: ASCII letter, underscore, or any byte of a multi-byte
 /// UTF-8 character.
-pub(super) fn is_ident_start(b: u8) -> bool {
+fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
 /// Later bytes of an identifier: also digits and `$`.
-pub(super) fn is_ident_cont(b: u8) -> bool {
+fn is_ident_cont(b: u8) -> bool {
     is_ident_start(b) || b.is_ascii_digit() || b == b'$'
 }
 

@@ -20,11 +20,10 @@
 //!   tree: the statement is not a client's top-level statement (inside functions and
 //!   utility statements such as EXPLAIN the tree can depend on variables the text does
 //!   not define), it refers to `$n` parameters (their types come from the client),
-//!   column-reference parser hooks are set (PL/pgSQL and SQL-function variables), a
-//!   query environment is present (trigger
-//!   transition tables), `standard_conforming_strings` is off (the fingerprint lexer reads
-//!   strings the standard way), or the statement is a utility statement (core hashes its
-//!   text, which is already cheap).
+//!   column-reference parser hooks are set (PL/pgSQL and SQL-function variables), a query
+//!   environment is present (trigger transition tables), `standard_conforming_strings` is
+//!   off (the fingerprint reads strings the standard way), or the statement is a utility
+//!   statement (core hashes its text, which is already cheap).
 //! - Backend-local state only; it is touched from the hook and from invalidation callbacks,
 //!   which never run while the hook holds a reference into it.
 //! - `perf.verify_query_ids = on` jumbles memo hits as well and reports any difference
@@ -101,7 +100,7 @@ unsafe fn memo() -> &'static mut Memo {
     unsafe { &mut *MEMO.0.get() }
 }
 
-/// Memo hits and misses of this backend (for tests and `perf.stats_info()`-style views).
+/// Memo hits and misses of this backend (`perf.query_id_memo()`).
 pub fn counters() -> (u64, u64) {
     // SAFETY: plain reads of backend-local counters.
     unsafe { (memo().hits, memo().misses) }
