@@ -178,8 +178,9 @@ fn prepare(query: &str, params: &[serde_json::Value]) -> Prepared {
         )
     };
     // Newlines keep a trailing `-- comment` from swallowing the wrapper's closing text.
+    // `t.*`, not `t`: a result column named t would otherwise be aggregated instead of the row.
     let wrapped = CString::new(format!(
-        "SELECT coalesce(jsonb_agg(t), '[]'::jsonb) FROM (\n{body}\n) t"
+        "SELECT coalesce(jsonb_agg(t.*), '[]'::jsonb) FROM (\n{body}\n) t"
     ))
     .unwrap_or_else(|_| {
         bad_query(
