@@ -443,26 +443,69 @@ fn normalize_varlena(bytes: Vec<u8>) -> Vec<u8> {
     }
 }
 
-/// Settings that change a query's output, for the cache key (pointers to the live values:
-/// no copies on the hit path).
-fn output_settings() -> [Option<&'static [u8]>; 7] {
-    const NAMES: [&CStr; 7] = [
-        c"search_path",
-        c"TimeZone",
-        c"DateStyle",
-        c"IntervalStyle",
-        c"extra_float_digits",
-        c"bytea_output",
-        c"lc_monetary",
-    ];
-    NAMES.map(|n| {
-        // SAFETY: GetConfigOption returns the current value's string (or null); it stays valid
-        // until the setting changes, which cannot happen while the key is computed.
-        unsafe {
-            let v = pg_sys::GetConfigOption(n.as_ptr(), true, false);
-            (!v.is_null()).then(|| CStr::from_ptr(v).to_bytes())
+// Backend globals behind GUCs that change a query's output and that pgrx does not bind.
+extern "C" {
+    /// `bytea_output` (an enum value).
+    static bytea_output: std::ffi::c_int;
+    /// `lc_monetary` as set.
+    static locale_monetary: *mut std::ffi::c_char;
+}
+
+/// Settings that change a query's output, for the cache key, read from the variables behind
+/// them: looking each GUC up by name costs more than the rest of the key. String settings
+/// are pointers to the live values (no copies on the hit path); enum and integer settings
+/// are their values, the same in every backend.
+struct OutputSettings {
+    search_path: Option<&'static [u8]>,
+    time_zone: Option<&'static [u8]>,
+    lc_monetary: Option<&'static [u8]>,
+    /// DateStyle and its field order, IntervalStyle, extra_float_digits, bytea_output.
+    numbers: [u8; 20],
+}
+
+impl OutputSettings {
+    fn current() -> OutputSettings {
+        fn bytes(p: *const std::ffi::c_char) -> Option<&'static [u8]> {
+            // SAFETY: p is null or a GUC's NUL-terminated current value (or, for the time
+            // zone, the session zone's name), which stays valid until the setting changes;
+            // that cannot happen while the key is computed.
+            (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
         }
-    })
+        // SAFETY: plain reads of backend globals; session_timezone is set at backend start.
+        unsafe {
+            let zone = if pg_sys::session_timezone.is_null() {
+                std::ptr::null()
+            } else {
+                pg_sys::pg_get_timezone_name(pg_sys::session_timezone)
+            };
+            let mut numbers = [0u8; 20];
+            let values = [
+                pg_sys::DateStyle,
+                pg_sys::DateOrder,
+                pg_sys::IntervalStyle,
+                pg_sys::extra_float_digits,
+                bytea_output,
+            ];
+            for (dst, v) in numbers.chunks_exact_mut(4).zip(values) {
+                dst.copy_from_slice(&v.to_le_bytes());
+            }
+            OutputSettings {
+                search_path: bytes(pg_sys::namespace_search_path),
+                time_zone: bytes(zone),
+                lc_monetary: bytes(locale_monetary),
+                numbers,
+            }
+        }
+    }
+
+    fn parts(&self) -> [Option<&[u8]>; 4] {
+        [
+            self.search_path,
+            self.time_zone,
+            self.lc_monetary,
+            Some(&self.numbers),
+        ]
+    }
 }
 
 fn param_values(params: &JsonbArg) -> Vec<serde_json::Value> {
@@ -515,7 +558,11 @@ fn cached_json(
     // SAFETY: plain reads of backend globals.
     let (userid, dbid) = unsafe { (pg_sys::GetUserId().to_u32(), pg_sys::MyDatabaseId.to_u32()) };
     let cache_key = CacheKey {
-        hash: key::hash(query.as_bytes(), params.bytes, &output_settings()),
+        hash: key::hash(
+            query.as_bytes(),
+            params.bytes,
+            &OutputSettings::current().parts(),
+        ),
         userid,
         dbid,
     };
