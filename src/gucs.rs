@@ -101,7 +101,8 @@ pub static CAPTURE_PREDICATES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static VERIFY_QUERY_IDS: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `perf.track_planning`: also time planning (installs a planner hook; restart to change).
 pub static TRACK_PLANNING: GucSetting<bool> = GucSetting::<bool>::new(false);
-/// `perf.cache_enabled`: serve and store results in perf.cached()/perf.cached_json().
+/// `perf.cache_enabled`: serve and store results in perf.cached()/perf.cached_json()/
+/// perf.cached_json_text().
 pub static CACHE_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `perf.cache_size_mb`: shared memory for cached results (restart to change).
 pub static CACHE_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
@@ -234,7 +235,7 @@ pub fn init() {
     );
     GucRegistry::define_bool_guc(
         c"perf.cache_enabled",
-        c"Serves and stores results in perf.cached() and perf.cached_json().",
+        c"Serves and stores results in perf.cached(), perf.cached_json() and perf.cached_json_text().",
         c"When off, cached calls execute their query directly.",
         &CACHE_ENABLED,
         GucContext::Userset,

@@ -12,34 +12,43 @@ use pgrx::prelude::*;
 
 use super::invalidate;
 use super::key;
-use super::store::{self, CacheKey, Counter, Lookup, NewEntry, Refusal, RelDep};
+use super::store::{self, CacheKey, Counter, Format, Lookup, NewEntry, Refusal, RelDep};
 use crate::error::PerfError;
 
-/// A jsonb value handed to PostgreSQL as is (no round trip through serde).
-pub struct JsonbDatum(pg_sys::Datum);
+/// Declares a result type for a varlena datum handed to PostgreSQL as is (no round trip
+/// through serde): the datum is always of SQL type `$sql` (OID `$oid`).
+macro_rules! varlena_result {
+    ($name:ident, $oid:ident, $sql:literal) => {
+        pub struct $name(pg_sys::Datum);
 
-impl IntoDatum for JsonbDatum {
-    fn into_datum(self) -> Option<pg_sys::Datum> {
-        Some(self.0)
-    }
-    fn type_oid() -> pg_sys::Oid {
-        pg_sys::JSONBOID
-    }
+        impl IntoDatum for $name {
+            fn into_datum(self) -> Option<pg_sys::Datum> {
+                Some(self.0)
+            }
+            fn type_oid() -> pg_sys::Oid {
+                pg_sys::$oid
+            }
+        }
+
+        pgrx::impl_sql_translatable!($name, $sql);
+
+        // SAFETY: the datum is a palloc'd varlena of the declared type, returned directly
+        // to the caller.
+        unsafe impl pgrx::callconv::BoxRet for $name {
+            unsafe fn box_into<'fcx>(
+                self,
+                fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+            ) -> pgrx::datum::Datum<'fcx> {
+                // SAFETY: per the trait contract, the datum is returned as the function's
+                // result.
+                unsafe { fcinfo.return_raw_datum(self.0) }
+            }
+        }
+    };
 }
 
-// JsonbDatum is always a jsonb datum.
-pgrx::impl_sql_translatable!(JsonbDatum, "jsonb");
-
-// SAFETY: the datum is a palloc'd jsonb returned directly to the caller.
-unsafe impl pgrx::callconv::BoxRet for JsonbDatum {
-    unsafe fn box_into<'fcx>(
-        self,
-        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
-    ) -> pgrx::datum::Datum<'fcx> {
-        // SAFETY: per the trait contract, the datum is returned as the function's result.
-        unsafe { fcinfo.return_raw_datum(self.0) }
-    }
-}
+varlena_result!(JsonbDatum, JSONBOID, "jsonb");
+varlena_result!(JsonDatum, JSONOID, "json");
 
 /// A jsonb argument taken as its (detoasted) bytes: hashing them for the cache key needs no
 /// conversion; they are decoded to JSON only when the query must actually run.
@@ -100,14 +109,45 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbArg {
 
 pgrx::impl_sql_translatable!(JsonbArg, "jsonb");
 
-/// Copies `bytes` (a jsonb varlena image) into a palloc'd datum.
-fn jsonb_from_bytes(bytes: &[u8]) -> JsonbDatum {
+/// Copies `bytes` (a varlena image with a 4-byte header) into a palloc'd datum.
+fn datum_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
     // SAFETY: bytes is a complete varlena (header included) produced by PostgreSQL.
     unsafe {
         let p = pg_sys::palloc(bytes.len()) as *mut u8;
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
-        JsonbDatum(pg_sys::Datum::from(p))
+        pg_sys::Datum::from(p)
     }
+}
+
+/// A freshly computed result (jsonb bytes) in the form `format` stores and serves.
+fn in_format(jsonb: Vec<u8>, format: Format) -> Vec<u8> {
+    match format {
+        Format::Jsonb => jsonb,
+        Format::JsonText => jsonb_text(&jsonb),
+    }
+}
+
+/// jsonb's own text rendering (jsonb_out) of a jsonb image, as a `json`/`text` varlena
+/// image: the very text a client reads from the jsonb form.
+fn jsonb_text(jsonb: &[u8]) -> Vec<u8> {
+    // SAFETY: the jsonb image is copied into palloc'd (aligned) memory and rendered by
+    // jsonb_out, which returns a palloc'd NUL-terminated string.
+    let text = unsafe {
+        let mut output = pg_sys::Oid::INVALID;
+        let mut varlena = false;
+        pg_sys::getTypeOutputInfo(pg_sys::JSONBOID, &mut output, &mut varlena);
+        CStr::from_ptr(pg_sys::OidOutputFunctionCall(
+            output,
+            datum_from_bytes(jsonb),
+        ))
+    }
+    .to_bytes();
+    let total = text.len() + 4;
+    let mut out = Vec::with_capacity(total);
+    // A 4-byte varlena header (little-endian layout: length << 2).
+    out.extend_from_slice(&((total as u32) << 2).to_le_bytes());
+    out.extend_from_slice(text);
+    out
 }
 
 /// Per-backend copy buffer, sized for the largest entry once, so a hit never allocates while
@@ -169,7 +209,7 @@ fn bad_query(detail: String, hint: &str) -> ! {
 
 /// Parses and analyzes `query` (exactly one SELECT), infers parameter types and converts the
 /// JSON parameter values to them.
-fn prepare(query: &str, params: &[serde_json::Value]) -> Prepared {
+fn prepare(query: &str, params: &[serde_json::Value], format: Format) -> Prepared {
     let body = query.trim().trim_end_matches(';').trim_end();
     let Ok(source) = CString::new(body) else {
         bad_query(
@@ -194,7 +234,7 @@ fn prepare(query: &str, params: &[serde_json::Value]) -> Prepared {
         let raw = pg_sys::pg_parse_query(source.as_ptr());
         if raw.is_null() || (*raw).length != 1 {
             bad_query(
-                "perf.cached_json() takes exactly one SQL statement".into(),
+                format!("{}() takes exactly one SQL statement", format.function()),
                 "Pass a single SELECT, without a second statement after a semicolon.",
             );
         }
@@ -210,7 +250,7 @@ fn prepare(query: &str, params: &[serde_json::Value]) -> Prepared {
         );
         if (*q).commandType != pg_sys::CmdType::CMD_SELECT || !(*q).utilityStmt.is_null() {
             bad_query(
-                "perf.cached_json() only runs SELECT queries".into(),
+                format!("{}() only runs SELECT queries", format.function()),
                 "Run data-modifying statements directly; only read queries can be cached.",
             );
         }
@@ -523,6 +563,29 @@ fn cached_json(
     params: default!(JsonbArg, "'[]'"),
     ttl: default!(Option<Interval>, "NULL"),
 ) -> JsonbDatum {
+    JsonbDatum(cached_result(query, &params, ttl, Format::Jsonb))
+}
+
+/// The same result as `cached_json`, as `json`: jsonb's text rendering, made once when the
+/// entry is stored, so a hit is served without rendering anything (the fastest form, for
+/// clients that parse the JSON themselves). Its entries are separate from `cached_json`'s.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cached_json_text(
+    query: &str,
+    params: default!(JsonbArg, "'[]'"),
+    ttl: default!(Option<Interval>, "NULL"),
+) -> JsonDatum {
+    JsonDatum(cached_result(query, &params, ttl, Format::JsonText))
+}
+
+/// The result of `query` with `params` in `format`: from the cache, or executed (and stored
+/// when safe).
+fn cached_result(
+    query: &str,
+    params: &JsonbArg,
+    ttl: Option<Interval>,
+    format: Format,
+) -> pg_sys::Datum {
     if !store::available() {
         PerfError::SharedMemoryMissing {
             what: "result cache",
@@ -565,6 +628,7 @@ fn cached_json(
         ),
         userid,
         dbid,
+        format,
     };
     let now = now_us();
 
@@ -577,12 +641,12 @@ fn cached_json(
         match store::lookup(&cache_key, now, invalidate::written_slots(), buf) {
             Lookup::Hit => {
                 store::count(Counter::Hits);
-                return jsonb_from_bytes(buf);
+                return datum_from_bytes(buf);
             }
             Lookup::OwnWrites => {
                 refuse(Refusal::OwnWrites);
-                let p = prepare(query, &param_values(&params));
-                return jsonb_from_bytes(&execute(&p));
+                let p = prepare(query, &param_values(params), format);
+                return datum_from_bytes(&in_format(execute(&p), format));
             }
             Lookup::Miss => store::count(Counter::Misses),
         }
@@ -594,23 +658,23 @@ fn cached_json(
         _ => &[],
     };
     let params_text = params_json.to_string();
-    let p = prepare(query, values);
+    let p = prepare(query, values, format);
     if let Some(r) = pre_refusal {
         refuse(r);
-        return jsonb_from_bytes(&execute(&p));
+        return datum_from_bytes(&in_format(execute(&p), format));
     }
     let relids = match analyze(&p).and_then(|relids| check_relations(&relids).map(|_| relids)) {
         Ok(relids) => relids,
         Err(r) => {
             refuse(r);
-            return jsonb_from_bytes(&execute(&p));
+            return datum_from_bytes(&in_format(execute(&p), format));
         }
     };
     let mut deps = Vec::with_capacity(relids.len());
     for &relid in &relids {
         let Some(slot) = store::registry_slot(dbid, relid, true) else {
             refuse(Refusal::CacheFull);
-            return jsonb_from_bytes(&execute(&p));
+            return datum_from_bytes(&in_format(execute(&p), format));
         };
         deps.push(RelDep {
             slot,
@@ -621,7 +685,7 @@ fn cached_json(
     let written = invalidate::written_slots();
     if deps.iter().any(|d| written.contains(&d.slot)) {
         refuse(Refusal::OwnWrites);
-        return jsonb_from_bytes(&execute(&p));
+        return datum_from_bytes(&in_format(execute(&p), format));
     }
 
     // Generations and committing writers before the snapshot the query runs with ...
@@ -632,7 +696,7 @@ fn cached_json(
         d.generation = generation;
         busy |= committing > 0;
     }
-    let result = execute(&p);
+    let result = in_format(execute(&p), format);
     // ... and after it: store only if no generation moved and nobody was committing. A
     // writer whose commit overlapped the snapshot is caught by one of the two checks; one
     // that commits later bumps the generation before its changes become visible.
@@ -669,7 +733,7 @@ fn cached_json(
             refuse(Refusal::CacheFull);
         }
     }
-    jsonb_from_bytes(&result)
+    datum_from_bytes(&result)
 }
 
 /// Cache-wide numbers.
@@ -737,6 +801,7 @@ fn cache_entries() -> TableIterator<
         name!(created, Option<TimestampWithTimeZone>),
         name!(expires, Option<TimestampWithTimeZone>),
         name!(valid, bool),
+        name!(format, &'static str),
         name!(relations, Vec<pg_sys::Oid>),
     ),
 > {
@@ -768,6 +833,7 @@ fn cache_entries() -> TableIterator<
                     .then(|| TimestampWithTimeZone::try_from(e.expires).ok())
                     .flatten(),
                 e.valid,
+                e.format.as_str(),
                 e.relids.iter().map(|&r| pg_sys::Oid::from(r)).collect(),
             )
         })

@@ -49,6 +49,43 @@ pub enum Counter {
 }
 const NCOUNTERS: usize = 6;
 
+/// The SQL type a result is stored and served as. Each format of the same query is its own
+/// entry, already in its output form, so a hit is a copy: `Jsonb` for perf.cached_json()
+/// (and the typed perf.cached()), `JsonText` (jsonb's text rendering, made once when the
+/// entry is stored) for perf.cached_json_text(), whose hits skip rendering the jsonb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Format {
+    Jsonb = 0,
+    JsonText = 1,
+}
+
+impl Format {
+    /// The name perf.cache_entries() shows: the SQL type the entry is served as.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Jsonb => "jsonb",
+            Format::JsonText => "json",
+        }
+    }
+
+    /// The SQL function that serves this format.
+    pub fn function(self) -> &'static str {
+        match self {
+            Format::Jsonb => "perf.cached_json",
+            Format::JsonText => "perf.cached_json_text",
+        }
+    }
+
+    fn from_u8(v: u8) -> Format {
+        if v == Format::JsonText as u8 {
+            Format::JsonText
+        } else {
+            Format::Jsonb
+        }
+    }
+}
+
 /// Why a result was not served from or stored in the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -150,6 +187,7 @@ pub struct RelDep {
 #[repr(C)]
 struct Entry {
     used: bool,
+    format: u8,
     userid: u32,
     dbid: u32,
     key: [u64; 2],
@@ -480,6 +518,7 @@ pub struct CacheKey {
     pub hash: [u64; 2],
     pub userid: u32,
     pub dbid: u32,
+    pub format: Format,
 }
 
 impl CacheKey {
@@ -543,7 +582,11 @@ impl Shared {
             hashes[i] == h && {
                 // SAFETY: i < entries_per_part; fields are stable under the partition lock.
                 let e = unsafe { &*self.entry(part, i) };
-                e.used && e.key == key.hash && e.userid == key.userid && e.dbid == key.dbid
+                e.used
+                    && e.key == key.hash
+                    && e.userid == key.userid
+                    && e.dbid == key.dbid
+                    && e.format == key.format as u8
             }
         })
     }
@@ -741,6 +784,7 @@ pub fn store(n: &NewEntry) -> bool {
         }
         let e = &mut *s.entry(part, slot);
         e.used = true;
+        e.format = n.key.format as u8;
         e.userid = n.key.userid;
         e.dbid = n.key.dbid;
         e.key = n.key.hash;
@@ -784,6 +828,7 @@ pub fn invalidate(drop_it: impl Fn(u32, &[RelDep]) -> bool) -> u64 {
 
 /// A cached entry as shown by `perf.cache_entries()`.
 pub struct EntryInfo {
+    pub format: Format,
     pub text: String,
     pub params: String,
     pub userid: u32,
@@ -799,6 +844,7 @@ pub struct EntryInfo {
 /// Fixed-size copy of an entry's descriptive fields (no heap data: copied under the lock).
 #[derive(Clone, Copy)]
 struct RawInfo {
+    format: u8,
     text: [u8; PREVIEW_TEXT],
     text_len: u16,
     params: [u8; PREVIEW_PARAMS],
@@ -836,6 +882,7 @@ pub fn entries() -> Vec<EntryInfo> {
                     *r = d.relid;
                 }
                 raw.push(RawInfo {
+                    format: e.format,
                     text: e.text,
                     text_len: e.text_len,
                     params: e.params,
@@ -856,6 +903,7 @@ pub fn entries() -> Vec<EntryInfo> {
             let tl = (r.text_len as usize).min(PREVIEW_TEXT);
             let pl = (r.params_len as usize).min(PREVIEW_PARAMS);
             out.push(EntryInfo {
+                format: Format::from_u8(r.format),
                 text: String::from_utf8_lossy(&r.text[..tl]).into_owned(),
                 params: String::from_utf8_lossy(&r.params[..pl]).into_owned(),
                 userid: r.userid,
@@ -901,6 +949,16 @@ mod unit_tests {
             64 * 1024 * 1024
         );
         assert!(big.bytes > 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn formats_round_trip_and_are_named_after_their_sql_types() {
+        for f in [Format::Jsonb, Format::JsonText] {
+            assert_eq!(Format::from_u8(f as u8), f);
+        }
+        assert_eq!(Format::Jsonb.as_str(), "jsonb");
+        assert_eq!(Format::JsonText.as_str(), "json");
+        assert_ne!(Format::Jsonb.function(), Format::JsonText.function());
     }
 
     #[test]

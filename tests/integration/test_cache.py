@@ -36,14 +36,25 @@ from conftest import dsn
 # helpers
 
 
-def cached_json(c, query, params=(), ttl=None):
-    """perf.cached_json(query, params[, ttl]) -> the decoded JSON array."""
+def cached_json(c, query, params=(), ttl=None, fn="cached_json"):
+    """perf.cached_json(query, params[, ttl]) -> the decoded JSON array. With
+    fn="cached_json_text": the same through perf.cached_json_text (which returns json)."""
+    assert fn in ("cached_json", "cached_json_text")
     if ttl is None:
-        row = c.execute("SELECT perf.cached_json(%s, %s)", (query, Jsonb(list(params)))).fetchone()
+        row = c.execute(f"SELECT perf.{fn}(%s, %s)", (query, Jsonb(list(params)))).fetchone()
     else:
-        row = c.execute("SELECT perf.cached_json(%s, %s, %s::interval)",
+        row = c.execute(f"SELECT perf.{fn}(%s, %s, %s::interval)",
                         (query, Jsonb(list(params)), ttl)).fetchone()
     return row[0]
+
+
+def cached_text(c, query, params=()):
+    """perf.cached_json_text(query, params) -> (the raw text the client receives, its SQL type)."""
+    with psycopg.RawCursor(c) as cur:
+        cur.execute("SELECT perf.cached_json_text($1, $2)::text, "
+                    "pg_typeof(perf.cached_json_text($1, $2))::text",
+                    [query, json.dumps(list(params))])
+        return cur.fetchone()
 
 
 def _param_text(v):
@@ -202,6 +213,64 @@ def test_miss_then_hit_equal_to_direct_execution(connect):
     cnt.reset()
     assert cached_json(other, ITEMS_GRP, [1]) == r1
     assert cnt.delta()["hits"] == 1
+
+
+def test_json_text_form_is_a_separate_entry_with_the_same_text(connect):
+    """perf.cached_json_text returns json: the jsonb form's text exactly, stored once. It is
+    its own entry (format json in perf.cache_entries()): a miss, then hits, also from
+    another session; a committed write in another session invalidates it, the writer's own
+    uncommitted rows bypass it, and refused queries still return the right rows."""
+    admin = connect()
+    make_items(admin)
+    c = connect()
+    cnt = Counters(admin)
+    q = ITEMS_GRP
+
+    jsonb_result = cached_json(c, q, [1])
+    cnt.reset()
+    text_result = cached_json(c, q, [1], fn="cached_json_text")
+    d = cnt.delta()
+    assert (d["hits"], d["misses"], d["stores"]) == (0, 1, 1), d  # not the jsonb entry
+    assert text_result == jsonb_result == direct(c, q, [1])
+    raw, typ = c.execute("SELECT perf.cached_json_text(%s, %s)::text, perf.cached_json(%s, %s)::text",
+                         (q, Jsonb([1]), q, Jsonb([1]))).fetchone()
+    assert raw == typ
+    cnt.reset()
+    raw_text, sql_type = cached_text(c, q, [1])
+    assert sql_type == "json" and raw_text == raw
+    assert cnt.delta()["hits"] == 2  # both calls in cached_text
+    formats = sorted(f for (f,) in admin.execute(
+        "SELECT format FROM perf.cache_entries() WHERE query = %s AND params = '[1]'", (q,)))
+    assert formats == ["json", "jsonb"]
+
+    other = connect()
+    cnt.reset()
+    assert cached_json(other, q, [1], fn="cached_json_text") == jsonb_result
+    assert cnt.delta()["hits"] == 1
+
+    # a committed write in another session: never stale
+    other.execute("UPDATE items SET val = 999 WHERE id = 4")
+    cnt.reset()
+    fresh = cached_json(c, q, [1], fn="cached_json_text")
+    assert cnt.delta()["hits"] == 0
+    assert fresh == direct(c, q, [1]) and {"id": 4, "name": "item4", "val": 999} in fresh
+
+    # own uncommitted writes bypass the cache, and are not shared
+    with c.transaction():
+        c.execute("DELETE FROM items WHERE id = 1")
+        cnt.reset()
+        mine = cached_json(c, q, [1], fn="cached_json_text")
+        assert cnt.refused("own_writes") == 1 and cnt.delta()["hits"] == 0
+        assert mine == direct(c, q, [1]) and [r["id"] for r in mine] == [4, 7, 10]
+        assert cached_json(other, q, [1], fn="cached_json_text") == fresh
+    assert cached_json(other, q, [1], fn="cached_json_text") == direct(other, q, [1])
+
+    # refused (untracked table): executed, same text as the jsonb form
+    admin.execute("CREATE TABLE loose (id int)")
+    admin.execute("INSERT INTO loose VALUES (1), (2)")
+    cnt.reset()
+    assert cached_json(c, "SELECT id FROM loose ORDER BY id", fn="cached_json_text") == [{"id": 1}, {"id": 2}]
+    assert cnt.refused("untracked_table") == 1
 
 
 def test_typed_rows_equal_direct_select(connect):
@@ -1245,6 +1314,8 @@ MAX_SECONDS = 240
 WRITERS = 3
 READERS = 3
 
+# Every reader call picks one of the two forms; each has its own entries.
+FORMS = ("cached_json", "cached_json_text")
 SHAPES = [
     ("agg", "SELECT count(*) AS n, sum(val) AS total, min(stamp) AS lo, max(stamp) AS hi FROM acct",
      lambda rnd: []),
@@ -1364,8 +1435,9 @@ def test_concurrent_readers_writers_never_stale(connect, fresh_db):
                 while not stop.is_set():
                     name, q, mkparams = rnd.choice(SHAPES)
                     params = mkparams(rnd)
+                    fn = rnd.choice(FORMS)
                     v_before = c.execute("SELECT v FROM version").fetchone()[0]
-                    res = cached_json(c, q, params)
+                    res = cached_json(c, q, params, fn=fn)
                     fresh = direct(c, q, params)
                     v_after = c.execute("SELECT v FROM version").fetchone()[0]
                     found = _check_result(name, res, v_before, v_after)
@@ -1380,7 +1452,7 @@ def test_concurrent_readers_writers_never_stale(connect, fresh_db):
                         with lock:
                             bad[0] += 1
                             if len(problems) < 50:
-                                problems.append((name, params, v_before, v_after, found))
+                                problems.append((f"{fn}:{name}", params, v_before, v_after, found))
         except Exception as e:  # pragma: no cover - reported below
             errors.append(("reader", n, repr(e)))
             stop.set()
@@ -1422,4 +1494,8 @@ def test_concurrent_readers_writers_never_stale(connect, fresh_db):
     assert admin.execute("SELECT sum(val) FROM acct").fetchone()[0] == TOTAL
     for _, q, mk in SHAPES:
         p = mk(random.Random(0))
-        assert cached_json(admin, q, p) == direct(admin, q, p)
+        for fn in FORMS:
+            assert cached_json(admin, q, p, fn=fn) == direct(admin, q, p)
+            cnt.reset()
+            assert cached_json(admin, q, p, fn=fn) == direct(admin, q, p)
+            assert cnt.delta()["hits"] == 1, fn

@@ -16,6 +16,22 @@ SELECT s.hits - b.hits AS hits, s.misses - b.misses AS misses, s.stores - b.stor
 UPDATE products SET name = 'renamed' WHERE id = 3;
 SELECT perf.cached_json('SELECT id, name FROM products WHERE id = $1', '[3]');
 
+-- the json form: its own entry (a miss, then a hit), the same text as the jsonb form's
+CREATE TEMP TABLE before_text AS SELECT hits, misses, stores FROM perf.cache_stats();
+SELECT perf.cached_json_text('SELECT id, name, price FROM products WHERE id <= $1 ORDER BY id', '[2]');
+SELECT perf.cached_json_text('SELECT id, name, price FROM products WHERE id <= $1 ORDER BY id', '[2]');
+SELECT s.hits - b.hits AS hits, s.misses - b.misses AS misses, s.stores - b.stores AS stores
+  FROM perf.cache_stats() s, before_text b;
+SELECT pg_typeof(perf.cached_json_text('SELECT 1 AS one')) AS text_form,
+       pg_typeof(perf.cached_json('SELECT 1 AS one')) AS jsonb_form;
+SELECT perf.cached_json_text('SELECT id, name, price FROM products WHERE id <= $1 ORDER BY id', '[2]')::text
+     = perf.cached_json('SELECT id, name, price FROM products WHERE id <= $1 ORDER BY id', '[2]')::text
+       AS same_text;
+-- a committed write invalidates the json form too
+UPDATE products SET price = 1 WHERE id = 2;
+SELECT perf.cached_json_text('SELECT id, name, price FROM products WHERE id <= $1 ORDER BY id', '[2]');
+UPDATE products SET price = 200 WHERE id = 2;
+
 -- a result column named t is a column of each row, not the row
 SELECT perf.cached_json('SELECT 7 AS t, 8 AS u');
 
@@ -44,9 +60,11 @@ RESET perf.cache_strict;
 
 -- bad input
 SELECT perf.cached_json('SELECT 1; SELECT 2');
+SELECT perf.cached_json_text('SELECT 1; SELECT 2');
 SELECT perf.cached_json('UPDATE products SET price = 0');
 SELECT perf.cached_json('SELECT * FROM products WHERE id = $1');
 SELECT perf.cached_json('SELECT * FROM products WHERE id = $1', '{"a": 1}');
+SELECT perf.cached_json_text('SELECT * FROM products WHERE id = $1', '{"a": 1}');
 SELECT perf.cached_json('SELECT * FROM products WHERE id = $1', '["x"]');
 SELECT perf.cache_track('pg_class');
 CREATE TEMP TABLE scratch (x int);
@@ -54,8 +72,8 @@ SELECT perf.cache_track('scratch');
 
 -- entries and explicit invalidation. The DDL above (CREATE TABLE) invalidated them: a new
 -- table can shadow a name the cached text resolved before, so any DDL flushes the cache.
-SELECT query, params, valid, relations = ARRAY['products'::regclass::oid] AS on_products
-  FROM perf.cache_entries() WHERE relations <> '{}' ORDER BY query, params;
+SELECT query, params, format, valid, relations = ARRAY['products'::regclass::oid] AS on_products
+  FROM perf.cache_entries() WHERE relations <> '{}' ORDER BY query, params, format;
 SELECT perf.cache_invalidate('products') > 0 AS invalidated;
 SELECT count(*) AS entries_left FROM perf.cache_entries() WHERE relations <> '{}';
 SELECT perf.cache_untrack('products');
