@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Result cache, side by side in one run, for 1 and 2 clients (pgbench, custom scripts):
 #   A  direct  a ~50-100 ms aggregate (GROUP BY over a 1.2M-row table), executed directly
-#   B  hit     the same query through perf.cached_json(...), warmed first (a cache hit)
+#   B  hit     the same query through perf.cached_json_text(...) (json: the stored text is
+#              served as is), warmed first (a cache hit)
+#   B' jsonb   the same through perf.cached_json(...) (jsonb: rendered again by jsonb_out on
+#              every call), warmed first
 #   C  SELECT 1  a trivial round trip
 # Reported as ratios only (bench/README.md): direct/hit (target >= 100), hit/SELECT 1
-# (target <= 1.5), and hit throughput with 2 clients / 1 client (target > 1). Runs are
+# (target <= 1.5), and hit throughput with 2 clients / 1 client (target > 1), for B and B'
+# alike. Runs are
 # interleaved in rounds (the order reverses every round); each ratio is taken within a round
 # and the median over the rounds is reported, next to every round's value.
 # Every hit run is checked against perf.cache_stats() and perf.cache_entries(): if a single
@@ -68,7 +72,8 @@ TABLE=cache_bench_sales
 # and no ':' (pgbench variables).
 QUERY="SELECT region, count(*) AS orders, sum(qty) AS units, sum(amount) AS revenue, round(avg(amount), 2) AS avg_amount FROM $TABLE GROUP BY region ORDER BY region"
 TTL='1 hour' # longer than the run: an expiry in the middle would be a (detected) miss
-CACHED="perf.cached_json('$QUERY', '[]', '$TTL')"
+CACHED="perf.cached_json_text('$QUERY', '[]', '$TTL')"
+CACHED_JSONB="perf.cached_json('$QUERY', '[]', '$TTL')"
 
 start=$SECONDS
 bench_init
@@ -164,13 +169,13 @@ settings=$(sql "$DB" -c "SELECT string_agg(name || '=' || setting, ' ' ORDER BY 
        OR name LIKE 'perf.cache%' OR name IN ('perf.enabled', 'perf.slow_query_ms', 'perf.plan_sample_rate')")
 
 # --- the cache: store the result, check that the next call is a hit and returns the same ---
-# stats: "hits misses refusals stores evictions expirations invalidations entry_hits", where
-# entry_hits is the hit counter of our entry in perf.cache_entries() (-1: no entry).
-# perf.cache_entries() only shows the current database's entries, and ours is the only
-# query cached in it.
+# stats FORMAT: "hits misses refusals stores evictions expirations invalidations entry_hits",
+# where entry_hits is the hit counter of our entry of that format (json or jsonb) in
+# perf.cache_entries() (-1: no entry). perf.cache_entries() only shows the current
+# database's entries, and ours is the only query cached in it.
 stats() {
     sql "$DB" -F ' ' -c "SELECT s.hits, s.misses, s.refusals, s.stores, s.evictions, s.expirations, s.invalidations,
-        coalesce((SELECT sum(e.hits) FROM perf.cache_entries() e WHERE e.query LIKE '%$TABLE%'), -1)
+        coalesce((SELECT sum(e.hits) FROM perf.cache_entries() e WHERE e.query LIKE '%$TABLE%' AND e.format = '$1'), -1)
         FROM perf.cache_stats() s"
 }
 # delta BEFORE AFTER FIELD(1-based): AFTER[FIELD] - BEFORE[FIELD]
@@ -189,27 +194,39 @@ refusals() {
 
 result_bytes=""
 if [ "$with_cache" = 1 ]; then
-    sql "$DB" -c "SELECT to_regprocedure('perf.cached_json(text,jsonb,interval)') IS NOT NULL" | grep -qx t ||
-        die "perf.cached_json(text, jsonb, interval) does not exist in the installed pg_perf (use --no-cache for a harness check)"
-    log "warming the cache"
-    s0=$(stats)
-    # perf.cache_strict: a refusal is an ERROR naming the reason, instead of a silent miss.
-    sql "$DB" -c "SET perf.cache_strict = on" -c "SELECT $CACHED" >/dev/null ||
-        die "the first perf.cached_json call failed (refused? see above)"
-    s1=$(stats)
-    [ "$(field "$s1" 8)" -ge 0 ] ||
-        die "the first call stored no entry in perf.cache_entries() ($(describe_delta "$s0" "$s1"); refusals: $(refusals))"
-    same=$(sql "$DB" -c "SET perf.cache_strict = on" -c "SELECT $CACHED = (SELECT coalesce(jsonb_agg(t), '[]') FROM ($QUERY) t)")
-    s2=$(stats)
-    [ "$(delta "$s1" "$s2" 2)" = 0 ] && [ "$(delta "$s1" "$s2" 8)" -ge 1 ] ||
-        die "the second call was not a hit ($(describe_delta "$s1" "$s2"), entry hits $(field "$s1" 8) -> $(field "$s2" 8); refusals: $(refusals))"
-    [ "$same" = t ] || die "the cached result differs from the direct query's"
+    sql "$DB" -c "SELECT to_regprocedure('perf.cached_json_text(text,jsonb,interval)') IS NOT NULL" | grep -qx t ||
+        die "perf.cached_json_text(text, jsonb, interval) does not exist in the installed pg_perf (use --no-cache for a harness check)"
+    direct_jsonb="(SELECT coalesce(jsonb_agg(t), '[]') FROM ($QUERY) t)"
+    # warm FORMAT CALL: stores the entry, checks that the next call is a hit equal to the
+    # direct query's result.
+    warm() {
+        local format=$1 call=$2 s0 s1 s2 same
+        log "warming the cache ($format)"
+        s0=$(stats "$format")
+        # perf.cache_strict: a refusal is an ERROR naming the reason, instead of a silent miss.
+        sql "$DB" -c "SET perf.cache_strict = on" -c "SELECT $call" >/dev/null ||
+            die "the first $format call failed (refused? see above)"
+        s1=$(stats "$format")
+        [ "$(field "$s1" 8)" -ge 0 ] ||
+            die "the first $format call stored no entry in perf.cache_entries() ($(describe_delta "$s0" "$s1"); refusals: $(refusals))"
+        same=$(sql "$DB" -c "SET perf.cache_strict = on" -c "SELECT $call::jsonb = $direct_jsonb")
+        s2=$(stats "$format")
+        [ "$(delta "$s1" "$s2" 2)" = 0 ] && [ "$(delta "$s1" "$s2" 8)" -ge 1 ] ||
+            die "the second $format call was not a hit ($(describe_delta "$s1" "$s2"), entry hits $(field "$s1" 8) -> $(field "$s2" 8); refusals: $(refusals))"
+        [ "$same" = t ] || die "the cached $format result differs from the direct query's"
+    }
+    warm json "$CACHED"
+    warm jsonb "$CACHED_JSONB"
+    # Both forms give the client the same text.
+    [ "$(sql "$DB" -c "SELECT $CACHED::text = $CACHED_JSONB::text")" = t ] ||
+        die "perf.cached_json_text and perf.cached_json return different texts"
     result_bytes=$(sql "$DB" -c "SELECT octet_length($CACHED::text)")
 fi
 
 # --- the pgbench scripts ---
 echo "$QUERY;" >"$BENCH_TMP/direct.sql"
 echo "SELECT $CACHED;" >"$BENCH_TMP/hit.sql"
+echo "SELECT $CACHED_JSONB;" >"$BENCH_TMP/jsonb.sql"
 echo "SELECT 1;" >"$BENCH_TMP/select1.sql"
 
 # run_pgbench KIND CLIENTS: one pgbench run; sets RUN_TPS and RUN_TXNS. Background + wait,
@@ -231,19 +248,20 @@ run_pgbench() {
     [ "$RUN_TXNS" -gt 0 ] || die "pgbench ($kind, $c clients) completed no transaction in ${SECS}s"
 }
 
-# measure KIND CLIENTS: run_pgbench, and for the hit runs check that every call was a hit.
+# measure KIND CLIENTS: run_pgbench, and for the hit runs (hit, jsonb) check that every call
+# was a hit of that kind's entry.
 hit_total=0 miss_total=0 refusal_total=0 entry_total=0 txn_total=0
 measure() {
-    local kind=$1 c=$2 before after dh dm dr de
-    [ "$kind" = hit ] && before=$(stats)
+    local kind=$1 c=$2 before after dh dm dr de format
+    case "$kind" in hit) format=json ;; jsonb) format=jsonb ;; *) run_pgbench "$kind" "$c"; return 0 ;; esac
+    before=$(stats "$format")
     run_pgbench "$kind" "$c"
-    [ "$kind" = hit ] || return 0
-    after=$(stats)
+    after=$(stats "$format")
     dh=$(delta "$before" "$after" 1) dm=$(delta "$before" "$after" 2) dr=$(delta "$before" "$after" 3)
     de=$(delta "$before" "$after" 8)
     if [ "$(field "$before" 8)" -lt 0 ] || [ "$(field "$after" 8)" -lt 0 ] || [ "$dm" != 0 ] || [ "$dr" != 0 ] ||
         [ "$dh" -lt "$RUN_TXNS" ]; then
-        die "HIT RUN WAS NOT ALL HITS ($c clients, $RUN_TXNS calls): $(describe_delta "$before" "$after"); entry hits $(field "$before" 8) -> $(field "$after" 8) (-1 = no entry); refusals: $(refusals). The hit numbers would be wrong; nothing reported."
+        die "HIT RUN WAS NOT ALL HITS ($kind, $c clients, $RUN_TXNS calls): $(describe_delta "$before" "$after"); entry hits $(field "$before" 8) -> $(field "$after" 8) (-1 = no entry); refusals: $(refusals). The hit numbers would be wrong; nothing reported."
     fi
     if [ "$de" -lt "$RUN_TXNS" ]; then
         printf '\033[1;33mwarning:\033[0m entry hit counter grew by %s for %s hits (%s clients): lost updates?\n' "$de" "$RUN_TXNS" "$c" >&2
@@ -252,11 +270,11 @@ measure() {
     entry_total=$((entry_total + de)) txn_total=$((txn_total + RUN_TXNS))
 }
 
-if [ "$with_cache" = 1 ]; then kinds=(direct select1 hit); else kinds=(direct select1); fi
-# One round: the tight ratios (hit vs SELECT 1, hit 2 clients vs 1) on adjacent runs, the
-# direct query (target 100x, a wide margin) at the ends. Reversed every other round.
+if [ "$with_cache" = 1 ]; then kinds=(direct select1 hit jsonb); else kinds=(direct select1); fi
+# One round: the tight ratios (hits vs SELECT 1, hits with 2 clients vs 1) on adjacent runs,
+# the direct query (target 100x, a wide margin) at the ends. Reversed every other round.
 if [ "$with_cache" = 1 ]; then
-    order=(direct:1 select1:1 hit:1 hit:2 select1:2 direct:2)
+    order=(direct:1 jsonb:1 select1:1 hit:1 hit:2 select1:2 jsonb:2 direct:2)
 else
     order=(direct:1 select1:1 select1:2 direct:2)
 fi
@@ -318,7 +336,7 @@ fi
 elapsed=$((SECONDS - start))
 {
     if [ "$with_cache" = 1 ]; then
-        echo "cache_bench: direct aggregate (A) vs perf.cached_json hit (B) vs \`SELECT 1\` (C), pgbench -M $PROTOCOL over 127.0.0.1:$port, $ROUNDS round(s) of ${SECS}s runs interleaved (order reversed every round); ratios per round, median in bold"
+        echo "cache_bench: direct aggregate (A) vs perf.cached_json_text hit (B) and perf.cached_json hit (B') vs \`SELECT 1\` (C), pgbench -M $PROTOCOL over 127.0.0.1:$port, $ROUNDS round(s) of ${SECS}s runs interleaved (order reversed every round); ratios per round, median in bold"
     else
         echo "cache_bench --no-cache: HARNESS CHECK ONLY, no cache numbers. Direct aggregate (A) vs \`SELECT 1\` (C), pgbench -M $PROTOCOL over 127.0.0.1:$port, $ROUNDS round(s) of ${SECS}s runs"
     fi
@@ -334,6 +352,11 @@ elapsed=$((SECONDS - start))
         row "hit / SELECT 1 (latency)" 1 "<=" 1.5 select1 1 hit 1
         row "hit / SELECT 1 (latency)" 2 "<=" 1.5 select1 2 hit 2
         row "hit throughput, 2 clients / 1 client" "2 vs 1" ">" 1 hit 2 hit 1
+        row "B' jsonb form: direct / hit (latency)" 1 ">=" 100 jsonb 1 direct 1
+        row "B' jsonb form: direct / hit (latency)" 2 ">=" 100 jsonb 2 direct 2
+        row "B' jsonb form: hit / SELECT 1 (latency)" 1 "<=" 1.5 select1 1 jsonb 1
+        row "B' jsonb form: hit / SELECT 1 (latency)" 2 "<=" 1.5 select1 2 jsonb 2
+        row "B' jsonb form: hit throughput, 2 clients / 1 client" "2 vs 1" ">" 1 jsonb 2 jsonb 1
     else
         row "direct / SELECT 1 (latency)" 1 "" "" select1 1 direct 1
         row "direct / SELECT 1 (latency)" 2 "" "" select1 2 direct 2
@@ -344,8 +367,9 @@ elapsed=$((SECONDS - start))
     echo "- latency ratio X / Y = throughput(Y) / throughput(X) at the same number of clients, each pair measured in the same round"
     echo "- query (A, and inside B): \`$QUERY\` — $n_groups rows; table $TABLE: $ROWS rows, $table_size, frozen, analyzed, autovacuum off$([ "$with_cache" = 1 ] && echo ", tracked with perf.cache_track")"
     if [ "$with_cache" = 1 ]; then
-        echo "- B: \`SELECT $CACHED\` — result $result_bytes bytes of JSON, checked equal to the direct query's"
-        echo "- cache during the hit runs (perf.cache_stats deltas, pgbench warm-up run included): hit ratio $(awk -v h="$hit_total" -v m="$miss_total" 'BEGIN { printf "%.4f", (h + m) ? h / (h + m) : 0 }') ($hit_total hits, $miss_total misses, $refusal_total refusals, for $txn_total calls; the entry's own counter +$entry_total). The script fails if any hit-run call misses or is refused."
+        echo "- B: \`SELECT $CACHED\` (returns json) — result $result_bytes bytes of JSON, checked equal to the direct query's"
+        echo "- B': \`SELECT $CACHED_JSONB\` (returns jsonb; the same text reaches the client, rendered by jsonb_out on every call), checked equal to the direct query's and to B's text"
+        echo "- cache during the hit runs of B and B' (perf.cache_stats deltas, pgbench warm-up runs included): hit ratio $(awk -v h="$hit_total" -v m="$miss_total" 'BEGIN { printf "%.4f", (h + m) ? h / (h + m) : 0 }') ($hit_total hits, $miss_total misses, $refusal_total refusals, for $txn_total calls; the entry's own counter +$entry_total). The script fails if any hit-run call misses or is refused."
     fi
     echo "- calibration only, not a result: direct query latency, 1 client, median over rounds $direct_med ms (per round: ${direct_ms[*]})$calib_warn"
     echo "- server: $server_version; shared_preload_libraries='$preload'; $settings; PGOPTIONS='$PGOPTIONS'"
