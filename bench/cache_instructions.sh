@@ -19,23 +19,10 @@
 # where a call's instructions go).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { sed -n '2,/^source/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//' >&2; }
-
-install=1
-N=${BENCH_N:-2000}
-while [ $# -gt 0 ]; do
-    case "$1" in
-    --no-install) install=0 ;;
-    -h | --help) usage; exit 0 ;;
-    -*) usage; die "unknown option $1" ;;
-    *) N=$1 ;;
-    esac
-    shift
-done
-[[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, got '$N'"
+bench_parse_install_n 2000 "$@"
 
 start=$SECONDS
-[ "$install" = 1 ] && bench_install_release
+[ "$BENCH_INSTALL" = 1 ] && bench_install_release
 bench_require_valgrind
 bench_init
 so_sum=$(bench_pg_perf_sum)

@@ -4,6 +4,7 @@
 # runs, so speed is reported only as side-by-side ratios or as CPU instruction counts from
 # callgrind on a single-user backend. These helpers implement the second method:
 #
+#   bench_parse_install_n N args    `[--no-install] [N]` arguments (BENCH_INSTALL, N)
 #   bench_init                      temp dir (owned by postgres) + cleanup trap
 #   bench_prepare_template DIR FN   initdb, start a private server, run FN (which connects
 #                                   with bench_psql or -h $BENCH_TMP -p $BENCH_PORT), stop it
@@ -67,6 +68,30 @@ _bench_kill_tree() {
         _bench_kill_tree "$child"
     done
     kill -KILL "$1" 2>/dev/null || true
+}
+
+# bench_usage: prints the calling script's header comment (from line 2 to the `source` line).
+bench_usage() {
+    sed -n '2,/^source/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2
+}
+
+# bench_parse_install_n DEFAULT_N [args...]: the arguments of the instruction-count benchmarks,
+# `[--no-install] [N]`. Sets BENCH_INSTALL (1 unless --no-install) and N (default
+# $BENCH_N, else DEFAULT_N); -h prints the usage and exits.
+bench_parse_install_n() {
+    BENCH_INSTALL=1
+    N=${BENCH_N:-$1}
+    shift
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --no-install) BENCH_INSTALL=0 ;;
+        -h | --help) bench_usage; exit 0 ;;
+        -*) bench_usage; die "unknown option $1" ;;
+        *) N=$1 ;;
+        esac
+        shift
+    done
+    [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, got '$N'"
 }
 
 # Installs valgrind if it is missing.

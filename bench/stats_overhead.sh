@@ -26,20 +26,7 @@
 # files of the last run are kept as bench/out/stats_overhead.<config>.{N,2N}.out.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { sed -n '2,/^source/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//' >&2; }
-
-install=1
-N=${BENCH_N:-20000}
-while [ $# -gt 0 ]; do
-    case "$1" in
-    --no-install) install=0 ;;
-    -h | --help) usage; exit 0 ;;
-    -*) usage; die "unknown option $1" ;;
-    *) N=$1 ;;
-    esac
-    shift
-done
-[[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, got '$N'"
+bench_parse_install_n 20000 "$@"
 read -ra configs <<<"${BENCH_CONFIGS:-none query_id pg_stat_statements pg_perf_core_ids pg_perf}"
 read -ra perf_opts <<<"${PERF_BENCH_OPTS:-}"
 [ ${#configs[@]} -gt 0 ] || die "BENCH_CONFIGS is empty"
@@ -53,7 +40,7 @@ SCALE=1 # pgbench scale: 100,000 rows in pgbench_accounts
 ROWS=$((SCALE * 100000))
 
 start=$SECONDS
-[ "$install" = 1 ] && [ "$want_pg_perf" = 1 ] && bench_install_release
+[ "$BENCH_INSTALL" = 1 ] && [ "$want_pg_perf" = 1 ] && bench_install_release
 bench_require_valgrind
 bench_init
 so_sum=$(bench_pg_perf_sum)
@@ -162,7 +149,7 @@ report="$BENCH_OUT/stats_overhead.md"
     done
     echo
     for c in "${configs[@]}"; do echo "- $c: ${desc[$c]}"; done
-    echo "- pg_perf.so: $so_desc, sha256 $so_sum$([ "$install" = 0 ] && echo ' — not rebuilt (--no-install)')"
+    echo "- pg_perf.so: $so_desc, sha256 $so_sum$([ "$BENCH_INSTALL" = 0 ] && echo ' — not rebuilt (--no-install)')"
     echo "- PERF_BENCH_OPTS: '${PERF_BENCH_OPTS:-}'"
     echo "- commit: $(bench_describe_repo)"
     echo "- $("$(pgbin postgres)" --version), $(valgrind --version), $(date -u '+%Y-%m-%d %H:%M UTC'), took ${elapsed}s"
