@@ -119,6 +119,12 @@ fn datum_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
     }
 }
 
+/// Runs the query without the cache (a refusal or the caller's own writes) and returns the
+/// result in `format`.
+fn executed(p: &Prepared, format: Format) -> pg_sys::Datum {
+    datum_from_bytes(&in_format(execute(p), format))
+}
+
 /// A freshly computed result (jsonb bytes) in the form `format` stores and serves.
 fn in_format(jsonb: Vec<u8>, format: Format) -> Vec<u8> {
     match format {
@@ -142,12 +148,7 @@ fn jsonb_text(jsonb: &[u8]) -> Vec<u8> {
         ))
     }
     .to_bytes();
-    let total = text.len() + 4;
-    let mut out = Vec::with_capacity(total);
-    // A 4-byte varlena header (little-endian layout: length << 2).
-    out.extend_from_slice(&((total as u32) << 2).to_le_bytes());
-    out.extend_from_slice(text);
-    out
+    varlena_image(text)
 }
 
 /// Per-backend copy buffer, sized for the largest entry once, so a hit never allocates while
@@ -471,16 +472,19 @@ unsafe fn varsize_any(v: *const pg_sys::varlena) -> usize {
 /// Turns a short-header varlena image into a regular 4-byte-header one.
 fn normalize_varlena(bytes: Vec<u8>) -> Vec<u8> {
     match bytes.first() {
-        Some(b) if b & 0x01 == 0x01 => {
-            let data = &bytes[1..];
-            let total = data.len() + 4;
-            let mut out = Vec::with_capacity(total);
-            out.extend_from_slice(&((total as u32) << 2).to_le_bytes());
-            out.extend_from_slice(data);
-            out
-        }
+        Some(b) if b & 0x01 == 0x01 => varlena_image(&bytes[1..]),
         _ => bytes,
     }
+}
+
+/// `data` as a varlena image with a regular 4-byte header (little-endian layout:
+/// total length << 2).
+fn varlena_image(data: &[u8]) -> Vec<u8> {
+    let total = data.len() + 4;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&((total as u32) << 2).to_le_bytes());
+    out.extend_from_slice(data);
+    out
 }
 
 // Backend globals behind GUCs that change a query's output and that pgrx does not bind.
@@ -646,7 +650,7 @@ fn cached_result(
             Lookup::OwnWrites => {
                 refuse(Refusal::OwnWrites);
                 let p = prepare(query, &param_values(params), format);
-                return datum_from_bytes(&in_format(execute(&p), format));
+                return executed(&p, format);
             }
             Lookup::Miss => store::count(Counter::Misses),
         }
@@ -661,20 +665,20 @@ fn cached_result(
     let p = prepare(query, values, format);
     if let Some(r) = pre_refusal {
         refuse(r);
-        return datum_from_bytes(&in_format(execute(&p), format));
+        return executed(&p, format);
     }
     let relids = match analyze(&p).and_then(|relids| check_relations(&relids).map(|_| relids)) {
         Ok(relids) => relids,
         Err(r) => {
             refuse(r);
-            return datum_from_bytes(&in_format(execute(&p), format));
+            return executed(&p, format);
         }
     };
     let mut deps = Vec::with_capacity(relids.len());
     for &relid in &relids {
         let Some(slot) = store::registry_slot(dbid, relid, true) else {
             refuse(Refusal::CacheFull);
-            return datum_from_bytes(&in_format(execute(&p), format));
+            return executed(&p, format);
         };
         deps.push(RelDep {
             slot,
@@ -685,7 +689,7 @@ fn cached_result(
     let written = invalidate::written_slots();
     if deps.iter().any(|d| written.contains(&d.slot)) {
         refuse(Refusal::OwnWrites);
-        return datum_from_bytes(&in_format(execute(&p), format));
+        return executed(&p, format);
     }
 
     // Generations and committing writers before the snapshot the query runs with ...
