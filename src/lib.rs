@@ -8,6 +8,7 @@
 use pgrx::prelude::*;
 
 pub mod advisor;
+mod backend_local;
 pub mod cache;
 pub mod error;
 pub mod gucs;

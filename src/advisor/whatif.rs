@@ -18,7 +18,6 @@
 
 #![allow(ffi_unwind_calls)]
 
-use std::cell::UnsafeCell;
 use std::ffi::{CStr, CString};
 
 use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
@@ -27,6 +26,7 @@ use pgrx::prelude::*;
 
 use super::model::{AttrWidth, TypeAlign};
 use super::size;
+use crate::backend_local::BackendLocal;
 use crate::error::PerfError;
 
 /// One key or INCLUDE column of a hypothetical index.
@@ -74,15 +74,12 @@ struct SessionState {
     hidden: Vec<Oid>,
 }
 
-struct BackendLocal(UnsafeCell<Option<SessionState>>);
-// SAFETY: single-threaded backend.
-unsafe impl Sync for BackendLocal {}
-static SESSION: BackendLocal = BackendLocal(UnsafeCell::new(None));
+static SESSION: BackendLocal<Option<SessionState>> = BackendLocal::new(None);
 
 #[allow(clippy::mut_from_ref)]
 fn session() -> &'static mut Option<SessionState> {
     // SAFETY: single-threaded backend; borrows are short and never overlap.
-    unsafe { &mut *SESSION.0.get() }
+    unsafe { SESSION.get() }
 }
 
 static mut PREV_GET_RELATION_INFO: pg_sys::get_relation_info_hook_type = None;
@@ -95,15 +92,13 @@ static mut SAMPLE_TABLES: u64 = 0;
 /// advisor asks about the same expression in thousands of configurations, and sampling it
 /// once is enough. Cleared when the transaction or a subtransaction ends with an abort (a
 /// rolled-back subtransaction drops the tables it created) and at commit (ON COMMIT DROP).
-struct SampleCache(UnsafeCell<Option<std::collections::HashMap<(u32, String), Oid>>>);
-// SAFETY: single-threaded backend.
-unsafe impl Sync for SampleCache {}
-static SAMPLES: SampleCache = SampleCache(UnsafeCell::new(None));
+static SAMPLES: BackendLocal<Option<std::collections::HashMap<(u32, String), Oid>>> =
+    BackendLocal::new(None);
 
 #[allow(clippy::mut_from_ref)]
 fn samples() -> &'static mut std::collections::HashMap<(u32, String), Oid> {
     // SAFETY: single-threaded backend; borrows are short and never overlap.
-    unsafe { (*SAMPLES.0.get()).get_or_insert_with(Default::default) }
+    unsafe { SAMPLES.get().get_or_insert_with(Default::default) }
 }
 
 /// Installs the planner hooks (from `_PG_init`).
@@ -136,7 +131,7 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
             | pg_sys::XactEvent::XACT_EVENT_PREPARE
     ) {
         // SAFETY: backend-local; no borrow is live inside a transaction callback.
-        unsafe { *SAMPLES.0.get() = None };
+        unsafe { *SAMPLES.get() = None };
     }
 }
 
@@ -144,7 +139,7 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
 pub(crate) fn on_subxact_event(event: pg_sys::SubXactEvent::Type) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         // SAFETY: backend-local; no borrow is live inside a transaction callback.
-        unsafe { *SAMPLES.0.get() = None };
+        unsafe { *SAMPLES.get() = None };
     }
 }
 

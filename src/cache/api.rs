@@ -3,7 +3,6 @@
 //! `perf.cache_flush()`; `perf.cached()`, `perf.cache_track()`, `perf.cache_untrack()` are
 //! SQL in `sql/cache.sql`. The contract is docs/cache-design.md.
 
-use std::cell::UnsafeCell;
 use std::ffi::{CStr, CString};
 
 use pgrx::datum::{Interval, TimestampWithTimeZone};
@@ -13,6 +12,7 @@ use pgrx::prelude::*;
 use super::invalidate;
 use super::key;
 use super::store::{self, CacheKey, Counter, Format, Lookup, NewEntry, Refusal, RelDep};
+use crate::backend_local::BackendLocal;
 use crate::error::PerfError;
 
 /// Declares a result type for a varlena datum handed to PostgreSQL as is (no round trip
@@ -153,10 +153,7 @@ fn jsonb_text(jsonb: &[u8]) -> Vec<u8> {
 
 /// Per-backend copy buffer, sized for the largest entry once, so a hit never allocates while
 /// holding a partition lock.
-struct CopyBuffer(UnsafeCell<Vec<u8>>);
-// SAFETY: single-threaded backend.
-unsafe impl Sync for CopyBuffer {}
-static BUFFER: CopyBuffer = CopyBuffer(UnsafeCell::new(Vec::new()));
+static BUFFER: BackendLocal<Vec<u8>> = BackendLocal::new(Vec::new());
 
 fn max_entry_bytes() -> usize {
     crate::gucs::CACHE_MAX_ENTRY_KB.get().max(1) as usize * 1024
@@ -638,7 +635,7 @@ fn cached_result(
 
     if pre_refusal.is_none() {
         // SAFETY: backend-local buffer; no other borrow is live.
-        let buf = unsafe { &mut *BUFFER.0.get() };
+        let buf = unsafe { BUFFER.get() };
         if buf.capacity() < max_entry_bytes() {
             buf.reserve(max_entry_bytes() - buf.len());
         }

@@ -14,12 +14,11 @@
 //! Invariants: the transaction callback is not `#[pg_guard]`-wrapped (it runs for every
 //! transaction); its body only touches atomics and a backend-local vector and cannot panic.
 
-use std::cell::UnsafeCell;
-
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::store;
+use crate::backend_local::BackendLocal;
 
 struct CacheLocal {
     /// Registry slots of tables this transaction wrote.
@@ -32,21 +31,17 @@ struct CacheLocal {
     global_held: bool,
 }
 
-struct BackendLocal(UnsafeCell<CacheLocal>);
-// SAFETY: a backend is single-threaded; only its main thread touches this.
-unsafe impl Sync for BackendLocal {}
-
-static LOCAL: BackendLocal = BackendLocal(UnsafeCell::new(CacheLocal {
+static LOCAL: BackendLocal<CacheLocal> = BackendLocal::new(CacheLocal {
     written: Vec::new(),
     committing: false,
     ddl_pending: false,
     global_held: false,
-}));
+});
 
 #[allow(clippy::mut_from_ref)]
 fn local() -> &'static mut CacheLocal {
     // SAFETY: single-threaded backend; borrows are short and never overlap.
-    unsafe { &mut *LOCAL.0.get() }
+    unsafe { LOCAL.get() }
 }
 
 /// Registry slots this transaction wrote (own writes bypass the cache).

@@ -15,7 +15,6 @@
 // through `pg_guard_ffi_boundary`, which turns a PostgreSQL longjmp into a Rust unwind.
 #![allow(ffi_unwind_calls)]
 
-use std::cell::UnsafeCell;
 use std::time::Instant;
 
 use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
@@ -26,6 +25,7 @@ use super::normalize;
 use super::query_id_memo;
 use super::shmem::{self, BufferDelta, ExecSample, StatKey, WalDelta};
 use super::{plan_capture, predicates};
+use crate::backend_local::BackendLocal;
 use crate::gucs::{self, TrackLevel};
 
 const KNOWN_SLOTS: usize = 4096;
@@ -55,12 +55,7 @@ struct Local {
     rng: u64,
 }
 
-struct BackendLocal(UnsafeCell<Local>);
-// SAFETY: each PostgreSQL backend is a single-threaded process; `LOCAL` is only accessed
-// from that thread (hooks and transaction callbacks).
-unsafe impl Sync for BackendLocal {}
-
-static LOCAL: BackendLocal = BackendLocal(UnsafeCell::new(Local {
+static LOCAL: BackendLocal<Local> = BackendLocal::new(Local {
     nesting: 0,
     known: [0; KNOWN_SLOTS],
     known_gen: 0,
@@ -70,7 +65,7 @@ static LOCAL: BackendLocal = BackendLocal(UnsafeCell::new(Local {
     subxact_nesting: Vec::new(),
     wall_offset_us: 0,
     rng: 0x9e37_79b9_7f4a_7c15,
-}));
+});
 
 /// # Safety
 /// Single-threaded backend; callers must not hold the returned reference across a call that
@@ -79,7 +74,7 @@ static LOCAL: BackendLocal = BackendLocal(UnsafeCell::new(Local {
 #[allow(clippy::mut_from_ref)]
 unsafe fn local() -> &'static mut Local {
     // SAFETY: see function contract.
-    unsafe { &mut *LOCAL.0.get() }
+    unsafe { LOCAL.get() }
 }
 
 static mut PREV_POST_PARSE_ANALYZE: pg_sys::post_parse_analyze_hook_type = None;

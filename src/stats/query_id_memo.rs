@@ -29,13 +29,12 @@
 //! - `perf.verify_query_ids = on` jumbles memo hits as well and reports any difference
 //!   with a WARNING (and uses core's id), for anyone who wants proof on their workload.
 
-use std::cell::UnsafeCell;
-
 use pgrx::pg_sys;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::fingerprint;
 use super::normalize;
+use crate::backend_local::BackendLocal;
 
 /// Memo entries per backend (direct-mapped by key).
 pub const SLOTS: usize = 1024;
@@ -73,11 +72,7 @@ struct Memo {
     misses: u64,
 }
 
-struct BackendMemo(UnsafeCell<Memo>);
-// SAFETY: a PostgreSQL backend is single-threaded; the memo is only used on its thread.
-unsafe impl Sync for BackendMemo {}
-
-static MEMO: BackendMemo = BackendMemo(UnsafeCell::new(Memo {
+static MEMO: BackendLocal<Memo> = BackendLocal::new(Memo {
     slots: [Slot {
         key: 0,
         query_id: 0,
@@ -88,7 +83,7 @@ static MEMO: BackendMemo = BackendMemo(UnsafeCell::new(Memo {
     stream: Vec::new(),
     hits: 0,
     misses: 0,
-}));
+});
 
 /// # Safety
 /// Single-threaded backend; the returned reference must not be held across a call that can
@@ -97,7 +92,7 @@ static MEMO: BackendMemo = BackendMemo(UnsafeCell::new(Memo {
 #[allow(clippy::mut_from_ref)]
 unsafe fn memo() -> &'static mut Memo {
     // SAFETY: see function contract.
-    unsafe { &mut *MEMO.0.get() }
+    unsafe { MEMO.get() }
 }
 
 /// Memo hits and misses of this backend (`perf.query_id_memo()`).
