@@ -6,6 +6,8 @@
 
 pub mod cron;
 pub mod interval;
+pub mod policy;
+pub mod retry;
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
