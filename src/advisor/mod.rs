@@ -8,6 +8,7 @@
 pub mod api;
 pub mod candidates;
 pub mod ddl;
+mod guard;
 pub mod model;
 pub mod selection;
 pub mod size;
