@@ -603,7 +603,7 @@ fn shape_of(id: QueryId, calls: f64, planned: &Planned, catalog: &mut Catalog) -
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::type_complexity)]
 fn suggest_indexes(
-    queries: default!(Option<Vec<String>>, "NULL"),
+    queries: default!(Option<Vec<Option<String>>>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -623,7 +623,7 @@ fn suggest_indexes(
         // The same text given several times is one statement called several times.
         Some(list) => {
             let mut merged: Vec<WorkloadQuery> = Vec::new();
-            for text in list {
+            for text in whatif::no_nulls(list, "queries", "statement texts") {
                 match merged.iter_mut().find(|q| q.text == text) {
                     Some(q) => {
                         q.calls += 1.0;

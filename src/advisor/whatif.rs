@@ -9,7 +9,12 @@
 //! Invariants:
 //! - Hypothetical index definitions are real `CREATE INDEX` statements, parsed and analyzed
 //!   by PostgreSQL itself (expressions, predicates, opclasses, collations), so what is
-//!   evaluated is exactly what would be built.
+//!   evaluated is exactly what would be built. They are refused wherever CREATE INDEX
+//!   would refuse them (same SQLSTATE and message), and unless the caller may SELECT from
+//!   the table.
+//! - Only plain SELECT/INSERT/UPDATE/DELETE are planned: a statement that is, or is
+//!   rewritten into, a utility statement or nothing at all is refused before the planner.
+//! - User-defined functions are never executed; see `guard` for the rules.
 //! - Each gets a fake OID checked to be unused; EXPLAIN names it through
 //!   `explain_get_index_name_hook`, and plans are only ever EXPLAIN-ed, never executed
 //!   (ExecInitIndexScan stops before opening the index under EXEC_FLAG_EXPLAIN_ONLY).
@@ -1406,13 +1411,14 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
 
 /// What a set of hypothetical indexes (and hidden existing ones) would do to a query's
 /// plan: costs before and after, the hypothetical indexes the new plan uses, both plans.
-/// Nothing is built and nothing is executed.
+/// Nothing is built and the query is not run; see `guard` for what may be evaluated (built-in
+/// expressions of hypothetical indexes, sampled as the caller) and what never is.
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::type_complexity)]
 fn whatif(
     query: &str,
-    indexes: default!(Vec<String>, "ARRAY[]::text[]"),
-    hide: default!(Vec<String>, "ARRAY[]::text[]"),
+    indexes: default!(Vec<Option<String>>, "ARRAY[]::text[]"),
+    hide: default!(Vec<Option<String>>, "ARRAY[]::text[]"),
 ) -> TableIterator<
     'static,
     (
@@ -1426,7 +1432,10 @@ fn whatif(
 > {
     let before = plan(query);
     let (after, used) = {
-        let session = Session::start(&indexes, &hide);
+        let session = Session::start(
+            &no_nulls(indexes, "indexes", "CREATE INDEX statements"),
+            &no_nulls(hide, "hide", "names of existing indexes"),
+        );
         let after = plan(query);
         let used = session.names_of(&after.index_oids);
         (after, used)
@@ -1446,6 +1455,24 @@ fn whatif(
         before.plan_text,
         after.plan_text,
     ))
+}
+
+/// The elements of a text[] argument; a NULL element is refused (22004).
+pub(crate) fn no_nulls(list: Vec<Option<String>>, arg: &str, what: &str) -> Vec<String> {
+    list.into_iter()
+        .map(|e| {
+            e.unwrap_or_else(|| {
+                ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                    format!("{arg} contains a NULL element"),
+                    "pg_perf",
+                )
+                .set_hint(format!("Pass {what}, without NULLs."))
+                .report(PgLogLevel::ERROR);
+                unreachable!("ERROR-level reports do not return")
+            })
+        })
+        .collect()
 }
 
 /// The size pg_perf's what-if planner assumes for a hypothetical index (from the table's

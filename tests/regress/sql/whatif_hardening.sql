@@ -28,6 +28,11 @@ CREATE RULE hard_nothing_r AS ON INSERT TO hard_nothing DO INSTEAD NOTHING;
 SELECT hard_try($$SELECT * FROM perf.whatif('INSERT INTO hard_nothing VALUES (1)')$$);
 SELECT hard_try($$SELECT * FROM perf.suggest_indexes(ARRAY['INSERT INTO hard_nothing VALUES (1)'])$$);
 SELECT hard_try($$SELECT * FROM perf.whatif('CREATE TABLE hard_y (a int)')$$);
+-- zero columns plan; NULL array elements are refused (not XX000)
+SELECT hard_try($$SELECT * FROM perf.whatif('SELECT FROM hard_t')$$);
+SELECT hard_try($$SELECT * FROM perf.whatif('SELECT 1', ARRAY[NULL])$$);
+SELECT hard_try($$SELECT * FROM perf.whatif('SELECT 1', hide => ARRAY[NULL])$$);
+SELECT hard_try($$SELECT * FROM perf.suggest_indexes(ARRAY[NULL])$$);
 
 -- 33 key columns (this crashed too), and 32 + 1 INCLUDE column
 SELECT hard_index('CREATE INDEX ON hard_t (' || string_agg('v', ', ') || ')')
