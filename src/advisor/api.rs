@@ -52,7 +52,11 @@ fn write_target_of(text: &str) -> Option<(u32, pg_sys::CmdType::Type)> {
                 None,
                 std::ptr::null_mut(),
             );
-            (relid != Oid::INVALID).then(|| (relid.to_u32(), cmd))
+            // Only tables the caller may read: advice must not describe any other.
+            let readable = relid != Oid::INVALID
+                && pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as _)
+                    == pg_sys::AclResult::ACLCHECK_OK;
+            readable.then(|| (relid.to_u32(), cmd))
         }
     })
     .flatten()

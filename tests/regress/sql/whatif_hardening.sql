@@ -175,7 +175,10 @@ SELECT format('SELECT count(*) FROM hard_q WHERE v = %s AND w IS NOT NULL', g)
   FROM generate_series(1, 100) g \gexec
 \o
 \set ECHO all
+CREATE INDEX hard_secret_idx ON hard_secret (v);
 SET ROLE hard_plain;
+-- nothing about a table the role may not read (the superuser's INSERT wrote it)
+SELECT count(*) AS secret_rows FROM perf.suggest_indexes() WHERE table_name = 'public.hard_secret';
 SELECT index_ddl,
        queries_helped::text LIKE '%IS NOT NULL%' AS leaked,
        queries_helped::text LIKE '%<insufficient privilege>%' AS hidden
@@ -183,6 +186,7 @@ SELECT index_ddl,
 RESET ROLE;
 SELECT index_ddl, queries_helped::text LIKE '%IS NOT NULL%' AS superuser_sees
   FROM perf.suggest_indexes() WHERE table_name = 'public.hard_q';
+SELECT action, index_ddl FROM perf.suggest_indexes() WHERE table_name = 'public.hard_secret';
 
 SET client_min_messages = warning;
 DROP TABLE hard_t, hard_q, hard_notify, hard_nothing, hard_secret, hard_log CASCADE;
