@@ -813,6 +813,48 @@ fn parse_index(def: &str, oid: Oid) -> HypoIndex {
         let keys: Vec<HypoColumn> = key_elems.iter().map(|&e| column(e, true)).collect();
         let include: Vec<HypoColumn> = include_elems.iter().map(|&e| column(e, false)).collect();
 
+        // A unique index on a partitioned table must contain the partition key (DefineIndex).
+        if (*istmt).unique && relkind == pg_sys::RELKIND_PARTITIONED_TABLE {
+            let partattrs = Spi::get_one_with_args::<Vec<i16>>(
+                "SELECT partattrs::int2[] FROM pg_catalog.pg_partitioned_table WHERE partrelid = $1",
+                &[relid.into()],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+            for a in partattrs {
+                if a == 0 {
+                    pg_error(
+                        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                        "unsupported UNIQUE constraint with partition key definition".into(),
+                        Some(
+                            "UNIQUE constraints cannot be used when partition keys include \
+                             expressions."
+                                .into(),
+                        ),
+                    );
+                }
+                if !keys.iter().any(|c| c.attnum == a) {
+                    let col = pg_sys::get_attname(relid, a, true);
+                    let col = if col.is_null() {
+                        String::new()
+                    } else {
+                        CStr::from_ptr(col).to_string_lossy().into_owned()
+                    };
+                    pg_error(
+                        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                        "unique constraint on partitioned table must include all partitioning \
+                         columns"
+                            .into(),
+                        Some(format!(
+                            "UNIQUE constraint on table \"{table}\" lacks column \"{col}\" which \
+                             is part of the partition key."
+                        )),
+                    );
+                }
+            }
+        }
+
         // System columns, also inside expressions and the predicate (DefineIndex).
         let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
         for c in keys.iter().chain(&include) {

@@ -60,6 +60,12 @@ SELECT hard_index('CREATE INDEX ON pg_catalog.pg_class (relname)');
 SELECT hard_index('CREATE INDEX ON pg_catalog.pg_authid (rolname)');
 SELECT hard_index('CREATE INDEX ON hard_nosuch (v)');
 SELECT hard_index('CREATE INDEX ON hard_matview (v)');
+CREATE TABLE hard_parted (v int, w int) PARTITION BY RANGE (v);
+CREATE TABLE hard_parted_1 PARTITION OF hard_parted FOR VALUES FROM (0) TO (100);
+CREATE TABLE hard_parted_expr (v int) PARTITION BY RANGE ((v + 1));
+SELECT hard_index('CREATE UNIQUE INDEX ON hard_parted (w)');
+SELECT hard_index('CREATE UNIQUE INDEX ON hard_parted_expr (v)');
+SELECT hard_index('CREATE UNIQUE INDEX ON hard_parted (w, v)');
 
 -- access methods and their capabilities
 SELECT hard_index('CREATE INDEX ON hard_t USING heap (v)');
@@ -189,7 +195,7 @@ SELECT index_ddl, queries_helped::text LIKE '%IS NOT NULL%' AS superuser_sees
 SELECT action, index_ddl FROM perf.suggest_indexes() WHERE table_name = 'public.hard_secret';
 
 SET client_min_messages = warning;
-DROP TABLE hard_t, hard_q, hard_notify, hard_nothing, hard_secret, hard_log CASCADE;
+DROP TABLE hard_t, hard_q, hard_parted, hard_parted_expr, hard_notify, hard_nothing, hard_secret, hard_log CASCADE;
 DROP SEQUENCE hard_seq, hard_calls;
 DROP TYPE hard_composite;
 DROP FOREIGN DATA WRAPPER hard_fdw CASCADE;
