@@ -156,6 +156,15 @@ END $$;
 -- the role's own workload (captured), run as itself
 SELECT count(*) FROM hard_t WHERE hard_f(v) = 5;
 SELECT count(*) FROM hard_t WHERE hard_f(v) = 5;
+-- planning folds hard_f0() (no arguments, so no $n either): the superuser's advice must
+-- not plan this statement
+CREATE FUNCTION hard_f0() RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM nextval('hard_calls');
+  RETURN 5;
+END $$;
+SELECT count(*) FROM hard_t WHERE v = hard_f0();
+SELECT count(*) FROM hard_t WHERE v = hard_f0();
 RESET ROLE;
 SELECT last_value AS calls_before FROM hard_calls \gset
 SELECT hard_index('CREATE INDEX ON hard_t (hard_g(v))');
@@ -199,7 +208,7 @@ DROP TABLE hard_t, hard_q, hard_parted, hard_parted_expr, hard_notify, hard_noth
 DROP SEQUENCE hard_seq, hard_calls;
 DROP TYPE hard_composite;
 DROP FOREIGN DATA WRAPPER hard_fdw CASCADE;
-DROP FUNCTION hard_f(int), hard_g(int), hard_try(text), hard_index(text);
+DROP FUNCTION hard_f(int), hard_f0(), hard_g(int), hard_try(text), hard_index(text);
 REVOKE ALL ON SCHEMA perf FROM hard_plain;
 REVOKE ALL ON SCHEMA public FROM hard_plain;
 DROP ROLE hard_plain;
