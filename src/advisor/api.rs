@@ -236,12 +236,16 @@ impl Catalog {
         // SAFETY: plain catalog lookups; NULL results (a dropped function) are handled.
         let (name, rettype) = unsafe {
             let func = Oid::from(p.funcid);
-            if pg_sys::func_volatile(func) != pg_sys::PROVOLATILE_IMMUTABLE as std::ffi::c_char {
+            // get_func_name first: NULL for a dropped function, where func_volatile would
+            // raise an internal error.
+            let n = pg_sys::get_func_name(func);
+            if n.is_null()
+                || pg_sys::func_volatile(func) != pg_sys::PROVOLATILE_IMMUTABLE as std::ffi::c_char
+            {
                 return None;
             }
-            let n = pg_sys::get_func_name(func);
             let nsp = pg_sys::get_namespace_name(pg_sys::get_func_namespace(func));
-            if n.is_null() || nsp.is_null() {
+            if nsp.is_null() {
                 return None;
             }
             let name = std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned();

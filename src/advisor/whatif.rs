@@ -207,13 +207,15 @@ impl Drop for Session {
 /// calling role under SECURITY_RESTRICTED_OPERATION, with errors swallowed (see
 /// `guard`); any other expression keeps the planner's default estimates.
 fn sample_expression_stats(h: &mut HypoIndex) {
-    // SAFETY: walking analyzed expressions of this index.
     let exprs: Vec<(usize, *mut pg_sys::Node)> = h
         .keys
         .iter()
         .enumerate()
         .filter(|(_, c)| c.attnum == 0 && !c.expr.is_null())
-        .filter(|(_, c)| unsafe { !guard::calls_user_code(c.expr, true) })
+        .filter(|(_, c)| {
+            // SAFETY: walking an analyzed expression of this index.
+            unsafe { !guard::calls_user_code(c.expr, true) }
+        })
         .map(|(i, c)| (i, c.expr))
         .collect();
     h.expr_stats = vec![Oid::INVALID; h.keys.len()];
