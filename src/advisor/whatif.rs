@@ -520,7 +520,10 @@ unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
 /// CREATE INDEX (DefineIndex, ComputeIndexAttrs, CheckPredicate, index_create in PG 15)
 /// would refuse it, with the same SQLSTATEs and messages, and also when the caller may not
 /// SELECT from the table (a hypothetical index needs no ownership, but must not reveal
-/// anything about a table the caller cannot read).
+/// anything about a table the caller cannot read). CONCURRENTLY, IF NOT EXISTS and ONLY say
+/// how an index would be built and are ignored (the advisor's own DDL says CONCURRENTLY,
+/// also for partitioned tables, where CREATE INDEX would refuse it). Operator class options
+/// are refused: they can only be validated against a built index.
 fn parse_index(def: &str, oid: Oid) -> HypoIndex {
     let Ok(text) = CString::new(def) else {
         bad_index("the index definition contains a NUL byte".into())
