@@ -499,6 +499,19 @@ fn existing_indexes(relid: u32, catalog: &mut Catalog) -> Vec<ExistingIndex> {
     out
 }
 
+/// CREATE INDEX for a candidate, CONCURRENTLY except on a partitioned table (where CREATE
+/// INDEX refuses CONCURRENTLY).
+fn index_ddl(c: &IndexCandidate, table: &TableInfo, name: &str) -> Option<String> {
+    let sql = ddl::create_index_sql(c, table, name).ok()?;
+    // SAFETY: plain syscache lookup (0 when the table is gone).
+    let relkind = unsafe { pg_sys::get_rel_relkind(Oid::from(table.id)) } as u8;
+    Some(if relkind == pg_sys::RELKIND_PARTITIONED_TABLE {
+        sql.replacen("CREATE INDEX CONCURRENTLY ", "CREATE INDEX ", 1)
+    } else {
+        sql
+    })
+}
+
 /// The what-if planner as the selection's cost oracle. It answers each (statement, indexes
 /// on the tables that statement reads) once per advice: the selection and the final pruning
 /// pass share its cache, so no statement is planned twice under the same configuration.
@@ -524,7 +537,7 @@ impl CostOracle for WhatIfOracle<'_> {
         let mut defs = Vec::with_capacity(relevant.len());
         for (i, c) in relevant.iter().enumerate() {
             let table = self.tables.get(&c.table)?;
-            defs.push(ddl::create_index_sql(c, table, &format!("perf_candidate_{i}")).ok()?);
+            defs.push(index_ddl(c, table, &format!("perf_candidate_{i}"))?);
         }
         let key = (query, defs);
         if let Some(cost) = self.cache.get(&key) {
@@ -828,7 +841,7 @@ fn suggest_indexes(
         };
         let name = ddl::choose_index_name(&c.candidate, &table.name, &taken);
         taken.push(name.clone());
-        let Ok(sql) = ddl::create_index_sql(&c.candidate, table, &name) else {
+        let Some(sql) = index_ddl(&c.candidate, table, &name) else {
             continue;
         };
         let helped: Vec<serde_json::Value> = c

@@ -520,10 +520,8 @@ unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
 /// CREATE INDEX (DefineIndex, ComputeIndexAttrs, CheckPredicate, index_create in PG 15)
 /// would refuse it, with the same SQLSTATEs and messages, and also when the caller may not
 /// SELECT from the table (a hypothetical index needs no ownership, but must not reveal
-/// anything about a table the caller cannot read). CONCURRENTLY, IF NOT EXISTS and ONLY say
-/// how an index would be built and are ignored (the advisor's own DDL says CONCURRENTLY,
-/// also for partitioned tables, where CREATE INDEX would refuse it). Operator class options
-/// are refused: they can only be validated against a built index.
+/// anything about a table the caller cannot read). IF NOT EXISTS and ONLY are ignored.
+/// Operator class options are refused: they can only be validated against a built index.
 fn parse_index(def: &str, oid: Oid) -> HypoIndex {
     let Ok(text) = CString::new(def) else {
         bad_index("the index definition contains a NUL byte".into())
@@ -582,6 +580,13 @@ fn parse_index(def: &str, oid: Oid) -> HypoIndex {
                 PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
                 format!("cannot create index on relation \"{table}\""),
                 Some(relkind_detail(relkind)),
+            );
+        }
+        if relkind == pg_sys::RELKIND_PARTITIONED_TABLE && (*istmt).concurrent {
+            pg_error(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("cannot create index on partitioned table \"{table}\" concurrently"),
+                None,
             );
         }
         if (*(*rel).rd_rel).relpersistence as u8 == pg_sys::RELPERSISTENCE_TEMP

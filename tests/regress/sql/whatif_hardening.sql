@@ -66,6 +66,8 @@ CREATE TABLE hard_parted_expr (v int) PARTITION BY RANGE ((v + 1));
 SELECT hard_index('CREATE UNIQUE INDEX ON hard_parted (w)');
 SELECT hard_index('CREATE UNIQUE INDEX ON hard_parted_expr (v)');
 SELECT hard_index('CREATE UNIQUE INDEX ON hard_parted (w, v)');
+SELECT hard_index('CREATE INDEX CONCURRENTLY ON hard_parted (w)');
+SELECT hard_index('CREATE INDEX CONCURRENTLY ON hard_parted_1 (w)');
 
 -- access methods and their capabilities
 SELECT hard_index('CREATE INDEX ON hard_t USING heap (v)');
