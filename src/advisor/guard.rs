@@ -13,8 +13,9 @@
 //!   ANALYZE runs index expressions); any error there (division by zero, say) is swallowed and
 //!   the planner's default estimates are used. User-defined functions are never executed.
 //! - Statements captured from other roles are planned for the advisor only when they call
-//!   nothing but built-in functions and operators: constant folding during planning would
-//!   otherwise run another role's functions with the caller's rights.
+//!   nothing but built-in functions and operators, on values of built-in types or enums:
+//!   constant folding and selectivity estimation (a range type's subtype_diff) during
+//!   planning would otherwise run another role's code with the caller's rights.
 
 #![allow(ffi_unwind_calls)]
 
@@ -96,10 +97,18 @@ unsafe extern "C-unwind" fn user_function(func: Oid, _ctx: *mut std::ffi::c_void
     !builtin(func)
 }
 
-/// Walker context: whether node types outside a short list of plain expression nodes, and
-/// Vars/Consts of non-built-in types, count as user code (for sampling).
+/// Walker context: whether node types outside a short list of plain expression nodes count
+/// as user code (for sampling).
 struct Walk {
     strict: bool,
+}
+
+/// Whether values of this type can reach user code when compared or estimated: any type
+/// that is not built in, except enums (whose operators and support functions are built in).
+/// A range type's subtype_diff, for one, is user code the planner calls to estimate `&&`.
+fn user_type(typ: Oid) -> bool {
+    // SAFETY: plain syscache lookup (0 for a missing type).
+    !builtin(typ) && unsafe { pg_sys::get_typtype(typ) } as u8 != pg_sys::TYPTYPE_ENUM
 }
 
 unsafe fn list_oids(list: *mut pg_sys::List) -> Vec<Oid> {
@@ -148,8 +157,9 @@ unsafe extern "C-unwind" fn user_code_walker(
                 .any(|o| !builtin(o)),
             T_MinMaxExpr => !builtin((*(node as *mut pg_sys::MinMaxExpr)).minmaxtype),
             T_CoerceToDomain => !builtin((*(node as *mut pg_sys::CoerceToDomain)).resulttype),
-            T_Var => walk.strict && !builtin((*(node as *mut pg_sys::Var)).vartype),
-            T_Const => walk.strict && !builtin((*(node as *mut pg_sys::Const)).consttype),
+            T_Var => user_type((*(node as *mut pg_sys::Var)).vartype),
+            T_Const => user_type((*(node as *mut pg_sys::Const)).consttype),
+            T_Param => user_type((*(node as *mut pg_sys::Param)).paramtype),
             T_FuncExpr | T_BoolExpr | T_RelabelType | T_CoerceViaIO | T_CaseExpr | T_CaseWhen
             | T_CaseTestExpr | T_NullTest | T_BooleanTest | T_ArrayExpr | T_CoalesceExpr
             | T_List => false,
@@ -164,8 +174,9 @@ unsafe extern "C-unwind" fn user_code_walker(
 }
 
 /// Whether an analyzed expression or query (`node`) calls a function or operator that is not
-/// built in (or uses a domain). `strict` also counts non-built-in types of columns and
-/// constants and any node beyond plain expressions: the rule for evaluating an expression.
+/// built in, or uses a column, constant or parameter of a type that is not built in (enums
+/// excepted) or a domain. `strict` also counts any node beyond plain expressions: the rule
+/// for evaluating an expression.
 pub(crate) unsafe fn calls_user_code(node: *mut pg_sys::Node, strict: bool) -> bool {
     let walk = Walk { strict };
     // SAFETY: walking a valid node tree; the context outlives the walk.
