@@ -8,44 +8,14 @@ use std::collections::HashMap;
 
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
-use pgrx::PgTryBuilder;
 
 use super::candidates::generate_candidates;
 use super::ddl;
+use super::guard::{can_read_all_stats, in_subtransaction};
 use super::model::*;
 use super::selection::{find_drop_candidates, select_indexes, CostOracle, SelectionSettings};
 use super::whatif::{self, Planned, Session};
 use crate::stats::shmem::{self, PredicateKind, PredicateRec};
-
-/// Runs `f` in a subtransaction; an ERROR inside rolls it back and yields None, so one
-/// statement that no longer plans (a dropped table, say) does not abort the whole advice.
-fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Option<T> {
-    // SAFETY: the standard internal-subtransaction pattern (as PL/pgSQL's exception blocks):
-    // remember memory context and resource owner, begin, and on success release / on error
-    // roll back, restoring both either way.
-    unsafe {
-        let ctx = pg_sys::CurrentMemoryContext;
-        let owner = pg_sys::CurrentResourceOwner;
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pg_sys::MemoryContextSwitchTo(ctx);
-        let mut f = Some(f);
-        PgTryBuilder::new(std::panic::AssertUnwindSafe(move || {
-            let r = (f.take().expect("runs once"))();
-            pg_sys::ReleaseCurrentSubTransaction();
-            pg_sys::MemoryContextSwitchTo(ctx);
-            pg_sys::CurrentResourceOwner = owner;
-            Some(r)
-        }))
-        .catch_others(move |e| {
-            pgrx::debug1!("pg_perf advisor: skipped after an error: {e:?}");
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-            pg_sys::MemoryContextSwitchTo(ctx);
-            pg_sys::CurrentResourceOwner = owner;
-            None
-        })
-        .execute()
-    }
-}
 
 /// The table an INSERT/UPDATE/DELETE writes, from its parse tree alone: normalized texts
 /// (`$n` for constants) cannot always be planned again (ambiguous parameter types), but
@@ -82,7 +52,11 @@ fn write_target_of(text: &str) -> Option<(u32, pg_sys::CmdType::Type)> {
                 None,
                 std::ptr::null_mut(),
             );
-            (relid != Oid::INVALID).then(|| (relid.to_u32(), cmd))
+            // Only tables the caller may read: advice must not describe any other.
+            let readable = relid != Oid::INVALID
+                && pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as _)
+                    == pg_sys::AclResult::ACLCHECK_OK;
+            readable.then(|| (relid.to_u32(), cmd))
         }
     })
     .flatten()
@@ -98,11 +72,23 @@ struct WorkloadQuery {
     calls: f64,
     /// Rows processed over all calls (rows written, for a write statement).
     rows: f64,
+    /// The caller ran this statement (or passed it): it may be planned even when it calls
+    /// user-defined functions. Other roles' statements are planned only when they call
+    /// nothing but built-in code (planning folds immutable calls, i.e. runs them).
+    own: bool,
+    /// The caller may read its text (pg_stat_statements' rule).
+    visible: bool,
 }
+
+/// What a statement text shows to a caller who may not read it (as perf.statements).
+const HIDDEN: &str = "<insufficient privilege>";
 
 fn captured_workload() -> Vec<WorkloadQuery> {
     // SAFETY: plain read of a backend global.
     let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    // SAFETY: plain read of backend state.
+    let me = unsafe { pg_sys::GetUserId().to_u32() };
+    let read_all = can_read_all_stats();
     let mut by_id: HashMap<i64, (WorkloadQuery, f64)> = HashMap::new();
     for e in shmem::snapshot(|k| k.dbid == db) {
         let lower = e.text.trim_start().to_ascii_lowercase();
@@ -124,10 +110,16 @@ fn captured_workload() -> Vec<WorkloadQuery> {
                     sample: None,
                     calls: 0.0,
                     rows: 0.0,
+                    own: false,
+                    visible: read_all,
                 },
                 0.0,
             )
         });
+        if e.key.userid == me {
+            entry.0.own = true;
+            entry.0.visible = true;
+        }
         entry.0.calls += e.counters.calls as f64;
         entry.0.rows += e.counters.rows as f64;
         entry.1 += e.counters.total_time;
@@ -238,16 +230,33 @@ impl Catalog {
         if p.funcid == 0 {
             return Some(KeyTarget::Column(col));
         }
-        // SAFETY: plain catalog lookups.
+        // Only IMMUTABLE functions can be indexed (CREATE INDEX's rule): a predicate on any
+        // other function call yields no candidate. The name is quoted and, when not on the
+        // search_path, schema-qualified.
+        // SAFETY: plain catalog lookups; NULL results (a dropped function) are handled.
         let (name, rettype) = unsafe {
-            let n = pg_sys::get_func_name(Oid::from(p.funcid));
-            if n.is_null() {
+            let func = Oid::from(p.funcid);
+            // get_func_name first: NULL for a dropped function, where func_volatile would
+            // raise an internal error.
+            let n = pg_sys::get_func_name(func);
+            if n.is_null()
+                || pg_sys::func_volatile(func) != pg_sys::PROVOLATILE_IMMUTABLE as std::ffi::c_char
+            {
                 return None;
             }
-            (
-                std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned(),
-                pg_sys::get_func_rettype(Oid::from(p.funcid)),
-            )
+            let nsp = pg_sys::get_namespace_name(pg_sys::get_func_namespace(func));
+            if nsp.is_null() {
+                return None;
+            }
+            let name = std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned();
+            let nsp = std::ffi::CStr::from_ptr(nsp).to_string_lossy().into_owned();
+            // Qualified only when not visible, so the text matches pg_get_indexdef's.
+            let name = if pg_sys::FunctionIsVisible(func) {
+                ddl::quote_ident(&name)
+            } else {
+                format!("{}.{}", ddl::quote_ident(&nsp), ddl::quote_ident(&name))
+            };
+            (name, pg_sys::get_func_rettype(func))
         };
         let type_name =
             Spi::get_one_with_args::<String>("SELECT format_type($1, NULL)", &[rettype.into()])
@@ -490,11 +499,25 @@ fn existing_indexes(relid: u32, catalog: &mut Catalog) -> Vec<ExistingIndex> {
     out
 }
 
+/// CREATE INDEX for a candidate, CONCURRENTLY except on a partitioned table (where CREATE
+/// INDEX refuses CONCURRENTLY).
+fn index_ddl(c: &IndexCandidate, table: &TableInfo, name: &str) -> Option<String> {
+    let sql = ddl::create_index_sql(c, table, name).ok()?;
+    // SAFETY: plain syscache lookup (0 when the table is gone).
+    let relkind = unsafe { pg_sys::get_rel_relkind(Oid::from(table.id)) } as u8;
+    Some(if relkind == pg_sys::RELKIND_PARTITIONED_TABLE {
+        sql.replacen("CREATE INDEX CONCURRENTLY ", "CREATE INDEX ", 1)
+    } else {
+        sql
+    })
+}
+
 /// The what-if planner as the selection's cost oracle. It answers each (statement, indexes
 /// on the tables that statement reads) once per advice: the selection and the final pruning
 /// pass share its cache, so no statement is planned twice under the same configuration.
 struct WhatIfOracle<'a> {
-    texts: &'a HashMap<QueryId, String>,
+    /// Text to plan, and whether it must call only built-in code (another role's).
+    texts: &'a HashMap<QueryId, (String, bool)>,
     tables: &'a HashMap<TableId, TableInfo>,
     /// Tables each statement reads.
     touches: HashMap<QueryId, Vec<TableId>>,
@@ -503,7 +526,7 @@ struct WhatIfOracle<'a> {
 
 impl CostOracle for WhatIfOracle<'_> {
     fn workload_query_cost(&mut self, query: QueryId, config: &[IndexCandidate]) -> Option<f64> {
-        let text = self.texts.get(&query)?;
+        let (text, foreign) = self.texts.get(&query)?;
         let touched = self.touches.get(&query);
         let mut relevant: Vec<&IndexCandidate> = config
             .iter()
@@ -514,7 +537,7 @@ impl CostOracle for WhatIfOracle<'_> {
         let mut defs = Vec::with_capacity(relevant.len());
         for (i, c) in relevant.iter().enumerate() {
             let table = self.tables.get(&c.table)?;
-            defs.push(ddl::create_index_sql(c, table, &format!("perf_candidate_{i}")).ok()?);
+            defs.push(index_ddl(c, table, &format!("perf_candidate_{i}"))?);
         }
         let key = (query, defs);
         if let Some(cost) = self.cache.get(&key) {
@@ -522,7 +545,7 @@ impl CostOracle for WhatIfOracle<'_> {
         }
         let cost = in_subtransaction(|| {
             let _session = Session::start(&key.1, &[]);
-            whatif::plan(text).total_cost
+            whatif::plan_checked(text, *foreign).total_cost
         });
         self.cache.insert(key, cost);
         cost
@@ -601,7 +624,7 @@ fn shape_of(id: QueryId, calls: f64, planned: &Planned, catalog: &mut Catalog) -
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::type_complexity)]
 fn suggest_indexes(
-    queries: default!(Option<Vec<String>>, "NULL"),
+    queries: default!(Option<Vec<Option<String>>>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -621,7 +644,7 @@ fn suggest_indexes(
         // The same text given several times is one statement called several times.
         Some(list) => {
             let mut merged: Vec<WorkloadQuery> = Vec::new();
-            for text in list {
+            for text in whatif::no_nulls(list, "queries", "statement texts") {
                 match merged.iter_mut().find(|q| q.text == text) {
                     Some(q) => {
                         q.calls += 1.0;
@@ -633,6 +656,8 @@ fn suggest_indexes(
                         sample: None,
                         calls: 1.0,
                         rows: 1.0,
+                        own: true,
+                        visible: true,
                     }),
                 }
             }
@@ -641,7 +666,7 @@ fn suggest_indexes(
         None => captured_workload(),
     };
     let mut catalog = Catalog::default();
-    let mut texts: HashMap<QueryId, String> = HashMap::new();
+    let mut texts: HashMap<QueryId, (String, bool)> = HashMap::new();
     let mut shapes = Vec::new();
     let mut relids: Vec<u32> = Vec::new();
     // Rows written per table by the workload's own write statements: the same period as its
@@ -649,14 +674,17 @@ fn suggest_indexes(
     let mut writes: HashMap<u32, (f64, f64, f64)> = HashMap::new();
     for (i, q) in workload_queries.iter().enumerate() {
         // An explicit list must plan: its errors are the caller's to see.
-        let sample_plan = q
-            .sample
-            .as_ref()
-            .and_then(|t| in_subtransaction(|| whatif::plan(t)).map(|p| (t.clone(), p)));
+        let foreign = !q.own;
+        let sample_plan = q.sample.as_ref().and_then(|t| {
+            in_subtransaction(|| whatif::plan_checked(t, foreign)).map(|p| (t.clone(), p))
+        });
         let (plan_text, planned) = match sample_plan {
             Some((t, p)) => (t, Some(p)),
             None if q.queryid == 0 => (q.text.clone(), Some(whatif::plan(&q.text))),
-            None => (q.text.clone(), in_subtransaction(|| whatif::plan(&q.text))),
+            None => (
+                q.text.clone(),
+                in_subtransaction(|| whatif::plan_checked(&q.text, foreign)),
+            ),
         };
         if let Some((relid, command)) = write_target_of(&q.text) {
             let w = writes.entry(relid).or_default();
@@ -677,7 +705,7 @@ fn suggest_indexes(
                 relids.push(t.table);
             }
         }
-        texts.insert(id, plan_text);
+        texts.insert(id, (plan_text, foreign));
         shapes.push(shape);
     }
     let tables: HashMap<TableId, TableInfo> = relids
@@ -796,9 +824,14 @@ fn suggest_indexes(
     }
 
     let queryid_of = |id: QueryId| {
-        workload_queries
-            .get(id as usize)
-            .map(|q| (q.queryid, q.text.clone()))
+        workload_queries.get(id as usize).map(|q| {
+            let text = if q.visible {
+                q.text.clone()
+            } else {
+                HIDDEN.to_string()
+            };
+            (q.queryid, text)
+        })
     };
     let mut rows = Vec::new();
     let mut taken: Vec<String> = existing.iter().map(|e| e.name.clone()).collect();
@@ -808,7 +841,7 @@ fn suggest_indexes(
         };
         let name = ddl::choose_index_name(&c.candidate, &table.name, &taken);
         taken.push(name.clone());
-        let Ok(sql) = ddl::create_index_sql(&c.candidate, table, &name) else {
+        let Some(sql) = index_ddl(&c.candidate, table, &name) else {
             continue;
         };
         let helped: Vec<serde_json::Value> = c

@@ -2,12 +2,14 @@
 //! `get_relation_info_hook`, `perf.whatif()`, `perf.whatif_index_size()`) and the pure-Rust
 //! selection core (candidate generation, index size estimates, Extend-style workload
 //! selection under a storage budget with write cost, DDL rendering), unit-tested with
-//! `cargo test`. `perf.suggest_indexes()`, which drives the core with the what-if planner
-//! as its cost oracle, is not written yet; see README-lead.md.
+//! `cargo test`. `perf.suggest_indexes()` (`api.rs`) drives the core with the what-if
+//! planner as its cost oracle. `guard.rs` decides what may be evaluated and as whom: no
+//! user-defined function is ever executed by the what-if planner or the advisor.
 
 pub mod api;
 pub mod candidates;
 pub mod ddl;
+mod guard;
 pub mod model;
 pub mod selection;
 pub mod size;

@@ -9,7 +9,12 @@
 //! Invariants:
 //! - Hypothetical index definitions are real `CREATE INDEX` statements, parsed and analyzed
 //!   by PostgreSQL itself (expressions, predicates, opclasses, collations), so what is
-//!   evaluated is exactly what would be built.
+//!   evaluated is exactly what would be built. They are refused wherever CREATE INDEX
+//!   would refuse them (same SQLSTATE and message), and unless the caller may SELECT from
+//!   the table.
+//! - Only plain SELECT/INSERT/UPDATE/DELETE are planned: a statement that is, or is
+//!   rewritten into, a utility statement or nothing at all is refused before the planner.
+//! - User-defined functions are never executed; see `guard` for the rules.
 //! - Each gets a fake OID checked to be unused; EXPLAIN names it through
 //!   `explain_get_index_name_hook`, and plans are only ever EXPLAIN-ed, never executed
 //!   (ExecInitIndexScan stops before opening the index under EXEC_FLAG_EXPLAIN_ONLY).
@@ -20,10 +25,13 @@
 
 use std::ffi::{CStr, CString};
 
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
 
+use super::guard;
 use super::model::{AttrWidth, TypeAlign};
 use super::size;
 use crate::backend_local::BackendLocal;
@@ -195,52 +203,46 @@ impl Drop for Session {
 
 /// Gives an expression index the statistics ANALYZE would collect for it: a sample of the
 /// expression values goes into a temporary table (dropped at commit), which is ANALYZEd.
+/// Only expressions made of built-in functions, operators and types are sampled, as the
+/// calling role under SECURITY_RESTRICTED_OPERATION, with errors swallowed (see
+/// `guard`); any other expression keeps the planner's default estimates.
 fn sample_expression_stats(h: &mut HypoIndex) {
     let exprs: Vec<(usize, *mut pg_sys::Node)> = h
         .keys
         .iter()
         .enumerate()
         .filter(|(_, c)| c.attnum == 0 && !c.expr.is_null())
+        .filter(|(_, c)| {
+            // SAFETY: walking an analyzed expression of this index.
+            unsafe { !guard::calls_user_code(c.expr, true) }
+        })
         .map(|(i, c)| (i, c.expr))
         .collect();
+    h.expr_stats = vec![Oid::INVALID; h.keys.len()];
     if exprs.is_empty() {
         return;
     }
-    // SAFETY: catalog lookups and deparsing of analyzed expressions of this table.
-    let (qualified, texts, reltuples) = unsafe {
-        let table = CStr::from_ptr(pg_sys::get_rel_name(h.relid))
-            .to_string_lossy()
-            .into_owned();
-        let nsp = CStr::from_ptr(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(
-            h.relid,
-        )))
-        .to_string_lossy()
-        .into_owned();
-        let ctx = pg_sys::deparse_context_for(pg_sys::get_rel_name(h.relid), h.relid);
-        let texts: Vec<String> = exprs
+    let qualified = qualified_rel_name(h.relid);
+    let rname = CString::new(rel_name(h.relid)).unwrap_or_default();
+    // SAFETY: deparsing analyzed expressions of this table.
+    let texts: Vec<String> = unsafe {
+        let ctx = pg_sys::deparse_context_for(rname.as_ptr(), h.relid);
+        exprs
             .iter()
             .map(|(_, e)| {
                 CStr::from_ptr(pg_sys::deparse_expression(*e, ctx, false, false))
                     .to_string_lossy()
                     .into_owned()
             })
-            .collect();
-        let rel = pg_sys::RelationIdGetRelation(h.relid);
-        let reltuples = (*(*rel).rd_rel).reltuples as f64;
-        pg_sys::RelationClose(rel);
-        (
-            format!("{}.{}", quote_identifier(&nsp), quote_identifier(&table)),
-            texts,
-            reltuples,
-        )
+            .collect()
     };
+    let reltuples = reltuples_of(h.relid);
     // ANALYZE's own sample is 30000 rows (default statistics target): sample about that.
     let pct = if reltuples > 30_000.0 {
         (30_000.0 / reltuples * 150.0).clamp(0.01, 100.0)
     } else {
         100.0
     };
-    h.expr_stats = vec![Oid::INVALID; h.keys.len()];
     for ((i, _), text) in exprs.iter().zip(&texts) {
         let cache_key = (h.relid.to_u32(), text.clone());
         if let Some(&oid) = samples().get(&cache_key) {
@@ -253,17 +255,28 @@ fn sample_expression_stats(h: &mut HypoIndex) {
             SAMPLE_TABLES
         };
         let name = format!("pg_perf_whatif_{}_{n}", std::process::id());
-        let create = format!(
-            "CREATE TEMP TABLE {name} ON COMMIT DROP AS \
-             SELECT {text} AS e1 FROM ONLY {qualified} TABLESAMPLE SYSTEM ({pct})"
-        );
-        if Spi::run(&create).is_err() || Spi::run(&format!("ANALYZE {name}")).is_err() {
-            continue;
-        }
-        let oid = Spi::get_one::<Oid>(&format!("SELECT 'pg_temp.{name}'::regclass::oid"))
-            .ok()
-            .flatten();
-        if let Some(oid) = oid {
+        // The empty table is created first (a security-restricted operation may not create
+        // temporary tables); the expression is evaluated only inside `restricted`.
+        let sampled = guard::in_subtransaction(|| {
+            Spi::run(&format!(
+                "CREATE TEMP TABLE {name} ON COMMIT DROP AS \
+                 SELECT {text} AS e1 FROM ONLY {qualified} WITH NO DATA"
+            ))
+            .ok()?;
+            guard::restricted(|| {
+                Spi::run(&format!(
+                    "INSERT INTO pg_temp.{name} \
+                     SELECT {text} FROM ONLY {qualified} TABLESAMPLE SYSTEM ({pct})"
+                ))
+                .ok()?;
+                Spi::run(&format!("ANALYZE pg_temp.{name}")).ok()
+            })??;
+            Spi::get_one::<Oid>(&format!("SELECT 'pg_temp.{name}'::regclass::oid"))
+                .ok()
+                .flatten()
+        })
+        .flatten();
+        if let Some(oid) = sampled {
             samples().insert(cache_key, oid);
             h.expr_stats[*i] = oid;
         }
@@ -319,6 +332,27 @@ unsafe extern "C-unwind" fn get_index_stats(
     }
 }
 
+/// pg_statistic.stadistinct of a table column, read through the syscache as the planner
+/// does (pg_statistic itself is readable by superusers only).
+fn stadistinct(relid: Oid, attnum: i16) -> Option<f32> {
+    // SAFETY: syscache lookup, released before returning.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache3(
+            pg_sys::SysCacheIdentifier::STATRELATTINH as i32,
+            pg_sys::Datum::from(relid),
+            pg_sys::Datum::from(attnum),
+            pg_sys::Datum::from(false),
+        );
+        if tuple.is_null() {
+            return None;
+        }
+        let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_statistic>(tuple);
+        let nd = (*form).stadistinct;
+        pg_sys::ReleaseSysCache(tuple);
+        Some(nd)
+    }
+}
+
 /// Distinct key combinations of a btree index, from the columns' statistics, when btree
 /// deduplication applies (plain key columns of types whose equality is bitwise, no INCLUDE).
 fn distinct_keys(h: &HypoIndex, reltuples: f64) -> Option<f64> {
@@ -336,13 +370,7 @@ fn distinct_keys(h: &HypoIndex, reltuples: f64) -> Option<f64> {
         if c.attnum <= 0 || no_dedup.contains(&c.typ) {
             return None;
         }
-        let nd = Spi::get_one_with_args::<f32>(
-            "SELECT s.stadistinct FROM pg_catalog.pg_statistic s
-              WHERE s.starelid = $1 AND s.staattnum = $2 AND NOT s.stainherit",
-            &[h.relid.into(), c.attnum.into()],
-        )
-        .ok()
-        .flatten()? as f64;
+        let nd = stadistinct(h.relid, c.attnum)? as f64;
         let distinct = if nd < 0.0 { -nd * reltuples } else { nd };
         product *= distinct.max(1.0);
     }
@@ -407,13 +435,99 @@ fn width_of(typ: Oid, avg: i32) -> AttrWidth {
     }
 }
 
-/// Parses one CREATE INDEX statement into a hypothetical index.
+extern "C-unwind" {
+    /// parser/parse_utilcmd.h (not in pgrx's bindings): analyzes an IndexStmt's expressions
+    /// and predicate against the table, as CREATE INDEX does.
+    fn transformIndexStmt(
+        relid: Oid,
+        stmt: *mut pg_sys::IndexStmt,
+        query_string: *const std::ffi::c_char,
+    ) -> *mut pg_sys::IndexStmt;
+}
+
+/// An ERROR with PostgreSQL's own SQLSTATE and message (CREATE INDEX's refusals).
+fn pg_error(code: PgSqlErrorCode, message: String, detail: Option<String>) -> ! {
+    let mut report = ErrorReport::new(code, message, "pg_perf");
+    if let Some(d) = detail {
+        report = report.set_detail(d);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR-level reports do not return")
+}
+
+/// CREATE INDEX's errdetail_relkind_not_supported text.
+fn relkind_detail(relkind: u8) -> String {
+    let what = match relkind {
+        pg_sys::RELKIND_VIEW => "views",
+        pg_sys::RELKIND_SEQUENCE => "sequences",
+        pg_sys::RELKIND_FOREIGN_TABLE => "foreign tables",
+        pg_sys::RELKIND_INDEX => "indexes",
+        pg_sys::RELKIND_PARTITIONED_INDEX => "partitioned indexes",
+        pg_sys::RELKIND_COMPOSITE_TYPE => "composite types",
+        pg_sys::RELKIND_TOASTVALUE => "TOAST tables",
+        _ => "this relation",
+    };
+    format!("This operation is not supported for {what}.")
+}
+
+/// The name of a relation, or an ERROR when it no longer exists (dropped concurrently).
+fn rel_name(relid: Oid) -> String {
+    // SAFETY: syscache lookup; a NULL result is handled.
+    unsafe {
+        let n = pg_sys::get_rel_name(relid);
+        if n.is_null() {
+            pg_error(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("relation with OID {} does not exist", relid.to_u32()),
+                None,
+            );
+        }
+        CStr::from_ptr(n).to_string_lossy().into_owned()
+    }
+}
+
+/// `schema.table`, quoted, for SQL text; an ERROR when the relation is gone.
+fn qualified_rel_name(relid: Oid) -> String {
+    let table = rel_name(relid);
+    // SAFETY: syscache lookups; a NULL result is handled.
+    let nsp = unsafe {
+        let n = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        if n.is_null() {
+            pg_error(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("relation \"{table}\" has no schema any more"),
+                None,
+            );
+        }
+        CStr::from_ptr(n).to_string_lossy().into_owned()
+    };
+    format!("{}.{}", quote_identifier(&nsp), quote_identifier(&table))
+}
+
+unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: a pointer list of `length` elements.
+    unsafe {
+        (0..(*list).length as usize)
+            .map(|i| (*(*list).elements.add(i)).ptr_value as *mut T)
+            .collect()
+    }
+}
+
+/// Parses one CREATE INDEX statement into a hypothetical index. It is refused exactly where
+/// CREATE INDEX (DefineIndex, ComputeIndexAttrs, CheckPredicate, index_create in PG 15)
+/// would refuse it, with the same SQLSTATEs and messages, and also when the caller may not
+/// SELECT from the table (a hypothetical index needs no ownership, but must not reveal
+/// anything about a table the caller cannot read). IF NOT EXISTS and ONLY are ignored.
+/// Operator class options are refused: they can only be validated against a built index.
 fn parse_index(def: &str, oid: Oid) -> HypoIndex {
     let Ok(text) = CString::new(def) else {
         bad_index("the index definition contains a NUL byte".into())
     };
     // SAFETY: parser and catalog calls in the current memory context; every node pointer is
-    // produced by PostgreSQL and checked for its tag before use.
+    // produced by PostgreSQL and checked for its tag or NULL before use.
     unsafe {
         let raw = pg_sys::pg_parse_query(text.as_ptr());
         if raw.is_null() || (*raw).length != 1 {
@@ -424,61 +538,255 @@ fn parse_index(def: &str, oid: Oid) -> HypoIndex {
             bad_index(format!("\"{def}\" is not a CREATE INDEX statement"));
         }
         let istmt = stmt as *mut pg_sys::IndexStmt;
+        let key_elems: Vec<*mut pg_sys::IndexElem> = list_ptrs((*istmt).indexParams);
+        let include_elems: Vec<*mut pg_sys::IndexElem> = list_ptrs((*istmt).indexIncludingParams);
+        if key_elems.is_empty() {
+            pg_error(
+                PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
+                "must specify at least one column".into(),
+                None,
+            );
+        }
+        if key_elems.len() + include_elems.len() > pg_sys::INDEX_MAX_KEYS as usize {
+            pg_error(
+                PgSqlErrorCode::ERRCODE_TOO_MANY_COLUMNS,
+                format!(
+                    "cannot use more than {} columns in an index",
+                    pg_sys::INDEX_MAX_KEYS
+                ),
+                None,
+            );
+        }
         let rel = pg_sys::table_openrv((*istmt).relation, pg_sys::AccessShareLock as i32);
         let relid = (*rel).rd_id;
-        let am_name = if (*istmt).accessMethod.is_null() {
+        let relkind = (*(*rel).rd_rel).relkind as u8;
+        let table = rel_name(relid);
+        // Nothing about a table the caller cannot read.
+        if pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as _)
+            != pg_sys::AclResult::ACLCHECK_OK
+        {
+            let name = CString::new(table.clone()).unwrap_or_default();
+            pg_sys::aclcheck_error(
+                pg_sys::AclResult::ACLCHECK_NO_PRIV,
+                pg_sys::get_relkind_objtype(relkind as std::ffi::c_char),
+                name.as_ptr(),
+            );
+        }
+        if !matches!(
+            relkind,
+            pg_sys::RELKIND_RELATION | pg_sys::RELKIND_MATVIEW | pg_sys::RELKIND_PARTITIONED_TABLE
+        ) {
+            pg_error(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("cannot create index on relation \"{table}\""),
+                Some(relkind_detail(relkind)),
+            );
+        }
+        if relkind == pg_sys::RELKIND_PARTITIONED_TABLE && (*istmt).concurrent {
+            pg_error(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("cannot create index on partitioned table \"{table}\" concurrently"),
+                None,
+            );
+        }
+        if (*(*rel).rd_rel).relpersistence as u8 == pg_sys::RELPERSISTENCE_TEMP
+            && !(*rel).rd_islocaltemp
+        {
+            pg_error(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "cannot create indexes on temporary tables of other sessions".into(),
+                None,
+            );
+        }
+        if pg_sys::IsSystemRelation(rel) && !pg_sys::allowSystemTableMods {
+            pg_error(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("permission denied: \"{table}\" is a system catalog"),
+                None,
+            );
+        }
+        if !(*istmt).tableSpace.is_null() {
+            pg_sys::get_tablespace_oid((*istmt).tableSpace, false);
+        }
+        let am_name: *const std::ffi::c_char = if (*istmt).accessMethod.is_null() {
             c"btree".as_ptr()
         } else {
             (*istmt).accessMethod as *const _
         };
-        let amoid = pg_sys::get_am_oid(am_name, false);
-        // A parse state with the table as its only range table entry (varno 1), as
-        // transformIndexStmt sets up.
-        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
-        (*pstate).p_sourcetext = text.as_ptr();
-        let nsitem = pg_sys::addRangeTableEntryForRelation(
-            pstate,
-            rel,
-            pg_sys::AccessShareLock as i32,
+        let am_text = CStr::from_ptr(am_name).to_string_lossy().into_owned();
+        // get_index_am_oid refuses table access methods (42809) where DefineIndex would fail
+        // with an internal error.
+        let amoid = pg_sys::get_index_am_oid(am_name, false);
+        let amroutine = pg_sys::GetIndexAmRoutineByAmId(amoid, false);
+        let am_refuses = |what: &str| -> ! {
+            pg_error(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("access method \"{am_text}\" does not support {what}"),
+                None,
+            )
+        };
+        if (*istmt).unique && !(*amroutine).amcanunique {
+            am_refuses("unique indexes");
+        }
+        if !include_elems.is_empty() && !(*amroutine).amcaninclude {
+            am_refuses("included columns");
+        }
+        if key_elems.len() > 1 && !(*amroutine).amcanmulticol {
+            am_refuses("multicolumn indexes");
+        }
+        if !(*istmt).excludeOpNames.is_null() {
+            bad_index("hypothetical indexes cannot be exclusion constraints".into());
+        }
+        // Storage parameters: validated by the access method, as CREATE INDEX does.
+        let reloptions = pg_sys::transformRelOptions(
+            pg_sys::Datum::from(0usize),
+            (*istmt).options,
+            std::ptr::null(),
             std::ptr::null_mut(),
             false,
-            true,
+            false,
         );
-        pg_sys::addNSItemToQuery(pstate, nsitem, false, true, true);
+        pg_sys::index_reloptions((*amroutine).amoptions, reloptions, true);
+
+        // Expressions and predicate, analyzed against the table (varno 1).
+        let istmt = pg_guard_ffi_boundary(|| transformIndexStmt(relid, istmt, text.as_ptr()));
+        let key_elems: Vec<*mut pg_sys::IndexElem> = list_ptrs((*istmt).indexParams);
+        let include_elems: Vec<*mut pg_sys::IndexElem> = list_ptrs((*istmt).indexIncludingParams);
+        let predicate = (*istmt).whereClause;
+        if !predicate.is_null() && guard::is_mutable(predicate) {
+            pg_error(
+                PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
+                "functions in index predicate must be marked IMMUTABLE".into(),
+                None,
+            );
+        }
 
         let column = |elem: *mut pg_sys::IndexElem, key: bool| -> HypoColumn {
-            let (attnum, expr, typ, typmod, mut collation) = if !(*elem).name.is_null() {
-                let attnum = pg_sys::get_attnum(relid, (*elem).name);
-                if attnum <= 0 {
-                    bad_index(format!(
-                        "column \"{}\" does not exist",
-                        CStr::from_ptr((*elem).name).to_string_lossy()
-                    ));
+            let (mut attnum, mut expr) = (0i16, std::ptr::null_mut::<pg_sys::Node>());
+            if !(*elem).name.is_null() {
+                attnum = pg_sys::get_attnum(relid, (*elem).name);
+                if attnum == 0 {
+                    pg_error(
+                        PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                        format!(
+                            "column \"{}\" does not exist",
+                            CStr::from_ptr((*elem).name).to_string_lossy()
+                        ),
+                        None,
+                    );
                 }
-                let (mut t, mut m, mut c) = (Oid::INVALID, 0i32, Oid::INVALID);
-                pg_sys::get_atttypetypmodcoll(relid, attnum, &mut t, &mut m, &mut c);
-                (attnum, std::ptr::null_mut(), t, m, c)
             } else {
-                let e = pg_sys::transformExpr(
-                    pstate,
-                    (*elem).expr,
-                    pg_sys::ParseExprKind::EXPR_KIND_INDEX_EXPRESSION,
-                );
-                pg_sys::assign_expr_collations(pstate, e);
-                (0, e, pg_sys::exprType(e), -1, pg_sys::exprCollation(e))
-            };
-            if !(*elem).collation.is_null() && (*(*elem).collation).length > 0 {
-                collation = pg_sys::get_collation_oid((*elem).collation, false);
+                let e = (*elem).expr;
+                if !e.is_null()
+                    && (*e).type_ == pg_sys::NodeTag::T_Var
+                    && (*(e as *mut pg_sys::Var)).varattno != 0
+                {
+                    // A parenthesized plain column is a plain column.
+                    attnum = (*(e as *mut pg_sys::Var)).varattno;
+                } else {
+                    if !key {
+                        pg_error(
+                            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                            "expressions are not supported in included columns".into(),
+                            None,
+                        );
+                    }
+                    if e.is_null() || guard::is_mutable(e) {
+                        pg_error(
+                            PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
+                            "functions in index expression must be marked IMMUTABLE".into(),
+                            None,
+                        );
+                    }
+                    expr = e;
+                }
             }
-            let opclass = if !(*elem).opclass.is_null() && (*(*elem).opclass).length > 0 {
+            let (typ, typmod, mut collation) = if expr.is_null() {
+                let (mut t, mut m, mut c) = (Oid::INVALID, 0i32, Oid::INVALID);
+                if attnum > 0 {
+                    pg_sys::get_atttypetypmodcoll(relid, attnum, &mut t, &mut m, &mut c);
+                } else {
+                    // A system column: refused below, once every column has been checked.
+                    t = pg_sys::INT4OID;
+                }
+                (t, m, c)
+            } else {
+                (
+                    pg_sys::exprType(expr),
+                    pg_sys::exprTypmod(expr),
+                    pg_sys::exprCollation(expr),
+                )
+            };
+            let has = |l: *mut pg_sys::List| !l.is_null() && (*l).length > 0;
+            if !key {
+                let refuse = |what: &str| -> ! {
+                    pg_error(
+                        PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
+                        format!("including column does not support {what}"),
+                        None,
+                    )
+                };
+                if has((*elem).collation) {
+                    refuse("a collation");
+                }
+                if has((*elem).opclass) {
+                    refuse("an operator class");
+                }
+                if (*elem).ordering != pg_sys::SortByDir::SORTBY_DEFAULT {
+                    refuse("ASC/DESC options");
+                }
+                if (*elem).nulls_ordering != pg_sys::SortByNulls::SORTBY_NULLS_DEFAULT {
+                    refuse("NULLS FIRST/LAST options");
+                }
+            }
+            if key {
+                if has((*elem).collation) {
+                    collation = pg_sys::get_collation_oid((*elem).collation, false);
+                }
+                if attnum >= 0 {
+                    if pg_sys::type_is_collatable(typ) {
+                        if collation == Oid::INVALID {
+                            ErrorReport::new(
+                                PgSqlErrorCode::ERRCODE_INDETERMINATE_COLLATION,
+                                "could not determine which collation to use for index expression",
+                                "pg_perf",
+                            )
+                            .set_hint("Use the COLLATE clause to set the collation explicitly.")
+                            .report(PgLogLevel::ERROR);
+                        }
+                    } else if collation != Oid::INVALID {
+                        pg_error(
+                            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                            format!(
+                                "collations are not supported by type {}",
+                                CStr::from_ptr(pg_sys::format_type_be(typ)).to_string_lossy()
+                            ),
+                            None,
+                        );
+                    }
+                }
+            } else {
+                collation = Oid::INVALID;
+            }
+            // Operator class: ResolveOpClass refuses a missing default with PostgreSQL's
+            // message and hint.
+            let opclass = if key && attnum >= 0 {
                 pg_sys::ResolveOpClass((*elem).opclass, typ, am_name, amoid)
             } else {
-                pg_sys::GetDefaultOpClass(typ, amoid)
+                Oid::INVALID
             };
-            if key && opclass == Oid::INVALID {
-                bad_index(format!(
-                    "no default operator class for this column's type in \"{def}\""
-                ));
+            if key && has((*elem).opclassopts) {
+                bad_index(
+                    "operator class options are not supported by hypothetical indexes".into(),
+                );
+            }
+            if key && !(*amroutine).amcanorder {
+                if (*elem).ordering != pg_sys::SortByDir::SORTBY_DEFAULT {
+                    am_refuses("ASC/DESC options");
+                }
+                if (*elem).nulls_ordering != pg_sys::SortByNulls::SORTBY_NULLS_DEFAULT {
+                    am_refuses("NULLS FIRST/LAST options");
+                }
             }
             let avg = if attnum > 0 {
                 pg_sys::get_attavgwidth(relid, attnum)
@@ -497,12 +805,12 @@ fn parse_index(def: &str, oid: Oid) -> HypoIndex {
                 typ,
                 typmod,
                 collation,
-                opfamily: if key {
+                opfamily: if opclass != Oid::INVALID {
                     pg_sys::get_opclass_family(opclass)
                 } else {
                     Oid::INVALID
                 },
-                opcintype: if key {
+                opcintype: if opclass != Oid::INVALID {
                     pg_sys::get_opclass_input_type(opclass)
                 } else {
                     Oid::INVALID
@@ -512,41 +820,84 @@ fn parse_index(def: &str, oid: Oid) -> HypoIndex {
                 width: width_of(typ, avg),
             }
         };
-        let list_elems = |list: *mut pg_sys::List| -> Vec<*mut pg_sys::IndexElem> {
-            if list.is_null() {
-                return Vec::new();
+        let keys: Vec<HypoColumn> = key_elems.iter().map(|&e| column(e, true)).collect();
+        let include: Vec<HypoColumn> = include_elems.iter().map(|&e| column(e, false)).collect();
+
+        // A unique index on a partitioned table must contain the partition key (DefineIndex).
+        if (*istmt).unique && relkind == pg_sys::RELKIND_PARTITIONED_TABLE {
+            let partattrs = Spi::get_one_with_args::<Vec<i16>>(
+                "SELECT partattrs::int2[] FROM pg_catalog.pg_partitioned_table WHERE partrelid = $1",
+                &[relid.into()],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+            for a in partattrs {
+                if a == 0 {
+                    pg_error(
+                        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                        "unsupported UNIQUE constraint with partition key definition".into(),
+                        Some(
+                            "UNIQUE constraints cannot be used when partition keys include \
+                             expressions."
+                                .into(),
+                        ),
+                    );
+                }
+                if !keys.iter().any(|c| c.attnum == a) {
+                    let col = pg_sys::get_attname(relid, a, true);
+                    let col = if col.is_null() {
+                        String::new()
+                    } else {
+                        CStr::from_ptr(col).to_string_lossy().into_owned()
+                    };
+                    pg_error(
+                        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                        "unique constraint on partitioned table must include all partitioning \
+                         columns"
+                            .into(),
+                        Some(format!(
+                            "UNIQUE constraint on table \"{table}\" lacks column \"{col}\" which \
+                             is part of the partition key."
+                        )),
+                    );
+                }
             }
-            (0..(*list).length as usize)
-                .map(|i| (*(*list).elements.add(i)).ptr_value as *mut pg_sys::IndexElem)
-                .collect()
-        };
-        let keys: Vec<HypoColumn> = list_elems((*istmt).indexParams)
-            .into_iter()
-            .map(|e| column(e, true))
-            .collect();
-        let include: Vec<HypoColumn> = list_elems((*istmt).indexIncludingParams)
-            .into_iter()
-            .map(|e| column(e, false))
-            .collect();
-        if keys.is_empty() {
-            bad_index(format!("\"{def}\" has no key columns"));
         }
-        let predicate = if (*istmt).whereClause.is_null() {
-            std::ptr::null_mut()
-        } else {
-            let p = pg_sys::transformExpr(
-                pstate,
-                (*istmt).whereClause,
-                pg_sys::ParseExprKind::EXPR_KIND_INDEX_PREDICATE,
-            );
-            pg_sys::assign_expr_collations(pstate, p);
-            p
-        };
+
+        // System columns, also inside expressions and the predicate (DefineIndex).
+        let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
+        for c in keys.iter().chain(&include) {
+            if c.attnum < 0 {
+                attrs = pg_sys::bms_add_member(
+                    attrs,
+                    c.attnum as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
+                );
+            }
+            if !c.expr.is_null() {
+                pg_sys::pull_varattnos(c.expr, 1, &mut attrs);
+            }
+        }
+        if !predicate.is_null() {
+            pg_sys::pull_varattnos(predicate, 1, &mut attrs);
+        }
+        let mut member = -1;
+        loop {
+            member = pg_sys::bms_next_member(attrs, member);
+            if member < 0 {
+                break;
+            }
+            if member + pg_sys::FirstLowInvalidHeapAttributeNumber < 0 {
+                pg_error(
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    "index creation on system columns is not supported".into(),
+                    None,
+                );
+            }
+        }
+
         let reltuples = (*(*rel).rd_rel).reltuples as f64;
         pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
-        let table = CStr::from_ptr(pg_sys::get_rel_name(relid))
-            .to_string_lossy()
-            .into_owned();
         let name = if (*istmt).idxname.is_null() {
             // Like PostgreSQL's own choice: table_col1_col2_idx ("expr" for expressions).
             let cols: Vec<String> = keys
@@ -575,17 +926,14 @@ fn parse_index(def: &str, oid: Oid) -> HypoIndex {
             1.0
         } else {
             // Deparse the analyzed predicate and let the planner estimate its rows.
-            let ctx = pg_sys::deparse_context_for(pg_sys::get_rel_name(relid), relid);
+            let rname = CString::new(table.clone()).unwrap_or_default();
+            let ctx = pg_sys::deparse_context_for(rname.as_ptr(), relid);
             let text = CStr::from_ptr(pg_sys::deparse_expression(predicate, ctx, false, false))
                 .to_string_lossy()
                 .into_owned();
-            let nsp = CStr::from_ptr(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid)))
-                .to_string_lossy()
-                .into_owned();
             let q = format!(
-                "SELECT 1 FROM ONLY {}.{} WHERE {text}",
-                quote_identifier(&nsp),
-                quote_identifier(&table)
+                "SELECT 1 FROM ONLY {} WHERE {text}",
+                qualified_rel_name(relid)
             );
             let planned = plan(&q);
             if reltuples > 0.0 {
@@ -951,6 +1299,12 @@ unsafe fn collect_indexes(plan: *mut pg_sys::Plan, out: &mut Vec<Oid>, depth: u3
 
 /// Plans `query` (never executes it): a generic plan when it has `$n` parameters.
 pub fn plan(query: &str) -> Planned {
+    plan_checked(query, false)
+}
+
+/// Plans `query` like `plan`; with `builtin_only`, refuses (ERROR) a statement that calls a
+/// function or operator that is not built in, before planning could fold (execute) it.
+pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
     let Ok(text) = CString::new(query) else {
         PerfError::InvalidQuery {
             detail: "the query contains a NUL byte".into(),
@@ -993,7 +1347,20 @@ pub fn plan(query: &str) -> Planned {
             &mut nparams,
             std::ptr::null_mut(),
         );
-        if queries.is_null() || (*queries).length != 1 {
+        let nqueries = if queries.is_null() {
+            0
+        } else {
+            (*queries).length
+        };
+        if nqueries == 0 {
+            PerfError::InvalidQuery {
+                detail: "the statement rewrites into no query at all (a DO INSTEAD NOTHING rule)"
+                    .into(),
+                hint: "There is no plan to compare; plan the statement a rule does run.".into(),
+            }
+            .raise();
+        }
+        if nqueries != 1 {
             PerfError::InvalidQuery {
                 detail: "the statement rewrites into several queries (rules)".into(),
                 hint: "Plan the rewritten queries one by one.".into(),
@@ -1001,8 +1368,46 @@ pub fn plan(query: &str) -> Planned {
             .raise();
         }
         let q = (*(*queries).elements).ptr_value as *mut pg_sys::Query;
+        if q.is_null()
+            || !(*q).utilityStmt.is_null()
+            || !matches!(
+                (*q).commandType,
+                pg_sys::CmdType::CMD_SELECT
+                    | pg_sys::CmdType::CMD_INSERT
+                    | pg_sys::CmdType::CMD_UPDATE
+                    | pg_sys::CmdType::CMD_DELETE
+            )
+        {
+            PerfError::InvalidQuery {
+                detail: "the statement is (or a rule rewrites it into) a utility statement, \
+                         such as SELECT INTO or NOTIFY, which has no plan"
+                    .into(),
+                hint: "Pass a plain SELECT, INSERT, UPDATE or DELETE (CREATE TABLE AS / \
+                       SELECT INTO: plan its SELECT)."
+                    .into(),
+            }
+            .raise();
+        }
+        if builtin_only && guard::calls_user_code(q as *mut pg_sys::Node, false) {
+            PerfError::InsufficientPrivilege {
+                what: "the statement calls functions or operators that are not built in, \
+                       and another role ran it"
+                    .into(),
+                hint: "Planning can execute immutable functions; pg_perf does not run \
+                       another role's code with your rights."
+                    .into(),
+            }
+            .raise();
+        }
         let options = pg_sys::CURSOR_OPT_GENERIC_PLAN as i32;
         let stmt = pg_sys::pg_plan_query(q, text.as_ptr(), options, std::ptr::null_mut());
+        if stmt.is_null() || (*stmt).planTree.is_null() {
+            PerfError::InvalidQuery {
+                detail: "the planner returned no plan for this statement".into(),
+                hint: "Pass a plain SELECT, INSERT, UPDATE or DELETE.".into(),
+            }
+            .raise();
+        }
         let mut index_oids = Vec::new();
         collect_indexes((*stmt).planTree, &mut index_oids, 0);
         let subplans = (*stmt).subplans;
@@ -1058,13 +1463,14 @@ pub fn plan(query: &str) -> Planned {
 
 /// What a set of hypothetical indexes (and hidden existing ones) would do to a query's
 /// plan: costs before and after, the hypothetical indexes the new plan uses, both plans.
-/// Nothing is built and nothing is executed.
+/// Nothing is built and the query is not run; see `guard` for what may be evaluated (built-in
+/// expressions of hypothetical indexes, sampled as the caller) and what never is.
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::type_complexity)]
 fn whatif(
     query: &str,
-    indexes: default!(Vec<String>, "ARRAY[]::text[]"),
-    hide: default!(Vec<String>, "ARRAY[]::text[]"),
+    indexes: default!(Vec<Option<String>>, "ARRAY[]::text[]"),
+    hide: default!(Vec<Option<String>>, "ARRAY[]::text[]"),
 ) -> TableIterator<
     'static,
     (
@@ -1078,7 +1484,10 @@ fn whatif(
 > {
     let before = plan(query);
     let (after, used) = {
-        let session = Session::start(&indexes, &hide);
+        let session = Session::start(
+            &no_nulls(indexes, "indexes", "CREATE INDEX statements"),
+            &no_nulls(hide, "hide", "names of existing indexes"),
+        );
         let after = plan(query);
         let used = session.names_of(&after.index_oids);
         (after, used)
@@ -1100,6 +1509,24 @@ fn whatif(
     ))
 }
 
+/// The elements of a text[] argument; a NULL element is refused (22004).
+pub(crate) fn no_nulls(list: Vec<Option<String>>, arg: &str, what: &str) -> Vec<String> {
+    list.into_iter()
+        .map(|e| {
+            e.unwrap_or_else(|| {
+                ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                    format!("{arg} contains a NULL element"),
+                    "pg_perf",
+                )
+                .set_hint(format!("Pass {what}, without NULLs."))
+                .report(PgLogLevel::ERROR);
+                unreachable!("ERROR-level reports do not return")
+            })
+        })
+        .collect()
+}
+
 /// The size pg_perf's what-if planner assumes for a hypothetical index (from the table's
 /// current statistics), to compare with what CREATE INDEX would build.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -1116,9 +1543,13 @@ fn whatif_index_size(
 > {
     let mut h = parse_index(index, Oid::from(4_000_000_000u32));
     h.distinct_keys = distinct_keys(&h, reltuples_of(h.relid));
-    // SAFETY: plain relcache lookup of the table's statistics.
+    // SAFETY: plain relcache lookup of the table's statistics; NULL when it is gone.
     let (reltuples, relpages) = unsafe {
         let rel = pg_sys::RelationIdGetRelation(h.relid);
+        if rel.is_null() {
+            rel_name(h.relid); // raises "does not exist"
+            return TableIterator::once((0, 0, 0.0, 0));
+        }
         let r = (
             (*(*rel).rd_rel).reltuples as f64,
             (*(*rel).rd_rel).relpages as f64,

@@ -143,7 +143,8 @@ BAD = [
     ("two statements", "SELECT 1; SELECT 2", [], psycopg.errors.InvalidParameterValue),
     ("index not CREATE INDEX", "SELECT 1", ["SELECT 2"], psycopg.errors.InvalidParameterValue),
     ("unknown table", "SELECT 1", ["CREATE INDEX ON no_such_table (x)"], psycopg.errors.UndefinedTable),
-    ("unknown column", "SELECT 1", ["CREATE INDEX ON orders (no_such_column)"], psycopg.errors.InvalidParameterValue),
+    # CREATE INDEX's own SQLSTATE (42703), as for every refusal of a hypothetical index
+    ("unknown column", "SELECT 1", ["CREATE INDEX ON orders (no_such_column)"], psycopg.errors.UndefinedColumn),
     ("unknown index to hide", "SELECT 1", [], psycopg.errors.InvalidParameterValue),
 ]
 
@@ -154,3 +155,19 @@ def test_bad_input_is_a_clean_error(shop, what, query, indexes, error):
     with pytest.raises(error):
         whatif(shop, query, indexes, hide)
     assert shop.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_other_sessions_temp_table_is_refused(connect):
+    """CREATE INDEX refuses other sessions' temporary tables (0A000); so does what-if."""
+    owner = connect()
+    owner.execute("CREATE TEMP TABLE scratch AS SELECT g AS v FROM generate_series(1, 100) g")
+    schema = owner.execute(
+        "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.oid = 'scratch'::regclass"
+    ).fetchone()[0]
+    other = connect()
+    with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+        whatif(other, "SELECT 1", [f"CREATE INDEX ON {schema}.scratch (v)"])
+    assert "temporary tables of other sessions" in str(e.value)
+    # the owner itself may
+    assert whatif(owner, "SELECT * FROM scratch WHERE v = 5", ["CREATE INDEX ON scratch (v)"])
