@@ -14,6 +14,7 @@ use super::key;
 use super::store::{self, CacheKey, Counter, Format, Lookup, NewEntry, Refusal, RelDep};
 use crate::backend_local::BackendLocal;
 use crate::error::PerfError;
+use crate::pg::try_catch::{rethrowing, try_capture};
 
 /// Declares a result type for a varlena datum handed to PostgreSQL as is (no round trip
 /// through serde): the datum is always of SQL type `$sql` (OID `$oid`).
@@ -409,8 +410,26 @@ fn check_relations(relids: &[u32]) -> Result<(), Refusal> {
     verdict.unwrap_or(Err(Refusal::UnsupportedRelation))
 }
 
+mod raw {
+    use pgrx::pg_sys::{Datum, Oid};
+    use std::ffi::c_char;
+    unsafe extern "C-unwind" {
+        pub fn SPI_execute_with_args(
+            src: *const c_char,
+            nargs: i32,
+            argtypes: *const Oid,
+            values: *const Datum,
+            nulls: *const c_char,
+            read_only: bool,
+            tcount: i64,
+        ) -> i32;
+    }
+}
+
 /// Runs the wrapped query through SPI (a fresh snapshot in READ COMMITTED) and returns the
 /// jsonb result's bytes.
+// The raw SPI call longjmps on ERROR (caught by try_capture), it does not unwind.
+#[allow(ffi_unwind_calls)]
 fn execute(p: &Prepared) -> Vec<u8> {
     // SAFETY: plain SPI use: connect, execute with the converted parameters, copy the single
     // jsonb value out (detoasted) before SPI_finish frees its memory.
@@ -421,15 +440,15 @@ fn execute(p: &Prepared) -> Vec<u8> {
                 "This is a bug in pg_perf; please report it.",
             );
         }
-        let rc = pg_sys::SPI_execute_with_args(
-            p.wrapped.as_ptr(),
-            p.types.len() as i32,
-            p.types.as_ptr() as *mut _,
-            p.values.as_ptr() as *mut _,
-            p.nulls.as_ptr(),
-            false,
-            0,
-        );
+        // The user's query runs outside pgrx's FFI guard, so that its ERROR reaches the
+        // client with every field (context, constraint name, ...): caught, and re-thrown
+        // unchanged by `rethrowing` in the SQL function once the Rust frames are unwound.
+        let (query, nargs) = (p.wrapped.as_ptr(), p.types.len() as i32);
+        let (types, values, nulls) = (p.types.as_ptr(), p.values.as_ptr(), p.nulls.as_ptr());
+        let rc = try_capture(|| {
+            raw::SPI_execute_with_args(query, nargs, types, values, nulls, false, 0)
+        })
+        .unwrap_or_else(|e| e.raise());
         let mut out = Vec::new();
         if rc == pg_sys::SPI_OK_SELECT as i32 && pg_sys::SPI_processed == 1 {
             let tt = pg_sys::SPI_tuptable;
@@ -564,7 +583,8 @@ fn cached_json(
     params: default!(JsonbArg, "'[]'"),
     ttl: default!(Option<Interval>, "NULL"),
 ) -> JsonbDatum {
-    JsonbDatum(cached_result(query, &params, ttl, Format::Jsonb))
+    // SAFETY: nothing between pgrx's wrapper and here needs dropping.
+    unsafe { rethrowing(|| JsonbDatum(cached_result(query, &params, ttl, Format::Jsonb))) }
 }
 
 /// The same result as `cached_json`, as `json`: jsonb's text rendering, made once when the
@@ -576,7 +596,8 @@ fn cached_json_text(
     params: default!(JsonbArg, "'[]'"),
     ttl: default!(Option<Interval>, "NULL"),
 ) -> JsonDatum {
-    JsonDatum(cached_result(query, &params, ttl, Format::JsonText))
+    // SAFETY: nothing between pgrx's wrapper and here needs dropping.
+    unsafe { rethrowing(|| JsonDatum(cached_result(query, &params, ttl, Format::JsonText))) }
 }
 
 /// The result of `query` with `params` in `format`: from the cache, or executed (and stored

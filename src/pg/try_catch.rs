@@ -1,52 +1,64 @@
-//! `PG_TRY` / `PG_CATCH` / `PG_RE_THROW` for hooks that call back into PostgreSQL.
+//! `PG_TRY` / `PG_CATCH` / `PG_RE_THROW` for code that calls back into PostgreSQL.
 //!
 //! pgrx's `pg_guard_ffi_boundary` catches a PostgreSQL ERROR, copies a few of its fields
 //! into a Rust panic and lets `#[pg_guard]` raise a new, rebuilt ERROR from them: the
 //! schema/table/column/datatype/constraint names, the cursor and internal positions, the
-//! internal query and the error context stack of the original are lost. A hook that must
-//! be invisible cannot do that. `try_or_cleanup` instead does what C code does with
-//! `PG_TRY(); ... PG_CATCH(); cleanup; PG_RE_THROW(); PG_END_TRY();`: the original error
-//! stays in PostgreSQL's error data stack and is re-thrown untouched, every field intact.
+//! internal query and the error context stack of the original are lost, and an SQLSTATE
+//! pgrx does not know becomes XX000. A hook that must be invisible cannot do that. Here
+//! the original error is always re-thrown untouched, every field intact:
+//! - `try_or_cleanup` does what C code does with
+//!   `PG_TRY(); ... PG_CATCH(); cleanup; PG_RE_THROW(); PG_END_TRY();` (hooks).
+//! - `try_capture` catches the error as a `CaughtError` (a copy of its `ErrorData`, the
+//!   error state flushed) so that Rust frames owning values can be unwound normally, and
+//!   `rethrowing` around a SQL function's body re-throws it with `ReThrowError` once they
+//!   are (SQL functions that run user queries).
 //!
 //! Invariants (the callers' side of the contract, checked where possible by the types):
 //! - The body is a plain call into PostgreSQL: it captures only `Copy` values (so nothing
 //!   it owns needs dropping when an ERROR longjmps out of it) and never panics (it runs
-//!   behind an `extern "C"` frame, where a panic aborts the process). Call the standard
-//!   functions through raw `extern "C-unwind"` declarations, not pgrx's wrappers, which
-//!   would turn the ERROR into a panic.
-//! - Everything that must be cleaned up on ERROR is moved in as `cleanup` and comes back
-//!   on success; dropping it must not raise an ERROR (a panic there is swallowed).
-//! - The frames between the caller and the next outer `PG_TRY` hold nothing that needs
-//!   dropping while the body runs: the re-throw longjmps over them.
+//!   behind an `extern "C"` frame, where a panic aborts the process). Call PostgreSQL
+//!   through raw `extern "C-unwind"` declarations, not pgrx's wrappers, which would turn
+//!   the ERROR into a panic.
+//! - `try_or_cleanup`: everything that must be cleaned up on ERROR is moved in as
+//!   `cleanup` and comes back on success; dropping it must not raise an ERROR (a panic
+//!   there is swallowed). The frames between the caller and the next outer `PG_TRY` hold
+//!   nothing that needs dropping while the body runs: the re-throw longjmps over them.
+//! - `try_capture`: after a `CaughtError`, call nothing in PostgreSQL that could depend on
+//!   the failed state (the transaction is aborting); unwind with `CaughtError::raise` up to
+//!   `rethrowing`, whose frames up to pgrx's function wrapper hold nothing to drop.
 //!
 //! Cost: one `sigsetjmp` without signal mask (no system call) per call. Keep it off
 //! per-statement paths that hold nothing to clean up; those call the next hook directly.
 
-// pg_re_throw longjmps (it does not unwind), over frames that hold nothing to drop.
+// pg_re_throw and ReThrowError longjmp (they do not unwind), over frames that hold nothing
+// to drop.
 #![allow(ffi_unwind_calls)]
 
 use std::mem::MaybeUninit;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use pgrx::pg_sys;
 
 mod raw {
+    use pgrx::pg_sys::ErrorData;
     unsafe extern "C-unwind" {
         /// `PG_RE_THROW()`: longjmps to the next outer handler with the current error.
         pub fn pg_re_throw() -> !;
+        pub fn ReThrowError(edata: *mut ErrorData) -> !;
+        pub fn CopyErrorData() -> *mut ErrorData;
+        pub fn FlushErrorState();
     }
 }
 
-/// Runs `body` inside `PG_TRY`. On success returns its result together with `cleanup`.
-/// If `body` raises an ERROR, drops `cleanup` (in `PG_CATCH`) and re-throws the original
-/// error (`PG_RE_THROW`), so the caller never sees it return.
+/// Runs `body` inside `PG_TRY`: `Some` of its result, or `None` if it raised an ERROR, which
+/// is then still the current error (the `PG_CATCH` state; exception and context stacks are
+/// restored either way).
 ///
 /// # Safety
-/// See the module invariants: `body` must not panic; the caller's frames up to the next
-/// outer `PG_TRY` (normally: up to the hook's entry point) hold no values that need
-/// dropping; dropping `cleanup` must not raise an ERROR. Main thread only.
+/// As `try_or_cleanup`'s body; the caller must end the `PG_CATCH` state (re-throw or copy
+/// and flush the error) before calling anything else in PostgreSQL.
 #[inline]
-pub unsafe fn try_or_cleanup<G, R, F>(cleanup: G, body: F) -> (R, G)
+unsafe fn pg_try<R, F>(body: F) -> Option<R>
 where
     F: FnOnce() -> R + Copy,
 {
@@ -65,12 +77,91 @@ where
         });
         pg_sys::PG_exception_stack = save_exception_stack;
         pg_sys::error_context_stack = save_context_stack;
-        if jumped != 0 {
+        (jumped == 0).then(|| result.assume_init())
+    }
+}
+
+/// Runs `body` inside `PG_TRY`. On success returns its result together with `cleanup`.
+/// If `body` raises an ERROR, drops `cleanup` (in `PG_CATCH`) and re-throws the original
+/// error (`PG_RE_THROW`), so the caller never sees it return.
+///
+/// # Safety
+/// See the module invariants: `body` must not panic; the caller's frames up to the next
+/// outer `PG_TRY` (normally: up to the hook's entry point) hold no values that need
+/// dropping; dropping `cleanup` must not raise an ERROR. Main thread only.
+#[inline]
+pub unsafe fn try_or_cleanup<G, R, F>(cleanup: G, body: F) -> (R, G)
+where
+    F: FnOnce() -> R + Copy,
+{
+    // SAFETY: per this function's contract.
+    match unsafe { pg_try(body) } {
+        Some(r) => (r, cleanup),
+        None => {
             // PG_CATCH: the error is still on PostgreSQL's error data stack. A panic while
             // cleaning up must not replace it: ignored.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(cleanup)));
-            raw::pg_re_throw();
+            // SAFETY: re-throws the current error to the next outer handler.
+            unsafe { raw::pg_re_throw() }
         }
-        (result.assume_init(), cleanup)
+    }
+}
+
+/// An ERROR caught by `try_capture`: a copy of its `ErrorData`, in the memory context that
+/// was current when `try_capture` was called (which must live until it is re-thrown).
+pub struct CaughtError(*mut pg_sys::ErrorData);
+
+// SAFETY: only ever used on the backend's main thread; Send is needed to be a panic payload.
+unsafe impl Send for CaughtError {}
+
+impl CaughtError {
+    /// Unwinds the Rust frames (running their drops) up to `rethrowing`, which re-throws
+    /// the error.
+    pub fn raise(self) -> ! {
+        resume_unwind(Box::new(self))
+    }
+}
+
+/// Runs `body` inside `PG_TRY`; an ERROR it raises is copied out and the error state
+/// flushed, so the caller can unwind normally (`CaughtError::raise`).
+///
+/// # Safety
+/// As `try_or_cleanup`'s body; the current memory context must outlive the re-throw.
+#[inline]
+pub unsafe fn try_capture<R, F>(body: F) -> Result<R, CaughtError>
+where
+    F: FnOnce() -> R + Copy,
+{
+    // SAFETY: plain read of a backend global.
+    let context = unsafe { pg_sys::CurrentMemoryContext };
+    // SAFETY: per this function's contract.
+    match unsafe { pg_try(body) } {
+        Some(r) => Ok(r),
+        // SAFETY: the PG_CATCH state: copy the error out of ErrorContext (into the caller's
+        // context, as CopyErrorData requires) and flush it, as PL/pgSQL's handlers do.
+        None => unsafe {
+            pg_sys::CurrentMemoryContext = context;
+            let edata = raw::CopyErrorData();
+            raw::FlushErrorState();
+            Err(CaughtError(edata))
+        },
+    }
+}
+
+/// Runs `f` (a SQL function's body); a `CaughtError` unwinding out of it is re-thrown as
+/// the original ERROR (`ReThrowError`), every field intact. Other panics carry on to pgrx.
+///
+/// # Safety
+/// The frames between pgrx's function wrapper and this call hold nothing that needs
+/// dropping (the re-throw longjmps over them). Main thread only.
+pub unsafe fn rethrowing<R>(f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => match payload.downcast::<CaughtError>() {
+            // SAFETY: the ErrorData copy is alive (see CaughtError); ReThrowError puts it
+            // back on the error stack and longjmps to the next handler.
+            Ok(caught) => unsafe { raw::ReThrowError(caught.0) },
+            Err(other) => resume_unwind(other),
+        },
     }
 }

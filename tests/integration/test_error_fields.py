@@ -347,7 +347,40 @@ def test_failed_utility_statements_still_counted(connect):
         "NULL; END $$"
     )
     c.execute("SELECT 9191 AS after_caught")
-    rows = c.execute(
-        "SELECT toplevel FROM perf.statements WHERE query = 'SELECT $1 AS after_caught'"
-    ).fetchall()
-    assert rows == [(True,)]
+    assert [r[2] for r in stats("SELECT $1 AS after_caught")] == [True]
+
+
+CACHE_SETUP = r"""
+CREATE TABLE cu (id int CONSTRAINT cu_pk PRIMARY KEY);
+INSERT INTO cu VALUES (1);
+CREATE FUNCTION cu_ins() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO cu VALUES (1); RETURN 1; END $$;
+CREATE FUNCTION cu_raise() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'custom' USING ERRCODE = 'P0042', DETAIL = 'd', HINT = 'h', COLUMN = 'c',
+        CONSTRAINT = 'k', DATATYPE = 't', TABLE = 'tb', SCHEMA = 's';
+END $$;
+"""
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT cu_ins()", "SELECT cu_raise()", "SELECT 1 / (id - 1) FROM cu",
+    "SELECT ('x' || id)::int FROM cu",
+])
+def test_cached_query_errors_keep_every_field(connect, query):
+    """perf.cached_json() runs the user's query through SPI: its ERROR keeps every field
+    (the context gains SPI's 'SQL statement' line, as for any SPI caller)."""
+    c = connect()
+    c.execute(CACHE_SETUP)
+    with pytest.raises(psycopg.Error) as direct:
+        c.execute(query)
+    for fn in ["cached_json", "cached_json_text"]:
+        with pytest.raises(psycopg.Error) as cached:
+            c.execute(f"SELECT perf.{fn}(%s)", (query,))
+        want, got = diag_of(direct.value), diag_of(cached.value)
+        for field in FIELDS:
+            if field in ("context", "statement_position"):
+                continue
+            assert got[field] == want[field], (fn, field)
+        assert got["context"].startswith(want["context"] or ""), (fn, got["context"])
+        assert 'SQL statement "SELECT coalesce(jsonb_agg(t.*)' in got["context"], got["context"]
