@@ -11,7 +11,8 @@
 //! - `try_capture` catches the error as a `CaughtError` (a copy of its `ErrorData`, the
 //!   error state flushed) so that Rust frames owning values can be unwound normally, and
 //!   `rethrowing` around a SQL function's body re-throws it with `ReThrowError` once they
-//!   are (SQL functions that run user queries).
+//!   are (SQL functions that run user queries). `try_capture_query` adds the error context
+//!   SPI gives a query it parses or plans.
 //!
 //! Invariants (the callers' side of the contract, checked where possible by the types):
 //! - The body is a plain call into PostgreSQL: it captures only `Copy` values (so nothing
@@ -47,6 +48,16 @@ mod raw {
         pub fn ReThrowError(edata: *mut ErrorData) -> !;
         pub fn CopyErrorData() -> *mut ErrorData;
         pub fn FlushErrorState();
+    }
+    // Called from an error context callback, while the error is being reported: they only
+    // set fields of the current error.
+    unsafe extern "C" {
+        pub fn geterrposition() -> i32;
+        pub fn errposition(cursorpos: i32) -> i32;
+        pub fn internalerrposition(cursorpos: i32) -> i32;
+        pub fn internalerrquery(query: *const std::ffi::c_char) -> i32;
+        pub fn set_errcontext_domain(domain: *const std::ffi::c_char) -> i32;
+        pub fn errcontext_msg(fmt: *const std::ffi::c_char, ...) -> i32;
     }
 }
 
@@ -163,5 +174,55 @@ pub unsafe fn rethrowing<R>(f: impl FnOnce() -> R) -> R {
             Ok(caught) => unsafe { raw::ReThrowError(caught.0) },
             Err(other) => resume_unwind(other),
         },
+    }
+}
+
+/// `try_capture` for parsing, analyzing or planning `query` (a NUL-terminated string alive
+/// for the call), with the error context SPI gives the queries it runs: a syntax error's
+/// position becomes an internal position in `query`, any other error gets the context line
+/// `SQL statement "query"`. So the error reads as it would had the query gone through SPI,
+/// and a position is never reported against the client's statement.
+///
+/// # Safety
+/// As `try_capture`.
+pub unsafe fn try_capture_query<R, F>(
+    query: *const std::ffi::c_char,
+    body: F,
+) -> Result<R, CaughtError>
+where
+    F: FnOnce() -> R + Copy,
+{
+    /// As PostgreSQL's `_SPI_error_callback`.
+    unsafe extern "C-unwind" fn callback(arg: *mut std::ffi::c_void) {
+        let query = arg as *const std::ffi::c_char;
+        if query.is_null() {
+            return;
+        }
+        // SAFETY: called by errfinish while the error is the current one; the query text
+        // outlives the callback's registration.
+        unsafe {
+            let position = raw::geterrposition();
+            if position > 0 {
+                raw::errposition(0);
+                raw::internalerrposition(position);
+                raw::internalerrquery(query);
+            } else {
+                raw::set_errcontext_domain(std::ptr::null());
+                raw::errcontext_msg(c"SQL statement \"%s\"".as_ptr(), query);
+            }
+        }
+    }
+    // SAFETY: the callback record lives on this frame and is unlinked before it returns
+    // (pg_try restores error_context_stack to it on ERROR; it is then popped here).
+    unsafe {
+        let mut record = pg_sys::ErrorContextCallback {
+            previous: pg_sys::error_context_stack,
+            callback: Some(callback),
+            arg: query as *mut std::ffi::c_void,
+        };
+        pg_sys::error_context_stack = &mut record;
+        let result = try_capture(body);
+        pg_sys::error_context_stack = record.previous;
+        result
     }
 }

@@ -350,6 +350,7 @@ def test_failed_utility_statements_still_counted(connect):
     assert [r[2] for r in stats("SELECT $1 AS after_caught")] == [True]
 
 
+
 CACHE_SETUP = r"""
 CREATE TABLE cu (id int CONSTRAINT cu_pk PRIMARY KEY);
 INSERT INTO cu VALUES (1);
@@ -360,27 +361,56 @@ BEGIN
     RAISE EXCEPTION 'custom' USING ERRCODE = 'P0042', DETAIL = 'd', HINT = 'h', COLUMN = 'c',
         CONSTRAINT = 'k', DATATYPE = 't', TABLE = 'tb', SCHEMA = 's';
 END $$;
+CREATE FUNCTION cu_boom() RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'boom' USING ERRCODE = 'P0043', CONSTRAINT = 'k2', TABLE = 'cu';
+END $$;
 """
 
 
 @pytest.mark.parametrize("query", [
+    # fail while executing
     "SELECT cu_ins()", "SELECT cu_raise()", "SELECT 1 / (id - 1) FROM cu",
     "SELECT ('x' || id)::int FROM cu",
+    # fail while parsing, analyzing or planning
+    "SELEC 1", "SELECT nosuch FROM cu", "SELECT 'x'::int", "SELECT 1 / 0",
+    "SELECT * FROM cu WHERE id = cu_boom()",
 ])
 def test_cached_query_errors_keep_every_field(connect, query):
-    """perf.cached_json() runs the user's query through SPI: its ERROR keeps every field
-    (the context gains SPI's 'SQL statement' line, as for any SPI caller)."""
+    """perf.cached_json() runs the user's query as SPI would: its ERROR keeps every field,
+    the context gains SPI's 'SQL statement' line, and a syntax error position becomes an
+    internal position in the query (never one in the client's statement)."""
     c = connect()
     c.execute(CACHE_SETUP)
     with pytest.raises(psycopg.Error) as direct:
         c.execute(query)
+    want = diag_of(direct.value)
     for fn in ["cached_json", "cached_json_text"]:
         with pytest.raises(psycopg.Error) as cached:
             c.execute(f"SELECT perf.{fn}(%s)", (query,))
-        want, got = diag_of(direct.value), diag_of(cached.value)
+        got = diag_of(cached.value)
+        positional = ("context", "statement_position", "internal_position", "internal_query")
         for field in FIELDS:
-            if field in ("context", "statement_position"):
-                continue
-            assert got[field] == want[field], (fn, field)
-        assert got["context"].startswith(want["context"] or ""), (fn, got["context"])
-        assert 'SQL statement "SELECT coalesce(jsonb_agg(t.*)' in got["context"], got["context"]
+            if field not in positional:
+                assert got[field] == want[field], (fn, field)
+        assert got["statement_position"] is None, (fn, got)
+        if want["statement_position"] is not None:
+            assert (got["internal_position"], got["internal_query"], got["context"]) == (
+                want["statement_position"], query, want["context"]), (fn, got)
+        else:
+            assert (got["internal_position"], got["internal_query"]) == (None, None), (fn, got)
+            prefix = want["context"] + "\n" if want["context"] else ""
+            assert got["context"].startswith(prefix), (fn, got["context"])
+            # Parsing and planning name the query; SPI names the statement it runs.
+            wrapped = f"SELECT coalesce(jsonb_agg(t.*), '[]'::jsonb) FROM (\n{query}\n) t"
+            assert got["context"][len(prefix):] in (
+                f'SQL statement "{query}"', f'SQL statement "{wrapped}"'), (fn, got["context"])
+
+
+def test_cached_query_parameter_error(connect):
+    c = connect()
+    c.execute(CACHE_SETUP)
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation) as e:
+        c.execute("SELECT perf.cached_json('SELECT $1::int', '[\"x\"]')")
+    assert e.value.diag.message_primary == 'invalid input syntax for type integer: "x"'
+    assert e.value.diag.source_function == "pg_strtoint32"
