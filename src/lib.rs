@@ -12,6 +12,7 @@ mod backend_local;
 pub mod cache;
 pub mod error;
 pub mod gucs;
+pub mod pg;
 pub mod scheduler;
 pub mod shmem;
 pub mod stats;

@@ -4,12 +4,12 @@
 //! Invariants: hooks chain to the previously installed ones; `LwLockGuard` releases its lock
 //! exactly once, also while an ERROR unwinds.
 
-// Previous shmem hooks are "C-unwind" function pointers, called through pg_guard_ffi_boundary.
+// Previous shmem hooks are "C-unwind" function pointers, called directly: an ERROR they
+// raise reaches PostgreSQL untouched (nothing here needs dropping).
 #![allow(ffi_unwind_calls)]
 
 use pgrx::pg_guard;
 use pgrx::pg_sys;
-use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
@@ -30,7 +30,7 @@ unsafe extern "C-unwind" fn shmem_request() {
     // SAFETY: chaining to the previous hook in the postmaster.
     unsafe {
         if let Some(prev) = PREV_SHMEM_REQUEST {
-            pg_guard_ffi_boundary(|| prev());
+            prev();
         }
     }
     crate::stats::shmem::request();
@@ -42,7 +42,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
     // SAFETY: chaining to the previous hook.
     unsafe {
         if let Some(prev) = PREV_SHMEM_STARTUP {
-            pg_guard_ffi_boundary(|| prev());
+            prev();
         }
     }
     crate::stats::shmem::startup();

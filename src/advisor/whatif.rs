@@ -326,7 +326,7 @@ unsafe extern "C-unwind" fn get_index_stats(
     // SAFETY: chaining to the previous hook.
     unsafe {
         match PREV_GET_INDEX_STATS {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(root, index_oid, attnum, vardata)),
+            Some(prev) => prev(root, index_oid, attnum, vardata),
             None => false,
         }
     }
@@ -1197,7 +1197,7 @@ unsafe extern "C-unwind" fn get_relation_info_guarded(
     // SAFETY: chaining to the previous hook with the arguments we were given.
     unsafe {
         if let Some(prev) = PREV_GET_RELATION_INFO {
-            pg_guard_ffi_boundary(|| prev(root, relid, inhparent, rel));
+            prev(root, relid, inhparent, rel);
         }
     }
     let Some(state) = session() else { return };
@@ -1239,7 +1239,7 @@ unsafe extern "C-unwind" fn explain_index_name(oid: Oid) -> *const std::ffi::c_c
     // SAFETY: chaining to the previous hook.
     unsafe {
         match PREV_EXPLAIN_INDEX_NAME {
-            Some(prev) => pg_guard_ffi_boundary(|| prev(oid)),
+            Some(prev) => prev(oid),
             None => std::ptr::null(),
         }
     }

@@ -14,6 +14,7 @@ use super::key;
 use super::store::{self, CacheKey, Counter, Format, Lookup, NewEntry, Refusal, RelDep};
 use crate::backend_local::BackendLocal;
 use crate::error::PerfError;
+use crate::pg::try_catch::{rethrowing, try_capture, try_capture_query};
 
 /// Declares a result type for a varlena datum handed to PostgreSQL as is (no round trip
 /// through serde): the datum is always of SQL type `$sql` (OID `$oid`).
@@ -207,6 +208,7 @@ fn bad_query(detail: String, hint: &str) -> ! {
 
 /// Parses and analyzes `query` (exactly one SELECT), infers parameter types and converts the
 /// JSON parameter values to them.
+#[allow(ffi_unwind_calls)] // raw calls that longjmp, caught by try_capture (see `raw`)
 fn prepare(query: &str, params: &[serde_json::Value], format: Format) -> Prepared {
     let body = query.trim().trim_end_matches(';').trim_end();
     let Ok(source) = CString::new(body) else {
@@ -229,7 +231,8 @@ fn prepare(query: &str, params: &[serde_json::Value], format: Format) -> Prepare
     // SAFETY: parse analysis of a NUL-terminated string in the current memory context; every
     // pointer comes from PostgreSQL and is used before the context is reset.
     unsafe {
-        let raw = pg_sys::pg_parse_query(source.as_ptr());
+        let src = source.as_ptr();
+        let raw = user_query_step(src, || raw::pg_parse_query(src));
         if raw.is_null() || (*raw).length != 1 {
             bad_query(
                 format!("{}() takes exactly one SQL statement", format.function()),
@@ -239,13 +242,10 @@ fn prepare(query: &str, params: &[serde_json::Value], format: Format) -> Prepare
         let stmt = (*(*raw).elements).ptr_value as *mut pg_sys::RawStmt;
         let mut ptypes: *mut pg_sys::Oid = std::ptr::null_mut();
         let mut nparams: i32 = 0;
-        let q = pg_sys::parse_analyze_varparams(
-            stmt,
-            source.as_ptr(),
-            &mut ptypes,
-            &mut nparams,
-            std::ptr::null_mut(),
-        );
+        let (pt, np) = (&raw mut ptypes, &raw mut nparams);
+        let q = user_query_step(src, || {
+            raw::parse_analyze_varparams(stmt, src, pt, np, std::ptr::null_mut())
+        });
         if (*q).commandType != pg_sys::CmdType::CMD_SELECT || !(*q).utilityStmt.is_null() {
             bad_query(
                 format!("{}() only runs SELECT queries", format.function()),
@@ -288,12 +288,11 @@ fn prepare(query: &str, params: &[serde_json::Value], format: Format) -> Prepare
                     let mut infunc = pg_sys::Oid::INVALID;
                     let mut ioparam = pg_sys::Oid::INVALID;
                     pg_sys::getTypeInputInfo(t, &mut infunc, &mut ioparam);
-                    values.push(pg_sys::OidInputFunctionCall(
-                        infunc,
-                        c.as_ptr() as *mut _,
-                        ioparam,
-                        -1,
-                    ));
+                    let text = c.as_ptr();
+                    let value =
+                        try_capture(|| raw::OidInputFunctionCall(infunc, text, ioparam, -1))
+                            .unwrap_or_else(|e| e.raise());
+                    values.push(value);
                     nulls.push(b' ' as std::ffi::c_char);
                 }
             }
@@ -310,10 +309,12 @@ fn prepare(query: &str, params: &[serde_json::Value], format: Format) -> Prepare
 }
 
 /// What a cacheable query reads, or why it cannot be cached.
+#[allow(ffi_unwind_calls)] // raw calls that longjmp, caught by try_capture (see `raw`)
 fn analyze(p: &Prepared) -> Result<Vec<u32>, Refusal> {
     // SAFETY: rewriting and planning the analyzed query in the current memory context.
     unsafe {
-        let rewritten = pg_sys::pg_rewrite_query(p.query);
+        let (src, query) = (p.source.as_ptr(), p.query);
+        let rewritten = user_query_step(src, || raw::pg_rewrite_query(query));
         if rewritten.is_null() || (*rewritten).length != 1 {
             return Err(Refusal::NotReadOnly);
         }
@@ -339,7 +340,7 @@ fn analyze(p: &Prepared) -> Result<Vec<u32>, Refusal> {
             (*d).pflags = pg_sys::PARAM_FLAG_CONST as u16;
             (*d).ptype = p.types[i];
         }
-        let plan = pg_sys::pg_plan_query(q, p.source.as_ptr(), 0, params);
+        let plan = user_query_step(src, || raw::pg_plan_query(q, src, 0, params));
         let oids = (*plan).relationOids;
         let mut relids = Vec::new();
         if !oids.is_null() {
@@ -409,8 +410,59 @@ fn check_relations(relids: &[u32]) -> Result<(), Refusal> {
     verdict.unwrap_or(Err(Refusal::UnsupportedRelation))
 }
 
+/// PostgreSQL functions that run the user's query, called outside pgrx's FFI guard so that
+/// their ERROR keeps every field: through `try_capture`/`user_query_step`, re-thrown
+/// unchanged by `rethrowing` in the SQL functions once the Rust frames are unwound.
+mod raw {
+    use pgrx::pg_sys::{Datum, List, Oid, ParamListInfo, PlannedStmt, Query, RawStmt};
+    use std::ffi::c_char;
+    unsafe extern "C-unwind" {
+        pub fn pg_parse_query(query_string: *const c_char) -> *mut List;
+        pub fn parse_analyze_varparams(
+            parse_tree: *mut RawStmt,
+            source_text: *const c_char,
+            param_types: *mut *mut Oid,
+            num_params: *mut i32,
+            query_env: *mut pgrx::pg_sys::QueryEnvironment,
+        ) -> *mut Query;
+        pub fn OidInputFunctionCall(
+            function_id: Oid,
+            text: *const c_char,
+            typioparam: Oid,
+            typmod: i32,
+        ) -> Datum;
+        pub fn pg_rewrite_query(query: *mut Query) -> *mut List;
+        pub fn pg_plan_query(
+            query: *mut Query,
+            query_string: *const c_char,
+            cursor_options: i32,
+            bound_params: ParamListInfo,
+        ) -> *mut PlannedStmt;
+        pub fn SPI_execute_with_args(
+            src: *const c_char,
+            nargs: i32,
+            argtypes: *const Oid,
+            values: *const Datum,
+            nulls: *const c_char,
+            read_only: bool,
+            tcount: i64,
+        ) -> i32;
+    }
+}
+
+/// Runs one parse/analyze/rewrite/plan step of the user's query (see `raw`), with SPI's
+/// error context for `query`.
+///
+/// # Safety
+/// `step` only calls C; `query` is NUL-terminated and alive for the call.
+unsafe fn user_query_step<R>(query: *const std::ffi::c_char, step: impl FnOnce() -> R + Copy) -> R {
+    // SAFETY: per this function's contract.
+    unsafe { try_capture_query(query, step) }.unwrap_or_else(|e| e.raise())
+}
+
 /// Runs the wrapped query through SPI (a fresh snapshot in READ COMMITTED) and returns the
 /// jsonb result's bytes.
+#[allow(ffi_unwind_calls)] // raw calls that longjmp, caught by try_capture (see `raw`)
 fn execute(p: &Prepared) -> Vec<u8> {
     // SAFETY: plain SPI use: connect, execute with the converted parameters, copy the single
     // jsonb value out (detoasted) before SPI_finish frees its memory.
@@ -421,15 +473,13 @@ fn execute(p: &Prepared) -> Vec<u8> {
                 "This is a bug in pg_perf; please report it.",
             );
         }
-        let rc = pg_sys::SPI_execute_with_args(
-            p.wrapped.as_ptr(),
-            p.types.len() as i32,
-            p.types.as_ptr() as *mut _,
-            p.values.as_ptr() as *mut _,
-            p.nulls.as_ptr(),
-            false,
-            0,
-        );
+        // SPI adds its own error context (the query text, or its internal position).
+        let (query, nargs) = (p.wrapped.as_ptr(), p.types.len() as i32);
+        let (types, values, nulls) = (p.types.as_ptr(), p.values.as_ptr(), p.nulls.as_ptr());
+        let rc = try_capture(|| {
+            raw::SPI_execute_with_args(query, nargs, types, values, nulls, false, 0)
+        })
+        .unwrap_or_else(|e| e.raise());
         let mut out = Vec::new();
         if rc == pg_sys::SPI_OK_SELECT as i32 && pg_sys::SPI_processed == 1 {
             let tt = pg_sys::SPI_tuptable;
@@ -564,7 +614,8 @@ fn cached_json(
     params: default!(JsonbArg, "'[]'"),
     ttl: default!(Option<Interval>, "NULL"),
 ) -> JsonbDatum {
-    JsonbDatum(cached_result(query, &params, ttl, Format::Jsonb))
+    // SAFETY: nothing between pgrx's wrapper and here needs dropping.
+    unsafe { rethrowing(|| JsonbDatum(cached_result(query, &params, ttl, Format::Jsonb))) }
 }
 
 /// The same result as `cached_json`, as `json`: jsonb's text rendering, made once when the
@@ -576,7 +627,8 @@ fn cached_json_text(
     params: default!(JsonbArg, "'[]'"),
     ttl: default!(Option<Interval>, "NULL"),
 ) -> JsonDatum {
-    JsonDatum(cached_result(query, &params, ttl, Format::JsonText))
+    // SAFETY: nothing between pgrx's wrapper and here needs dropping.
+    unsafe { rethrowing(|| JsonDatum(cached_result(query, &params, ttl, Format::JsonText))) }
 }
 
 /// The result of `query` with `params` in `format`: from the cache, or executed (and stored

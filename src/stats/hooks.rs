@@ -1,23 +1,25 @@
 //! Parse-analysis, executor and utility hooks that feed the statement table.
 //!
 //! Invariants:
-//! - Every hook chains to the hook that was installed before it (or the standard function),
-//!   calling it through `pg_guard_ffi_boundary` so a PostgreSQL ERROR becomes a Rust unwind
-//!   that runs our `finally` blocks instead of a longjmp over Rust frames.
+//! - Every hook chains to the hook that was installed before it (or the standard function)
+//!   so that a PostgreSQL ERROR raised below reaches the client untouched, every field of it
+//!   (never through pgrx's `pg_guard_ffi_boundary`, which rebuilds the error from a few of
+//!   its fields): with a plain call where nothing in the frame needs cleaning up, else
+//!   inside `crate::pg::try_catch` (PG_TRY, clean up, PG_RE_THROW).
 //! - With `perf.enabled = off` or `perf.track = none`, hooks do one GUC read and pass through.
 //! - The nesting level is restored on error (a Drop guard runs while the ERROR unwinds), as
 //!   pg_stat_statements does with PG_FINALLY, so `toplevel` stays right after a caught error.
+//!   (The guards are moved into `try_or_cleanup`, which drops them in its PG_CATCH.)
 //! - Backend-local state lives in `LOCAL` (one backend = one thread). It is only touched
 //!   from hook code and callbacks that run on that thread, never re-entrantly while borrowed.
 //! - Nothing here holds a lock across a call back into PostgreSQL: locking lives in `shmem`.
 
-// Previous hooks are C function pointers with the "C-unwind" ABI; every call to one goes
-// through `pg_guard_ffi_boundary`, which turns a PostgreSQL longjmp into a Rust unwind.
+// Previous hooks and the standard functions are "C-unwind" functions called directly: an
+// ERROR raised below longjmps over frames that hold nothing to drop (see each hook).
 #![allow(ffi_unwind_calls)]
 
 use std::time::Instant;
 
-use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 use pgrx::pg_sys::{self, QueryDesc};
 use pgrx::prelude::*;
 
@@ -27,6 +29,7 @@ use super::shmem::{self, BufferDelta, ExecSample, StatKey, WalDelta};
 use super::{plan_capture, predicates};
 use crate::backend_local::BackendLocal;
 use crate::gucs::{self, TrackLevel};
+use crate::pg::try_catch::try_or_cleanup;
 
 const KNOWN_SLOTS: usize = 4096;
 const WANT_PLAN_SLOTS: usize = 256;
@@ -129,12 +132,34 @@ fn tracking(nesting: i32) -> bool {
 }
 
 /// PostgreSQL functions called without pgrx's per-call guard (a sigsetjmp, about 100
-/// instructions). `GetUserId` and `GetCurrentTransactionNestLevel` only return backend
-/// state and cannot raise an ERROR; the standard executor functions can, and are only
-/// called where that is safe (see the executor hooks' section comment).
+/// instructions, and an ERROR rebuilt from a few of its fields). `GetUserId` and
+/// `GetCurrentTransactionNestLevel` only return backend state and cannot raise an ERROR;
+/// the standard functions can, and are only called where that is safe (see the executor
+/// hooks' section comment) or inside `try_or_cleanup`.
 mod raw {
-    use pgrx::pg_sys::{QueryDesc, ScanDirection};
+    use pgrx::pg_sys::{
+        DestReceiver, ParamListInfo, PlannedStmt, ProcessUtilityContext, Query, QueryCompletion,
+        QueryDesc, QueryEnvironment, ScanDirection,
+    };
+    use std::ffi::c_char;
     unsafe extern "C-unwind" {
+        pub fn standard_planner(
+            parse: *mut Query,
+            query_string: *const c_char,
+            cursor_options: i32,
+            bound_params: ParamListInfo,
+        ) -> *mut PlannedStmt;
+        #[allow(clippy::too_many_arguments)]
+        pub fn standard_ProcessUtility(
+            pstmt: *mut PlannedStmt,
+            query_string: *const c_char,
+            read_only_tree: bool,
+            context: ProcessUtilityContext::Type,
+            params: ParamListInfo,
+            query_env: *mut QueryEnvironment,
+            dest: *mut DestReceiver,
+            qc: *mut QueryCompletion,
+        );
         pub fn GetUserId() -> pgrx::pg_sys::Oid;
         pub fn GetCurrentTransactionNestLevel() -> i32;
         pub fn standard_ExecutorStart(qd: *mut QueryDesc, eflags: i32);
@@ -230,8 +255,9 @@ unsafe extern "C-unwind" fn post_parse_analyze(
             jstate = query_id_memo::assign(pstate, query, nesting == 0);
             id_from_memo = jstate.is_null() && (*query).queryId != 0;
         }
+        // A plain call: nothing in this frame needs dropping if it raises an ERROR.
         if let Some(prev) = PREV_POST_PARSE_ANALYZE {
-            pg_guard_ffi_boundary(|| prev(pstate, query, jstate));
+            prev(pstate, query, jstate);
         }
     }
     // SAFETY: PostgreSQL passes valid pointers; jstate may be null.
@@ -660,29 +686,28 @@ unsafe extern "C-unwind" fn planner(
     cursor_options: i32,
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
+    // Only captures Copy values and calls C: fit for `try_or_cleanup`.
     let call = || {
         // SAFETY: chaining with the arguments we were given.
         unsafe {
             match PREV_PLANNER {
-                Some(prev) => pg_guard_ffi_boundary(|| {
-                    prev(parse, query_string, cursor_options, bound_params)
-                }),
-                None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+                Some(prev) => prev(parse, query_string, cursor_options, bound_params),
+                None => raw::standard_planner(parse, query_string, cursor_options, bound_params),
             }
         }
     };
     // SAFETY: valid Query from PostgreSQL; backend-local reads.
     let (queryid, nesting) = unsafe { ((*parse).queryId as i64, local().nesting) };
     if queryid == 0 || query_string.is_null() || !tracking(nesting) || !shmem::available() {
+        // A plain call: nothing in this frame needs dropping if it raises an ERROR.
         return call();
     }
     let key = current_key(queryid, nesting);
     let started = Instant::now();
-    let plan = {
-        // Statements run while planning (e.g. by functions folded into constants) are nested.
-        let _nesting = NestingGuard::enter();
-        call()
-    };
+    // Statements run while planning (e.g. by functions folded into constants) are nested.
+    // SAFETY: `call` only calls C; this frame holds nothing else that needs dropping.
+    let (plan, nesting_guard) = unsafe { try_or_cleanup(NestingGuard::enter(), call) };
+    drop(nesting_guard);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let hash = key.hash();
     shmem::record_planning(&key, hash, ms, now_timestamptz(), || {
@@ -713,23 +738,23 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
+    // Only captures Copy values and calls C: fit for `try_or_cleanup`, which is how it is
+    // called below (the guards this hook holds must be released if it raises an ERROR).
     let call = || {
         // SAFETY: chaining with the arguments we were given.
         unsafe {
             match PREV_PROCESS_UTILITY {
-                Some(prev) => pg_guard_ffi_boundary(|| {
-                    prev(
-                        pstmt,
-                        query_string,
-                        read_only_tree,
-                        context,
-                        params,
-                        query_env,
-                        dest,
-                        qc,
-                    )
-                }),
-                None => pg_sys::standard_ProcessUtility(
+                Some(prev) => prev(
+                    pstmt,
+                    query_string,
+                    read_only_tree,
+                    context,
+                    params,
+                    query_env,
+                    dest,
+                    qc,
+                ),
+                None => raw::standard_ProcessUtility(
                     pstmt,
                     query_string,
                     read_only_tree,
@@ -744,8 +769,7 @@ unsafe extern "C-unwind" fn process_utility(
     };
     // The result cache must see every utility statement, whatever perf.track says.
     // SAFETY: valid PlannedStmt.
-    let _cache_operation =
-        crate::cache::invalidate::before_utility(unsafe { (*pstmt).utilityStmt });
+    let cache_operation = crate::cache::invalidate::before_utility(unsafe { (*pstmt).utilityStmt });
     // SAFETY: valid PlannedStmt with a utility statement.
     let (queryid, handled) = unsafe {
         let node = (*pstmt).utilityStmt;
@@ -770,8 +794,11 @@ unsafe extern "C-unwind" fn process_utility(
     {
         // Nested statements run by this utility (DO, CALL, CREATE TABLE AS, EXPLAIN
         // ANALYZE, ...) are one level deeper, as with pg_stat_statements.
-        let _nesting = NestingGuard::enter();
-        call();
+        // SAFETY: `call` only calls C; every value of this frame that needs dropping is
+        // moved into the cleanup (dropped in this order on ERROR, then re-thrown).
+        let ((), guards) =
+            unsafe { try_or_cleanup((NestingGuard::enter(), cache_operation), call) };
+        drop(guards);
         return;
     }
     let key = current_key(queryid, nesting);
@@ -779,10 +806,10 @@ unsafe extern "C-unwind" fn process_utility(
     let id = pstmt as usize;
     push_running(id, key, hash, i32::MAX);
     let meter = RunMeter::start(id, local_running_len() - 1);
-    {
-        let _nesting = NestingGuard::enter();
-        call();
-    }
+    // SAFETY: as above; on ERROR the meter's drop marks the execution failed.
+    let ((), (nesting_guard, meter, _cache_operation)) =
+        unsafe { try_or_cleanup((NestingGuard::enter(), meter, cache_operation), call) };
+    drop(nesting_guard);
     meter.finish();
     let Some(i) = find_running(id) else { return };
     // SAFETY: backend-local.

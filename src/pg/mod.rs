@@ -1,0 +1,3 @@
+//! The PostgreSQL layer shared by every capability.
+
+pub mod try_catch;
