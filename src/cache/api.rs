@@ -1004,11 +1004,18 @@ fn cache_invalidate_oid(rel: pg_sys::Oid) -> i64 {
         )
     };
     if !owner {
+        // SAFETY: catalog lookup by OID; NULL when the relation does not exist.
+        let name = unsafe { pg_sys::get_rel_name(rel) };
+        let name = if name.is_null() {
+            format!("with OID {}", rel.to_u32())
+        } else {
+            // SAFETY: a palloc'd NUL-terminated relation name.
+            unsafe { CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned()
+        };
         PerfError::InsufficientPrivilege {
-            what: format!(
-                "perf.cache_invalidate: must be the owner of relation {}",
-                rel.to_u32()
-            ),
+            what: format!("perf.cache_invalidate: must be the owner of relation {name}"),
             hint: "Only the owner of a table (or a superuser) can invalidate its cached results; \
                    committed writes invalidate them automatically."
                 .into(),

@@ -401,6 +401,10 @@ pub fn temp_signature() -> u64 {
     let sig = if ns == pg_sys::InvalidOid {
         0
     } else {
+        // SAFETY: a snapshot of everything committed now (and this transaction's own
+        // changes), pushed for the query below and popped right after it; an error aborts
+        // the transaction, which unwinds the snapshot stack.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
         let names = Spi::get_one_with_args::<String>(
             "SELECT string_agg(relname::text, '/' ORDER BY relname) FROM pg_catalog.pg_class
               WHERE relnamespace = $1 AND relkind IN ('r', 'p', 'v', 'm', 'f', 'S')",
@@ -409,6 +413,8 @@ pub fn temp_signature() -> u64 {
         .ok()
         .flatten()
         .unwrap_or_default();
+        // SAFETY: pops the snapshot pushed above.
+        unsafe { pg_sys::PopActiveSnapshot() };
         // Never 0 once a temporary schema exists, so an empty one differs from none.
         super::key::hash(names.as_bytes(), b"", &[])[0] | 1
     };
