@@ -111,10 +111,22 @@ unsafe fn note_relation(relid: pg_sys::Oid, children: bool) {
     if relid == pg_sys::InvalidOid {
         return;
     }
-    // SAFETY: catalog lookups by OID; a missing relation gives '\0' / an empty list.
+    // SAFETY: catalog lookups by OID; the relation may have been dropped since its name was
+    // resolved (no lock is held): then there is nothing left to invalidate but its slot.
     unsafe {
-        if pg_sys::get_rel_persistence(relid) as u8 == pg_sys::RELPERSISTENCE_TEMP {
-            return;
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(relid),
+        );
+        if !tuple.is_null() {
+            let td = (*tuple).t_data;
+            let form =
+                (td as *mut u8).add((*td).t_hoff as usize) as *const pg_sys::FormData_pg_class;
+            let temp = (*form).relpersistence as u8 == pg_sys::RELPERSISTENCE_TEMP;
+            pg_sys::ReleaseSysCache(tuple);
+            if temp {
+                return;
+            }
         }
         note_write(relid.to_u32());
         if children {
@@ -211,7 +223,9 @@ unsafe fn note_name_list(names: *mut pg_sys::List, drop_last: usize) {
             return;
         }
         let copy = pg_sys::list_truncate(pg_sys::list_copy(names), (len - drop_last) as i32);
-        note_rangevar(pg_sys::makeRangeVarFromNameList(copy), false);
+        // Dropping a partitioned table drops its partitions; dropping a trigger on one drops
+        // its clones on the partitions.
+        note_rangevar(pg_sys::makeRangeVarFromNameList(copy), true);
     }
 }
 

@@ -8,6 +8,7 @@ a transaction's own DDL) is in tests/regress/sql/cache_hardening.sql."""
 import threading
 import time
 
+import psycopg
 import pytest
 
 from test_cache import Counters, cached_json, direct, make_items, prime
@@ -159,3 +160,33 @@ def test_new_permanent_table_shadowing_a_cached_name_in_another_session(connect)
     connect().execute("CREATE TABLE s1.items AS SELECT 1 AS id, 2 AS grp, 'new' AS name, 3 AS val")
     got = cached_json(c, ITEMS_ALL)
     assert got == direct(c, ITEMS_ALL) == [{"id": 1, "grp": 2, "name": "new", "val": 3}]
+
+
+def test_ddl_on_a_partitioned_parent_reaches_its_partitions(connect):
+    """Invalidation of DDL on a partitioned table reaches queries that read a partition
+    directly: ALTER TABLE parent ADD COLUMN changes `SELECT *` on the partition, DISABLE TRIGGER
+    on the parent stops tracking the partitions, DROP of the parent drops the partition."""
+    admin = connect()
+    admin.execute("CREATE TABLE meas (id int NOT NULL, val int NOT NULL) PARTITION BY RANGE (id)")
+    admin.execute("CREATE TABLE meas_1 PARTITION OF meas FOR VALUES FROM (1) TO (100)")
+    admin.execute("INSERT INTO meas SELECT g, g FROM generate_series(1, 5) g")
+    admin.execute("SELECT perf.cache_track('meas')")
+    c = connect()
+    cnt = Counters(admin)
+    q = "SELECT * FROM meas_1 ORDER BY id"
+    prime(c, cnt, q)
+    admin.execute("ALTER TABLE meas ADD COLUMN extra int NOT NULL DEFAULT 9")
+    got = cached_json(c, q)
+    assert got == direct(c, q) and got[0]["extra"] == 9
+    prime(c, cnt, q)
+    admin.execute("ALTER TABLE meas DISABLE TRIGGER USER")
+    admin.execute("UPDATE meas_1 SET val = -1 WHERE id = 1")
+    got = cached_json(c, q)
+    assert got == direct(c, q) and got[0]["val"] == -1
+    admin.execute("SELECT perf.cache_track('meas')")
+    prime(c, cnt, q)
+    admin.execute("DROP TABLE meas")
+    cnt.reset()
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        cached_json(c, q)
+    assert cnt.delta()["hits"] == 0
