@@ -72,10 +72,11 @@ INSERT INTO flips SELECT 'transform_null_equals off', perf.cached_json('SELECT N
 SET transform_null_equals = on;
 INSERT INTO flips SELECT 'transform_null_equals on', perf.cached_json('SELECT NULL = NULL AS eq');
 RESET transform_null_equals;
+-- (dollar quoting: the query text itself is the same under both settings)
 SET escape_string_warning = off;
-INSERT INTO flips SELECT 'standard_conforming_strings on', perf.cached_json('SELECT length(''a\nb'') AS n');
+INSERT INTO flips SELECT 'standard_conforming_strings on', perf.cached_json($q$SELECT length('a\nb') AS n$q$);
 SET standard_conforming_strings = off;
-INSERT INTO flips SELECT 'standard_conforming_strings off', perf.cached_json('SELECT length(''a\nb'') AS n');
+INSERT INTO flips SELECT 'standard_conforming_strings off', perf.cached_json($q$SELECT length('a\nb') AS n$q$);
 RESET standard_conforming_strings;
 RESET escape_string_warning;
 INSERT INTO flips SELECT 'array_nulls on', perf.cached_json('SELECT ''{NULL}''::text[] AS a');
