@@ -399,10 +399,10 @@ unsafe fn note_new_relation(rv: *mut pg_sys::RangeVar) {
     }
 }
 
-/// A hash of the names of this session's temporary relations (0 without a temporary
-/// schema). Unqualified names resolve to them first, so two sessions share cache entries
-/// only when the same names are temporary in both; a cached query never reads a temporary
-/// relation, so its result is the same in both.
+/// A hash of the names of this session's temporary relations and types (0 without a
+/// temporary schema). Unqualified names resolve to them first, so two sessions share cache
+/// entries only when the same names are temporary in both; a cached query never reads a
+/// temporary relation, so its result is the same in both.
 pub fn temp_signature() -> u64 {
     let l = local();
     if let Some(sig) = l.temp_signature {
@@ -420,8 +420,12 @@ pub fn temp_signature() -> u64 {
         // the transaction, which unwinds the snapshot stack.
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
         let names = Spi::get_one_with_args::<String>(
-            "SELECT string_agg(relname::text, '/' ORDER BY relname) FROM pg_catalog.pg_class
-              WHERE relnamespace = $1 AND relkind IN ('r', 'p', 'v', 'm', 'f', 'S')",
+            "SELECT string_agg(n, '/' ORDER BY n) FROM (
+                 SELECT relname::text FROM pg_catalog.pg_class
+                  WHERE relnamespace = $1 AND relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+                 UNION ALL
+                 SELECT 'type:' || typname FROM pg_catalog.pg_type WHERE typnamespace = $1
+             ) s(n)",
             &[ns.into()],
         )
         .ok()

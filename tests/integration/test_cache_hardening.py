@@ -190,3 +190,22 @@ def test_ddl_on_a_partitioned_parent_reaches_its_partitions(connect):
     with pytest.raises(psycopg.errors.UndefinedTable):
         cached_json(c, q)
     assert cnt.delta()["hits"] == 0
+
+
+def test_temp_type_shadowing_a_permanent_one_in_another_session(connect):
+    """A session's temporary type shadows a permanent type of the same name in casts: its
+    query text must not get another session's cached result."""
+    admin = connect()
+    admin.execute("CREATE TYPE mood AS (sad int)")
+    q = "SELECT (ROW(7)::mood).*"
+    a = connect()
+    b = connect()
+    b.execute("CREATE TYPE pg_temp.mood AS (happy text)")
+    b.execute("SET search_path = pg_temp, public")
+    a.execute("SET search_path = pg_temp, public")
+    # both sessions have a temporary schema; only b's holds something (the type)
+    a.execute("CREATE TEMP TABLE t0 (x int)")
+    a.execute("DROP TABLE t0")
+    cnt = Counters(admin)
+    assert prime(a, cnt, q) == [{"sad": 7}]
+    assert cached_json(b, q) == direct(b, q) == [{"happy": "7"}]
