@@ -75,7 +75,7 @@ SELECT perf.cache_track('scratch');
 -- other keys (temporary relation names are part of the key) and were invalidated by the
 -- writes above.
 SELECT query, params, format, valid, relations = ARRAY['products'::regclass::oid] AS on_products
-  FROM perf.cache_entries() WHERE relations <> '{}' ORDER BY query, params, format;
+  FROM perf.cache_entries() WHERE relations <> '{}' ORDER BY query, params, format, valid;
 SELECT perf.cache_invalidate('products') > 0 AS invalidated;
 SELECT count(*) AS entries_left FROM perf.cache_entries() WHERE relations <> '{}';
 SELECT perf.cache_untrack('products');
