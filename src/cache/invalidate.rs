@@ -280,7 +280,23 @@ pub unsafe fn before_utility(node: *mut pg_sys::Node) -> Option<GlobalOperation>
         }
         // Statements that cannot change what a cached query returns (writes are seen by
         // the invalidation triggers; statements they run come through here themselves).
-        T_VariableSetStmt | T_VariableShowStmt | T_ExplainStmt | T_PrepareStmt | T_ExecuteStmt
+        // EXPLAIN ANALYZE CREATE TABLE AS runs the CTAS without coming back here.
+        T_ExplainStmt => {
+            // SAFETY: the tag says it is an ExplainStmt; its query is null or an analyzed
+            // Query whose utility statement (if any) is a valid parse node.
+            unsafe {
+                let q = (*(node as *mut pg_sys::ExplainStmt)).query as *mut pg_sys::Query;
+                if !q.is_null()
+                    && (*q).type_ == pg_sys::NodeTag::T_Query
+                    && !(*q).utilityStmt.is_null()
+                    && (*(*q).utilityStmt).type_ == T_CreateTableAsStmt
+                {
+                    return before_utility((*q).utilityStmt);
+                }
+            }
+            return None;
+        }
+        T_VariableSetStmt | T_VariableShowStmt | T_PrepareStmt | T_ExecuteStmt
         | T_DeallocateStmt | T_ListenStmt | T_NotifyStmt | T_UnlistenStmt | T_CheckPointStmt
         | T_VacuumStmt | T_CopyStmt | T_LockStmt | T_DeclareCursorStmt | T_ClosePortalStmt
         | T_FetchStmt | T_CallStmt | T_DoStmt | T_ReindexStmt | T_ClusterStmt

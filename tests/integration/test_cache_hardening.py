@@ -142,7 +142,16 @@ def test_unrelated_ddl_keeps_entries_and_source_ddl_invalidates(connect):
             assert d["hits"] == 0, f"served a cached result after {stmt}"
 
 
-def test_new_permanent_table_shadowing_a_cached_name_in_another_session(connect):
+SHADOWING_CREATE = {
+    "ctas": "CREATE TABLE s1.items AS SELECT 1 AS id, 2 AS grp, 'new' AS name, 3 AS val",
+    "explain_analyze_ctas": "EXPLAIN ANALYZE CREATE TABLE s1.items AS "
+                            "SELECT 1 AS id, 2 AS grp, 'new' AS name, 3 AS val",
+    "view": "CREATE VIEW s1.items AS SELECT 1 AS id, 2 AS grp, 'new' AS name, 3 AS val",
+}
+
+
+@pytest.mark.parametrize("how", list(SHADOWING_CREATE))
+def test_new_permanent_table_shadowing_a_cached_name_in_another_session(connect, how):
     """A session with search_path = s1, public caches `items` (public.items); another session
     creates s1.items: the next call reads s1.items, while a table with another name created at
     the same time changes nothing."""
@@ -157,7 +166,7 @@ def test_new_permanent_table_shadowing_a_cached_name_in_another_session(connect)
     cnt.reset()
     cached_json(c, ITEMS_ALL)
     assert cnt.delta()["hits"] == 1
-    connect().execute("CREATE TABLE s1.items AS SELECT 1 AS id, 2 AS grp, 'new' AS name, 3 AS val")
+    connect().execute(SHADOWING_CREATE[how])
     got = cached_json(c, ITEMS_ALL)
     assert got == direct(c, ITEMS_ALL) == [{"id": 1, "grp": 2, "name": "new", "val": 3}]
 
