@@ -1,14 +1,18 @@
 -- Result cache: tracked tables, the typed-rows wrapper, tracking functions.
 -- See docs/cache-design.md for the guarantees.
 
--- Tables whose invalidation triggers are installed. A cached result may only use tables
--- whose row here is visible to the reading statement's snapshot.
-CREATE TABLE perf.cache_tracked (
-    relid      oid PRIMARY KEY,
-    tracked_at timestamptz NOT NULL DEFAULT now()
-);
--- Readers check tracking with their own privileges; owners track their own tables.
-GRANT SELECT, INSERT, DELETE ON perf.cache_tracked TO PUBLIC;
+-- Tables whose invalidation trigger is installed and enabled ALWAYS: the only tables cached
+-- results may read. Derived from pg_trigger, so nothing but the table's owner (who alone can
+-- create, drop, enable or disable its triggers) changes it; there is no state of its own
+-- that another role could write.
+CREATE VIEW perf.cache_tracked AS
+SELECT g.tgrelid AS relid
+  FROM pg_catalog.pg_trigger g
+ WHERE g.tgname = 'pg_perf_cache_invalidate'
+   AND g.tgfoid = 'perf.cache_invalidate_trigger()'::regprocedure
+   AND g.tgenabled = 'A';
+REVOKE ALL ON perf.cache_tracked FROM PUBLIC;
+GRANT SELECT ON perf.cache_tracked TO PUBLIC;
 
 -- Typed rows from the cache: SELECT * FROM perf.cached(NULL::orders, 'SELECT * FROM orders WHERE id = $1', '[42]')
 CREATE FUNCTION perf.cached(rowtype anyelement, query text, params jsonb DEFAULT '[]',
@@ -18,9 +22,10 @@ LANGUAGE sql VOLATILE AS $$
     SELECT * FROM jsonb_populate_recordset($1, perf.cached_json($2, $3, $4))
 $$;
 
--- Drops cached results that depend on a relation; returns how many.
+-- Drops cached results that depend on a relation; returns how many. Only the table's
+-- owner (or a superuser) may: perf.cache_invalidate_oid() checks.
 CREATE FUNCTION perf.cache_invalidate(rel regclass) RETURNS bigint
-LANGUAGE sql VOLATILE AS $$ SELECT perf.cache_invalidate_oid($1::oid) $$;
+LANGUAGE sql VOLATILE STRICT AS $$ SELECT perf.cache_invalidate_oid($1::oid) $$;
 
 -- Installs the invalidation trigger on a table (and all its partitions) so its results can
 -- be cached. Idempotent; needs the right to create triggers on the table (its owner).
@@ -30,6 +35,11 @@ DECLARE
     r regclass;
     kind "char";
 BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'perf.cache_track: rel must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the table to track, e.g. perf.cache_track(''orders'').';
+    END IF;
     SELECT relkind INTO kind FROM pg_catalog.pg_class WHERE oid = rel;
     IF rel::oid < 16384 OR (SELECT relnamespace = 'pg_catalog'::regnamespace
                               FROM pg_catalog.pg_class WHERE oid = rel) THEN
@@ -57,7 +67,6 @@ BEGIN
         END IF;
         -- ALWAYS: also fires for logical replication apply (session_replication_role = replica).
         EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER pg_perf_cache_invalidate', r);
-        INSERT INTO perf.cache_tracked (relid) VALUES (r) ON CONFLICT DO NOTHING;
     END LOOP;
 END
 $$;
@@ -69,10 +78,14 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r regclass;
 BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'perf.cache_untrack: rel must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the table to stop tracking, e.g. perf.cache_untrack(''orders'').';
+    END IF;
     FOR r IN SELECT relid FROM pg_catalog.pg_partition_tree(rel) WHERE relid IS NOT NULL
              UNION SELECT rel LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS pg_perf_cache_invalidate ON %s', r);
-        DELETE FROM perf.cache_tracked WHERE relid = r;
         PERFORM perf.cache_invalidate(r);
     END LOOP;
 END

@@ -59,12 +59,31 @@ pub struct JsonbArg {
 }
 
 impl JsonbArg {
-    /// The value as serde JSON (through pgrx's jsonb conversion).
+    /// The value as serde JSON. Rendered by jsonb's own output function and converted from
+    /// the database encoding, then parsed: any value jsonb holds that serde cannot (nesting
+    /// deeper than 128 levels) is a clear 22023, never a panic.
     fn to_json(&self) -> serde_json::Value {
-        // SAFETY: datum is a valid, non-null jsonb for the duration of the call.
-        unsafe { pgrx::JsonB::from_datum(self.datum, false) }
-            .map(|j| j.0)
-            .unwrap_or(serde_json::Value::Null)
+        // SAFETY: datum is a valid, non-null, detoasted jsonb for the duration of the call;
+        // both functions return palloc'd NUL-terminated strings.
+        let text = unsafe {
+            let jb = self.datum.cast_mut_ptr::<pg_sys::Jsonb>();
+            let out = pg_sys::JsonbToCString(
+                std::ptr::null_mut(),
+                &raw mut (*jb).root,
+                self.bytes.len() as i32,
+            );
+            let len = std::ffi::CStr::from_ptr(out).to_bytes().len() as i32;
+            let utf8 = pg_sys::pg_server_to_any(out, len, pg_sys::pg_enc::PG_UTF8 as i32);
+            std::ffi::CStr::from_ptr(utf8)
+                .to_string_lossy()
+                .into_owned()
+        };
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            crate::error::invalid_argument(
+                format!("params cannot be used: {e}"),
+                "Pass params as a JSON array with one element per $n parameter, e.g. '[42, \"open\"]'.",
+            )
+        })
     }
 }
 
@@ -363,6 +382,10 @@ fn check_relations(relids: &[u32]) -> Result<(), Refusal> {
         return Err(Refusal::TooManyRelations);
     }
     let oids: Vec<pg_sys::Oid> = relids.iter().map(|&r| pg_sys::Oid::from(r)).collect();
+    // SAFETY: a snapshot of everything committed now, pushed for the SPI query below (which
+    // runs read-only on the active snapshot) and popped right after it; an error aborts
+    // the transaction, which unwinds the snapshot stack.
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
     let verdict = Spi::connect(|client| {
         let rows = client.select(
             "SELECT c.relkind::text, c.relpersistence::text, c.relrowsecurity,
@@ -370,10 +393,6 @@ fn check_relations(relids: &[u32]) -> Result<(), Refusal> {
                     EXISTS (SELECT 1 FROM unnest(c.reloptions) o
                              WHERE o ~* '^security_barrier=(true|on|yes|1)$'),
                     EXISTS (SELECT 1 FROM perf.cache_tracked t WHERE t.relid = c.oid)
-                      AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
-                                   WHERE g.tgrelid = c.oid
-                                     AND g.tgname = 'pg_perf_cache_invalidate'
-                                     AND g.tgenabled = 'A')
                FROM pg_catalog.pg_class c WHERE c.oid = ANY($1)",
             None,
             &[oids.into()],
@@ -407,6 +426,8 @@ fn check_relations(relids: &[u32]) -> Result<(), Refusal> {
         }
         Ok::<_, pgrx::spi::Error>(verdict)
     });
+    // SAFETY: pops the snapshot pushed above.
+    unsafe { pg_sys::PopActiveSnapshot() };
     verdict.unwrap_or(Err(Refusal::UnsupportedRelation))
 }
 
@@ -414,7 +435,7 @@ fn check_relations(relids: &[u32]) -> Result<(), Refusal> {
 /// their ERROR keeps every field: through `try_capture`/`user_query_step`, re-thrown
 /// unchanged by `rethrowing` in the SQL functions once the Rust frames are unwound.
 mod raw {
-    use pgrx::pg_sys::{Datum, List, Oid, ParamListInfo, PlannedStmt, Query, RawStmt};
+    use pgrx::pg_sys::{Datum, List, Oid, ParamListInfo, PlannedStmt, Query, RawStmt, SPIPlanPtr};
     use std::ffi::c_char;
     unsafe extern "C-unwind" {
         pub fn pg_parse_query(query_string: *const c_char) -> *mut List;
@@ -438,11 +459,10 @@ mod raw {
             cursor_options: i32,
             bound_params: ParamListInfo,
         ) -> *mut PlannedStmt;
-        pub fn SPI_execute_with_args(
-            src: *const c_char,
-            nargs: i32,
-            argtypes: *const Oid,
-            values: *const Datum,
+        pub fn SPI_prepare(src: *const c_char, nargs: i32, argtypes: *mut Oid) -> SPIPlanPtr;
+        pub fn SPI_execute_plan(
+            plan: SPIPlanPtr,
+            values: *mut Datum,
             nulls: *const c_char,
             read_only: bool,
             tcount: i64,
@@ -462,10 +482,18 @@ unsafe fn user_query_step<R>(query: *const std::ffi::c_char, step: impl FnOnce()
 
 /// Runs the wrapped query through SPI (a fresh snapshot in READ COMMITTED) and returns the
 /// jsonb result's bytes.
-#[allow(ffi_unwind_calls)] // raw calls that longjmp, caught by try_capture (see `raw`)
 fn execute(p: &Prepared) -> Vec<u8> {
-    // SAFETY: plain SPI use: connect, execute with the converted parameters, copy the single
-    // jsonb value out (detoasted) before SPI_finish frees its memory.
+    execute_checked(p).0
+}
+
+/// `execute`, also returning the relations the executed statement was analyzed against
+/// (its plan source's dependencies: the relations named in the query and the views it
+/// expands, not the partitions the planner adds).
+#[allow(ffi_unwind_calls)] // raw calls that longjmp, caught by try_capture (see `raw`)
+fn execute_checked(p: &Prepared) -> (Vec<u8>, Vec<u32>) {
+    // SAFETY: plain SPI use: connect, prepare and execute with the converted parameters,
+    // copy the single jsonb value and the plan source's relation OIDs out before
+    // SPI_finish frees their memory.
     unsafe {
         if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
             bad_query(
@@ -475,11 +503,28 @@ fn execute(p: &Prepared) -> Vec<u8> {
         }
         // SPI adds its own error context (the query text, or its internal position).
         let (query, nargs) = (p.wrapped.as_ptr(), p.types.len() as i32);
-        let (types, values, nulls) = (p.types.as_ptr(), p.values.as_ptr(), p.nulls.as_ptr());
-        let rc = try_capture(|| {
-            raw::SPI_execute_with_args(query, nargs, types, values, nulls, false, 0)
-        })
-        .unwrap_or_else(|e| e.raise());
+        let types = p.types.as_ptr() as *mut pg_sys::Oid;
+        let plan =
+            try_capture(|| raw::SPI_prepare(query, nargs, types)).unwrap_or_else(|e| e.raise());
+        if plan.is_null() {
+            bad_query(
+                "the cached query could not be prepared".into(),
+                "Check the query text.",
+            );
+        }
+        let (values, nulls) = (p.values.as_ptr() as *mut pg_sys::Datum, p.nulls.as_ptr());
+        let rc = try_capture(|| raw::SPI_execute_plan(plan, values, nulls, false, 0))
+            .unwrap_or_else(|e| e.raise());
+        let mut rels = Vec::new();
+        for src in list_ptrs(pg_sys::SPI_plan_get_plan_sources(plan)) {
+            let src = src as *mut pg_sys::CachedPlanSource;
+            let oids = (*src).relationOids;
+            if !oids.is_null() {
+                for i in 0..(*oids).length as usize {
+                    rels.push((*(*oids).elements.add(i)).oid_value.to_u32());
+                }
+            }
+        }
         let mut out = Vec::new();
         if rc == pg_sys::SPI_OK_SELECT as i32 && pg_sys::SPI_processed == 1 {
             let tt = pg_sys::SPI_tuptable;
@@ -499,7 +544,20 @@ fn execute(p: &Prepared) -> Vec<u8> {
             );
         }
         // A packed (1-byte header) varlena must become a 4-byte header one to be returned.
-        normalize_varlena(out)
+        (normalize_varlena(out), rels)
+    }
+}
+
+/// The pointers of a List (empty for NIL).
+unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: a valid pointer List.
+    unsafe {
+        (0..(*list).length as usize)
+            .map(|i| (*(*list).elements.add(i)).ptr_value)
+            .collect()
     }
 }
 
@@ -540,6 +598,14 @@ extern "C" {
     static bytea_output: std::ffi::c_int;
     /// `lc_monetary` as set.
     static locale_monetary: *mut std::ffi::c_char;
+    /// `lc_numeric` as set (to_char's decimal point and group separator).
+    static locale_numeric: *mut std::ffi::c_char;
+    /// `lc_time` as set (to_char's TM names).
+    static locale_time: *mut std::ffi::c_char;
+    /// `xmlbinary` (an enum value).
+    static xmlbinary: std::ffi::c_int;
+    /// `xmloption` (an enum value).
+    static xmloption: std::ffi::c_int;
 }
 
 /// Settings that change a query's output, for the cache key, read from the variables behind
@@ -550,9 +616,19 @@ struct OutputSettings {
     search_path: Option<&'static [u8]>,
     time_zone: Option<&'static [u8]>,
     lc_monetary: Option<&'static [u8]>,
-    /// DateStyle and its field order, IntervalStyle, extra_float_digits, bytea_output.
-    numbers: [u8; 20],
+    lc_numeric: Option<&'static [u8]>,
+    lc_time: Option<&'static [u8]>,
+    /// default_text_search_config (to_tsvector and friends without a configuration).
+    text_search_config: Option<&'static [u8]>,
+    /// DateStyle and its field order, IntervalStyle, extra_float_digits, bytea_output,
+    /// xmlbinary, xmloption, backslash_quote, and as one bit each:
+    /// transform_null_equals, standard_conforming_strings, array_nulls, row_security,
+    /// quote_all_identifiers (see `NUMBERS`).
+    numbers: [u8; NUMBERS * 4],
 }
+
+/// Integer settings in `OutputSettings::numbers`.
+const NUMBERS: usize = 9;
 
 impl OutputSettings {
     fn current() -> OutputSettings {
@@ -569,13 +645,22 @@ impl OutputSettings {
             } else {
                 pg_sys::pg_get_timezone_name(pg_sys::session_timezone)
             };
-            let mut numbers = [0u8; 20];
-            let values = [
+            let mut numbers = [0u8; NUMBERS * 4];
+            let flags = pg_sys::Transform_null_equals as i32
+                | (pg_sys::standard_conforming_strings as i32) << 1
+                | (pg_sys::Array_nulls as i32) << 2
+                | (pg_sys::row_security as i32) << 3
+                | (pg_sys::quote_all_identifiers as i32) << 4;
+            let values: [i32; NUMBERS] = [
                 pg_sys::DateStyle,
                 pg_sys::DateOrder,
                 pg_sys::IntervalStyle,
                 pg_sys::extra_float_digits,
                 bytea_output,
+                xmlbinary,
+                xmloption,
+                pg_sys::backslash_quote,
+                flags,
             ];
             for (dst, v) in numbers.chunks_exact_mut(4).zip(values) {
                 dst.copy_from_slice(&v.to_le_bytes());
@@ -584,17 +669,25 @@ impl OutputSettings {
                 search_path: bytes(pg_sys::namespace_search_path),
                 time_zone: bytes(zone),
                 lc_monetary: bytes(locale_monetary),
+                lc_numeric: bytes(locale_numeric),
+                lc_time: bytes(locale_time),
+                text_search_config: bytes(pg_sys::TSCurrentConfig),
                 numbers,
             }
         }
     }
 
-    fn parts(&self) -> [Option<&[u8]>; 4] {
+    /// The key parts, with `temp` (this session's temporary-relation signature).
+    fn parts<'a>(&'a self, temp: &'a [u8]) -> [Option<&'a [u8]>; 8] {
         [
             self.search_path,
             self.time_zone,
             self.lc_monetary,
+            self.lc_numeric,
+            self.lc_time,
+            self.text_search_config,
             Some(&self.numbers),
+            Some(temp),
         ]
     }
 }
@@ -610,10 +703,11 @@ fn param_values(params: &JsonbArg) -> Vec<serde_json::Value> {
 /// valid entry exists, else executed (and cached when safe). See docs/cache-design.md.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cached_json(
-    query: &str,
-    params: default!(JsonbArg, "'[]'"),
+    query: Option<&str>,
+    params: default!(Option<JsonbArg>, "'[]'"),
     ttl: default!(Option<Interval>, "NULL"),
 ) -> JsonbDatum {
+    let (query, params) = required(query, params, Format::Jsonb);
     // SAFETY: nothing between pgrx's wrapper and here needs dropping.
     unsafe { rethrowing(|| JsonbDatum(cached_result(query, &params, ttl, Format::Jsonb))) }
 }
@@ -623,12 +717,44 @@ fn cached_json(
 /// clients that parse the JSON themselves). Its entries are separate from `cached_json`'s.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cached_json_text(
-    query: &str,
-    params: default!(JsonbArg, "'[]'"),
+    query: Option<&str>,
+    params: default!(Option<JsonbArg>, "'[]'"),
     ttl: default!(Option<Interval>, "NULL"),
 ) -> JsonDatum {
+    let (query, params) = required(query, params, Format::JsonText);
     // SAFETY: nothing between pgrx's wrapper and here needs dropping.
     unsafe { rethrowing(|| JsonDatum(cached_result(query, &params, ttl, Format::JsonText))) }
+}
+
+/// Raises null_value_not_allowed (22004) for a NULL argument that has no meaning.
+fn null_argument(what: String, hint: &str) -> ! {
+    pgrx::pg_sys::panic::ErrorReport::new(
+        pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        what,
+        "pg_perf",
+    )
+    .set_hint(hint)
+    .report(pgrx::PgLogLevel::ERROR);
+    unreachable!("ERROR-level reports do not return")
+}
+
+/// The query and params of a cached call; NULL for either is an error (a NULL ttl means
+/// the default).
+fn required(query: Option<&str>, params: Option<JsonbArg>, format: Format) -> (&str, JsonbArg) {
+    let Some(query) = query else {
+        null_argument(
+            format!("{}(): query must not be NULL", format.function()),
+            "Pass the text of one SELECT statement.",
+        )
+    };
+    let Some(params) = params else {
+        null_argument(
+            format!("{}(): params must not be NULL", format.function()),
+            "Pass a JSON array with one value per $n, or '[]' (the default) for none; \
+             a NULL parameter value is a JSON null inside the array: '[null]'.",
+        )
+    };
+    (query, params)
 }
 
 /// The result of `query` with `params` in `format`: from the cache, or executed (and stored
@@ -659,6 +785,22 @@ fn cached_result(
         }
         .raise()
     }
+    let ttl_us = match ttl {
+        Some(i) => {
+            let us = interval_us(&i);
+            if us < 0 {
+                PerfError::InvalidArgument {
+                    what: format!("{}(): ttl must not be negative", format.function()),
+                    hint: "Pass a positive interval such as '5 minutes', '0' for no expiry, \
+                           or NULL for perf.cache_default_ttl."
+                        .into(),
+                }
+                .raise()
+            }
+            us
+        }
+        None => crate::gucs::CACHE_DEFAULT_TTL.get() as i64 * 1_000_000,
+    };
     // Conditions under which the cache is not used at all.
     let pre_refusal = if !crate::gucs::CACHE_ENABLED.get() {
         Some(Refusal::Disabled)
@@ -668,6 +810,9 @@ fn cached_result(
     } else if unsafe { pg_sys::RecoveryInProgress() } {
         // SAFETY (above): plain call.
         Some(Refusal::Recovery)
+    } else if invalidate::own_global_ddl() {
+        // This transaction changed something every entry may depend on.
+        Some(Refusal::OwnWrites)
     } else {
         None
     };
@@ -677,7 +822,7 @@ fn cached_result(
         hash: key::hash(
             query.as_bytes(),
             params.bytes,
-            &OutputSettings::current().parts(),
+            &OutputSettings::current().parts(&invalidate::temp_signature().to_le_bytes()),
         ),
         userid,
         dbid,
@@ -716,6 +861,8 @@ fn cached_result(
         refuse(r);
         return executed(&p, format);
     }
+    // Checked once before registry slots are claimed (untracked and temporary relations
+    // never get one), and again below after the generations were read.
     let relids = match analyze(&p).and_then(|relids| check_relations(&relids).map(|_| relids)) {
         Ok(relids) => relids,
         Err(r) => {
@@ -741,7 +888,8 @@ fn cached_result(
         return executed(&p, format);
     }
 
-    // Generations and committing writers before the snapshot the query runs with ...
+    // Generations and committing writers before the relations are checked and the query
+    // planned and run ...
     let (global_before, global_busy_before) = store::global_state();
     let mut busy = global_busy_before > 0;
     for d in deps.iter_mut() {
@@ -749,7 +897,21 @@ fn cached_result(
         d.generation = generation;
         busy |= committing > 0;
     }
-    let result = in_format(execute(&p), format);
+    // ... with the catalog state every bracket that already ended left behind (brackets
+    // end after their commit's invalidations were sent) ...
+    // SAFETY: plain call; processes pending catalog invalidations.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    // ... tracking as committed now, not as of the statement's snapshot (an untrack or
+    // disabled trigger committed meanwhile bumps a generation read above or is seen here) ...
+    if let Err(r) = check_relations(&relids) {
+        refuse(r);
+        return executed(&p, format);
+    }
+    let (jsonb, ran_on) = execute_checked(&p);
+    let result = in_format(jsonb, format);
+    // ... and the query ran on relations it was checked for (a relation created, renamed or
+    // dropped meanwhile can make the same text resolve to another one).
+    busy |= ran_on.iter().any(|r| !relids.contains(r));
     // ... and after it: store only if no generation moved and nobody was committing. A
     // writer whose commit overlapped the snapshot is caught by one of the two checks; one
     // that commits later bumps the generation before its changes become visible.
@@ -764,10 +926,6 @@ fn cached_result(
     } else if result.len() > max_entry_bytes() {
         refuse(Refusal::TooLarge);
     } else {
-        let ttl_us = match ttl {
-            Some(i) => interval_us(&i),
-            None => crate::gucs::CACHE_DEFAULT_TTL.get() as i64 * 1_000_000,
-        };
         let stored = store::store(&NewEntry {
             key: cache_key,
             deps: &deps,
@@ -898,8 +1056,40 @@ fn cache_entries() -> TableIterator<
 /// (SQL callers use `perf.cache_invalidate(regclass)`, defined in sql/cache.sql.)
 #[pg_extern(volatile)]
 fn cache_invalidate_oid(rel: pg_sys::Oid) -> i64 {
-    // SAFETY: plain read.
-    let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    // SAFETY: catalog lookups by OID (the owner check only for an existing relation) and
+    // plain reads of backend globals.
+    let (owner, db) = unsafe {
+        let exists = pg_sys::SearchSysCacheExists(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(rel),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        );
+        (
+            exists && pg_sys::pg_class_ownercheck(rel, pg_sys::GetUserId()),
+            pg_sys::MyDatabaseId.to_u32(),
+        )
+    };
+    if !owner {
+        // SAFETY: catalog lookup by OID; NULL when the relation does not exist.
+        let name = unsafe { pg_sys::get_rel_name(rel) };
+        let name = if name.is_null() {
+            format!("with OID {}", rel.to_u32())
+        } else {
+            // SAFETY: a palloc'd NUL-terminated relation name.
+            unsafe { CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        PerfError::InsufficientPrivilege {
+            what: format!("perf.cache_invalidate: must be the owner of relation {name}"),
+            hint: "Only the owner of a table (or a superuser) can invalidate its cached results; \
+                   committed writes invalidate them automatically."
+                .into(),
+        }
+        .raise();
+    }
     let relid = rel.to_u32();
     if let Some(slot) = store::registry_slot(db, relid, false) {
         store::bump_generation(slot);

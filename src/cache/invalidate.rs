@@ -7,12 +7,27 @@
 //! A fill stores its result only if no table it read was committing when it started or
 //! ended and no generation moved in between (see `api::cached_json`).
 //!
-//! Everything else that can change a result — DDL, GRANT/REVOKE, policies, role changes,
-//! replaced functions or views, COMMIT PREPARED — invalidates the whole cache, bracketed as
-//! a global operation in progress from before its effects are visible until after.
+//! DDL is invalidated as narrowly as it can be told apart (`before_utility`): statements
+//! on a relation (ALTER/DROP/RENAME/SET SCHEMA, triggers, policies, rules, GRANT/REVOKE on
+//! tables, CREATE OR REPLACE VIEW) count as a write of that relation (and of its
+//! inheritance children where the change reaches them); a new or renamed permanent
+//! relation also counts as a write of every relation with the same name, whose cached
+//! queries may now resolve to it. Temporary objects change nothing shared: a session's
+//! temporary relation names are part of its cache keys (`temp_signature`). Everything else
+//! that can change a result (functions, types, schemas, roles, COMMIT PREPARED, ...)
+//! invalidates the whole cache, bracketed as a global operation.
 //!
-//! Invariants: the transaction callback is not `#[pg_guard]`-wrapped (it runs for every
-//! transaction); its body only touches atomics and a backend-local vector and cannot panic.
+//! Brackets end after the commit's catalog invalidations were sent (a resource-release
+//! callback after AtEOXact_Inval), so a fill that starts after a bracket ended and then
+//! accepts invalidation messages plans with the new catalog state.
+//!
+//! Own changes: writes and relation DDL put the relation's slot in `written` (queries on it
+//! bypass the cache until the transaction ends); other DDL bypasses the cache entirely
+//! until the transaction ends.
+//!
+//! Invariants: the transaction and resource-release callbacks are not `#[pg_guard]`-wrapped
+//! (they run for every transaction); their bodies only touch atomics and backend-local
+//! state and cannot panic.
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -21,14 +36,19 @@ use super::store;
 use crate::backend_local::BackendLocal;
 
 struct CacheLocal {
-    /// Registry slots of tables this transaction wrote.
+    /// Registry slots of tables this transaction wrote or changed with DDL.
     written: Vec<u32>,
     /// PRE_COMMIT counted the written tables as committing.
     committing: bool,
-    /// A utility statement that may change results ran in this transaction.
+    /// A statement that may change any result ran in this transaction.
     ddl_pending: bool,
     /// This transaction's commit holds a global operation (see `store::global_begin`).
     global_held: bool,
+    /// A utility statement that may create or drop temporary relations ran in this
+    /// transaction: the temporary-relation signature is recomputed until it ends.
+    utility_seen: bool,
+    /// Cached `temp_signature()` (None: recompute).
+    temp_signature: Option<u64>,
 }
 
 static LOCAL: BackendLocal<CacheLocal> = BackendLocal::new(CacheLocal {
@@ -36,6 +56,8 @@ static LOCAL: BackendLocal<CacheLocal> = BackendLocal::new(CacheLocal {
     committing: false,
     ddl_pending: false,
     global_held: false,
+    utility_seen: false,
+    temp_signature: None,
 });
 
 #[allow(clippy::mut_from_ref)]
@@ -47,6 +69,12 @@ fn local() -> &'static mut CacheLocal {
 /// Registry slots this transaction wrote (own writes bypass the cache).
 pub fn written_slots() -> &'static [u32] {
     &local().written
+}
+
+/// This transaction ran DDL whose effect is not limited to known relations: it must not
+/// use the cache at all until it ends (its own changes are not visible to other entries).
+pub fn own_global_ddl() -> bool {
+    local().ddl_pending
 }
 
 fn current_db() -> u32 {
@@ -68,10 +96,168 @@ pub fn note_write(relid: u32) {
     }
 }
 
-/// Called by the ProcessUtility hook before every utility statement. Marks statements that
-/// may change cached results so the transaction flushes the cache when it commits, and
-/// brackets COMMIT PREPARED (whose effects become visible inside the statement) as a global
-/// operation: the returned guard ends it when dropped, also on error.
+extern "C" {
+    /// catalog/pg_inherits.h; not bound by pgrx.
+    fn find_all_inheritors(
+        parent: pg_sys::Oid,
+        lockmode: std::ffi::c_int,
+        numparents: *mut *mut pg_sys::List,
+    ) -> *mut pg_sys::List;
+}
+
+/// Counts a DDL change of the relation `relid` (and of its inheritance children when
+/// `children`) as a write of this transaction. Temporary relations are never cached.
+unsafe fn note_relation(relid: pg_sys::Oid, children: bool) {
+    if relid == pg_sys::InvalidOid {
+        return;
+    }
+    // SAFETY: catalog lookups by OID; the relation may have been dropped since its name was
+    // resolved (no lock is held): then there is nothing left to invalidate but its slot.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(relid),
+        );
+        if !tuple.is_null() {
+            let td = (*tuple).t_data;
+            let form =
+                (td as *mut u8).add((*td).t_hoff as usize) as *const pg_sys::FormData_pg_class;
+            let temp = (*form).relpersistence as u8 == pg_sys::RELPERSISTENCE_TEMP;
+            pg_sys::ReleaseSysCache(tuple);
+            if temp {
+                return;
+            }
+        }
+        note_write(relid.to_u32());
+        if children {
+            let all = find_all_inheritors(relid, pg_sys::NoLock as i32, std::ptr::null_mut());
+            if !all.is_null() {
+                for i in 0..(*all).length as usize {
+                    let child = (*(*all).elements.add(i)).oid_value;
+                    if child != relid {
+                        note_write(child.to_u32());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The OID a RangeVar names now (InvalidOid if it does not exist), without locking; None
+/// if it cannot be resolved without risking an error of our own (cross-database names).
+unsafe fn resolve(rv: *mut pg_sys::RangeVar) -> Option<pg_sys::Oid> {
+    // SAFETY: rv is null or a valid RangeVar of the statement.
+    unsafe {
+        if rv.is_null() || !(*rv).catalogname.is_null() {
+            return None;
+        }
+        if (*rv).relpersistence as u8 == pg_sys::RELPERSISTENCE_TEMP {
+            return Some(pg_sys::InvalidOid);
+        }
+        Some(pg_sys::RangeVarGetRelidExtended(
+            rv,
+            pg_sys::NoLock as i32,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        ))
+    }
+}
+
+/// A DDL change of the relation a RangeVar names; unresolvable names change everything.
+unsafe fn note_rangevar(rv: *mut pg_sys::RangeVar, children: bool) {
+    // SAFETY: per the caller.
+    match unsafe { resolve(rv) } {
+        Some(oid) => unsafe { note_relation(oid, children) },
+        None => local().ddl_pending = true,
+    }
+}
+
+/// A permanent relation named `name` appears (created, renamed or moved): cached queries
+/// that resolved the name to another relation with that name may now resolve to it.
+unsafe fn note_new_name(name: *const std::ffi::c_char) {
+    if name.is_null() {
+        return;
+    }
+    // SAFETY: a catcache list search on the first key of RELNAMENSP (relname); members are
+    // pg_class tuples, released before returning.
+    unsafe {
+        let list = pg_sys::SearchSysCacheList(
+            pg_sys::SysCacheIdentifier::RELNAMENSP as i32,
+            1,
+            pg_sys::Datum::from(name),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        );
+        if list.is_null() {
+            return;
+        }
+        let n = (*list).n_members.max(0) as usize;
+        for ct in (*list).members.as_slice(n) {
+            let td = (**ct).tuple.t_data;
+            if td.is_null() {
+                continue;
+            }
+            let form =
+                (td as *mut u8).add((*td).t_hoff as usize) as *const pg_sys::FormData_pg_class;
+            if (*form).relpersistence as u8 != pg_sys::RELPERSISTENCE_TEMP {
+                note_write((*form).oid.to_u32());
+            }
+        }
+        pg_sys::ReleaseCatCacheList(list);
+    }
+}
+
+/// The relation named by a qualified name list (`names` minus its last `drop_last`
+/// elements): for DROP TABLE (the list is the name) and DROP TRIGGER/POLICY/RULE (the list
+/// ends with the object's own name).
+unsafe fn note_name_list(names: *mut pg_sys::List, drop_last: usize) {
+    // SAFETY: names is a List of String nodes from the parser.
+    unsafe {
+        if names.is_null() {
+            return;
+        }
+        let len = (*names).length as usize;
+        if len <= drop_last || len - drop_last > 3 {
+            local().ddl_pending = true;
+            return;
+        }
+        let copy = pg_sys::list_truncate(pg_sys::list_copy(names), (len - drop_last) as i32);
+        // Dropping a partitioned table drops its partitions; dropping a trigger on one drops
+        // its clones on the partitions.
+        note_rangevar(pg_sys::makeRangeVarFromNameList(copy), true);
+    }
+}
+
+fn list_nodes(list: *mut pg_sys::List) -> Vec<*mut pg_sys::Node> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: a valid pointer List from the parser.
+    unsafe {
+        (0..(*list).length as usize)
+            .map(|i| (*(*list).elements.add(i)).ptr_value as *mut pg_sys::Node)
+            .collect()
+    }
+}
+
+fn is_relation_kind(t: pg_sys::ObjectType::Type) -> bool {
+    use pg_sys::ObjectType::*;
+    matches!(
+        t,
+        OBJECT_TABLE
+            | OBJECT_VIEW
+            | OBJECT_MATVIEW
+            | OBJECT_FOREIGN_TABLE
+            | OBJECT_SEQUENCE
+            | OBJECT_INDEX
+    )
+}
+
+/// Called by the ProcessUtility hook before every utility statement. Records what the
+/// statement may change (see the module docs) and brackets COMMIT PREPARED (whose effects
+/// become visible inside the statement) as a global operation: the returned guard ends it
+/// when dropped, also on error.
 ///
 /// # Safety
 /// `node` must be null or a valid parse node.
@@ -90,20 +276,188 @@ pub unsafe fn before_utility(node: *mut pg_sys::Node) -> Option<GlobalOperation>
                 store::global_begin();
                 return Some(GlobalOperation);
             }
-            None
+            return None;
         }
-        // Statements that cannot change what a cached query returns.
-        T_VariableSetStmt | T_VariableShowStmt | T_ExplainStmt | T_PrepareStmt | T_ExecuteStmt
-        | T_DeallocateStmt | T_ListenStmt | T_NotifyStmt | T_UnlistenStmt | T_DiscardStmt
-        | T_CheckPointStmt | T_VacuumStmt | T_CopyStmt | T_LockStmt | T_DeclareCursorStmt
-        | T_ClosePortalStmt | T_FetchStmt | T_CallStmt | T_DoStmt | T_CreateTableAsStmt
-        | T_ReindexStmt | T_ClusterStmt | T_RefreshMatViewStmt | T_ConstraintsSetStmt
-        | T_LoadStmt => None,
-        _ => {
-            local().ddl_pending = true;
-            None
+        // Statements that cannot change what a cached query returns (writes are seen by
+        // the invalidation triggers; statements they run come through here themselves).
+        // EXPLAIN ANALYZE CREATE TABLE AS runs the CTAS without coming back here.
+        T_ExplainStmt => {
+            // SAFETY: the tag says it is an ExplainStmt; its query is null or an analyzed
+            // Query whose utility statement (if any) is a valid parse node.
+            unsafe {
+                let q = (*(node as *mut pg_sys::ExplainStmt)).query as *mut pg_sys::Query;
+                if !q.is_null()
+                    && (*q).type_ == pg_sys::NodeTag::T_Query
+                    && !(*q).utilityStmt.is_null()
+                    && (*(*q).utilityStmt).type_ == T_CreateTableAsStmt
+                {
+                    return before_utility((*q).utilityStmt);
+                }
+            }
+            return None;
+        }
+        T_VariableSetStmt | T_VariableShowStmt | T_PrepareStmt | T_ExecuteStmt
+        | T_DeallocateStmt | T_ListenStmt | T_NotifyStmt | T_UnlistenStmt | T_CheckPointStmt
+        | T_VacuumStmt | T_CopyStmt | T_LockStmt | T_DeclareCursorStmt | T_ClosePortalStmt
+        | T_FetchStmt | T_CallStmt | T_DoStmt | T_ReindexStmt | T_ClusterStmt
+        | T_RefreshMatViewStmt | T_ConstraintsSetStmt | T_LoadStmt | T_TruncateStmt
+        | T_CommentStmt | T_SecLabelStmt => return None,
+        _ => {}
+    }
+    let l = local();
+    l.utility_seen = true;
+    l.temp_signature = None;
+    // SAFETY: each arm casts the node to the struct its tag names; pointers inside are
+    // null or valid parse nodes.
+    unsafe {
+        match tag {
+            // DISCARD TEMP/ALL only drops this session's temporary relations.
+            T_DiscardStmt => {}
+            T_CreateStmt | T_CreateForeignTableStmt => {
+                // CreateForeignTableStmt starts with its CreateStmt.
+                let s = node as *mut pg_sys::CreateStmt;
+                for parent in list_nodes((*s).inhRelations) {
+                    note_rangevar(parent as *mut pg_sys::RangeVar, false);
+                }
+                note_new_relation((*s).relation);
+            }
+            T_ViewStmt => {
+                let s = node as *mut pg_sys::ViewStmt;
+                note_rangevar((*s).view, false);
+                note_new_relation((*s).view);
+            }
+            T_CreateTableAsStmt => {
+                let s = node as *mut pg_sys::CreateTableAsStmt;
+                if !(*s).into.is_null() {
+                    note_new_relation((*(*s).into).rel);
+                }
+            }
+            T_CreateSeqStmt => note_new_relation((*(node as *mut pg_sys::CreateSeqStmt)).sequence),
+            T_AlterSeqStmt => {}
+            T_IndexStmt => note_new_name((*(node as *mut pg_sys::IndexStmt)).idxname),
+            T_AlterTableStmt => {
+                note_rangevar((*(node as *mut pg_sys::AlterTableStmt)).relation, true)
+            }
+            T_CreateTrigStmt => {
+                note_rangevar((*(node as *mut pg_sys::CreateTrigStmt)).relation, false)
+            }
+            T_CreatePolicyStmt => {
+                note_rangevar((*(node as *mut pg_sys::CreatePolicyStmt)).table, false)
+            }
+            T_AlterPolicyStmt => {
+                note_rangevar((*(node as *mut pg_sys::AlterPolicyStmt)).table, false)
+            }
+            T_RuleStmt => note_rangevar((*(node as *mut pg_sys::RuleStmt)).relation, false),
+            T_RenameStmt => {
+                let s = node as *mut pg_sys::RenameStmt;
+                if (*s).relation.is_null() {
+                    l.ddl_pending = true;
+                } else {
+                    note_rangevar((*s).relation, true);
+                    if is_relation_kind((*s).renameType) {
+                        note_new_name((*s).newname);
+                    }
+                }
+            }
+            T_AlterObjectSchemaStmt => {
+                let s = node as *mut pg_sys::AlterObjectSchemaStmt;
+                if (*s).relation.is_null() {
+                    l.ddl_pending = true;
+                } else {
+                    note_rangevar((*s).relation, false);
+                    note_new_name((*(*s).relation).relname);
+                }
+            }
+            T_DropStmt => {
+                let s = node as *mut pg_sys::DropStmt;
+                use pg_sys::ObjectType::*;
+                let t = (*s).removeType;
+                if is_relation_kind(t) {
+                    for names in list_nodes((*s).objects) {
+                        note_name_list(names as *mut pg_sys::List, 0);
+                    }
+                } else if matches!(t, OBJECT_TRIGGER | OBJECT_POLICY | OBJECT_RULE) {
+                    for names in list_nodes((*s).objects) {
+                        note_name_list(names as *mut pg_sys::List, 1);
+                    }
+                } else {
+                    l.ddl_pending = true;
+                }
+            }
+            T_GrantStmt => {
+                let s = node as *mut pg_sys::GrantStmt;
+                use pg_sys::ObjectType::*;
+                if (*s).targtype == pg_sys::GrantTargetType::ACL_TARGET_OBJECT
+                    && matches!((*s).objtype, OBJECT_TABLE | OBJECT_SEQUENCE)
+                {
+                    for rv in list_nodes((*s).objects) {
+                        note_rangevar(rv as *mut pg_sys::RangeVar, false);
+                    }
+                } else {
+                    l.ddl_pending = true;
+                }
+            }
+            _ => l.ddl_pending = true,
         }
     }
+    None
+}
+
+/// A relation is created with the name `rv` gives: temporary ones only change this
+/// session's temporary-relation signature; permanent ones may shadow same-named relations.
+unsafe fn note_new_relation(rv: *mut pg_sys::RangeVar) {
+    // SAFETY: rv is null or a valid RangeVar.
+    unsafe {
+        if rv.is_null() || (*rv).relpersistence as u8 == pg_sys::RELPERSISTENCE_TEMP {
+            return;
+        }
+        note_new_name((*rv).relname);
+    }
+}
+
+/// A hash of the names of this session's temporary relations and types (0 without a
+/// temporary schema). Unqualified names resolve to them first, so two sessions share cache
+/// entries only when the same names are temporary in both; a cached query never reads a
+/// temporary relation, so its result is the same in both.
+pub fn temp_signature() -> u64 {
+    let l = local();
+    if let Some(sig) = l.temp_signature {
+        return sig;
+    }
+    let mut ns = pg_sys::InvalidOid;
+    let mut toast = pg_sys::InvalidOid;
+    // SAFETY: plain read of the backend's temporary-namespace state.
+    unsafe { pg_sys::GetTempNamespaceState(&mut ns, &mut toast) };
+    let sig = if ns == pg_sys::InvalidOid {
+        0
+    } else {
+        // SAFETY: a snapshot of everything committed now (and this transaction's own
+        // changes), pushed for the query below and popped right after it; an error aborts
+        // the transaction, which unwinds the snapshot stack.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
+        let names = Spi::get_one_with_args::<String>(
+            "SELECT string_agg(n, '/' ORDER BY n) FROM (
+                 SELECT relname::text FROM pg_catalog.pg_class
+                  WHERE relnamespace = $1 AND relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+                 UNION ALL
+                 SELECT 'type:' || typname FROM pg_catalog.pg_type WHERE typnamespace = $1
+             ) s(n)",
+            &[ns.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        // SAFETY: pops the snapshot pushed above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+        // Never 0 once a temporary schema exists, so an empty one differs from none.
+        super::key::hash(names.as_bytes(), b"", &[])[0] | 1
+    };
+    // While this transaction runs utility statements, temporary relations may come and go
+    // (also by savepoint rollbacks): recompute every time.
+    if !l.utility_seen {
+        l.temp_signature = Some(sig);
+    }
+    sig
 }
 
 /// A global operation in progress; ends (with a final invalidation) when dropped.
@@ -126,10 +480,22 @@ fn end_writers() {
     l.written.clear();
 }
 
-/// Transaction callback (registered in `cache::init`).
-///
-/// # Safety
-/// Called by PostgreSQL's transaction machinery only.
+/// Ends everything this transaction started: writers counted as committing and the global
+/// operation. Idempotent.
+fn end_transaction() {
+    end_writers();
+    let l = local();
+    if l.global_held {
+        store::global_end();
+        l.global_held = false;
+    }
+    l.ddl_pending = false;
+    if l.utility_seen {
+        l.utility_seen = false;
+        l.temp_signature = None;
+    }
+}
+
 /// Transaction events (called from `crate::xact`).
 pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
     use pg_sys::XactEvent::*;
@@ -147,25 +513,39 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
                 l.global_held = true;
             }
         }
-        XACT_EVENT_COMMIT
-        | XACT_EVENT_PARALLEL_COMMIT
-        | XACT_EVENT_ABORT
-        | XACT_EVENT_PARALLEL_ABORT => {
-            end_writers();
-            if l.global_held {
-                store::global_end();
-                l.global_held = false;
-            }
-            l.ddl_pending = false;
-        }
+        // The commit is visible now, but its catalog invalidations are sent later
+        // (AtEOXact_Inval): the brackets end in `on_resource_release`.
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {}
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => end_transaction(),
         // A prepared transaction's changes become visible at COMMIT PREPARED, which
         // invalidates everything (see `before_utility`); here it just stops being ours.
-        XACT_EVENT_PREPARE => {
-            end_writers();
-            l.ddl_pending = false;
-        }
+        XACT_EVENT_PREPARE => end_transaction(),
         _ => {}
     }
+}
+
+/// Resource-release callback: at the top-level AFTER_LOCKS phase of a commit (or abort),
+/// the transaction's catalog invalidations have been sent; end its brackets.
+///
+/// # Safety
+/// Called by PostgreSQL's resource-owner machinery only.
+unsafe extern "C-unwind" fn on_resource_release(
+    phase: pg_sys::ResourceReleasePhase::Type,
+    _is_commit: bool,
+    is_top_level: bool,
+    _arg: *mut std::ffi::c_void,
+) {
+    if is_top_level && phase == pg_sys::ResourceReleasePhase::RESOURCE_RELEASE_AFTER_LOCKS {
+        end_transaction();
+    }
+}
+
+/// Registers `on_resource_release` (from `cache::init`, in `_PG_init`).
+pub fn register_callbacks() {
+    // SAFETY: registering a callback with no argument; it lives for the process.
+    unsafe {
+        pg_sys::RegisterResourceReleaseCallback(Some(on_resource_release), std::ptr::null_mut())
+    };
 }
 
 /// The statement-level trigger `perf.cache_track()` installs on tracked tables.

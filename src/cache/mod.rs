@@ -13,7 +13,9 @@ use pgrx::pg_schema;
 
 /// Called from `_PG_init` (postmaster, preload). Shared memory is requested and attached
 /// through `crate::shmem`; the transaction callback is `crate::xact`'s.
-pub fn init() {}
+pub fn init() {
+    invalidate::register_callbacks();
+}
 
 pgrx::extension_sql_file!(
     "../../sql/cache.sql",

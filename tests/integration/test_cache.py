@@ -1360,7 +1360,18 @@ def _check_result(shape, res, v_before, v_after):
     return problems
 
 
-def test_concurrent_readers_writers_never_stale(connect, fresh_db):
+# Tracking churn (the `churn` variant): stopping and restarting invalidation of the source
+# table while writers and readers run, each step committed by its own session.
+CHURN_STEPS = [
+    ("SELECT perf.cache_untrack('acct')", "SELECT perf.cache_track('acct')"),
+    ("ALTER TABLE acct DISABLE TRIGGER pg_perf_cache_invalidate",
+     "ALTER TABLE acct ENABLE ALWAYS TRIGGER pg_perf_cache_invalidate"),
+    ("ALTER TABLE acct DISABLE TRIGGER USER", "SELECT perf.cache_track('acct')"),
+]
+
+
+@pytest.mark.parametrize("churn", [False, True], ids=["steady", "churn"])
+def test_concurrent_readers_writers_never_stale(connect, fresh_db, churn):
     """The key concurrency check (long: ~45 s, at most 240 s). 3 writer threads each commit >= 150
     transactions on a small tracked table (move value between random rows, occasional INSERT /
     DELETE, ~10% ROLLBACK), each also incrementing a one-row `version` table and stamping all
@@ -1370,7 +1381,9 @@ def test_concurrent_readers_writers_never_stale(connect, fresh_db):
     version (never stale after commit), be one consistent snapshot with the sum invariant, and
     contain no rolled-back data; when no commit happened between the call and a direct
     execution right after it, the two must be equal. The cache must have served > 10% of the
-    calls as hits, so the test cannot pass vacuously."""
+    calls as hits, so the test cannot pass vacuously. The `churn` variant also untracks and
+    retracks the table, and disables and re-enables its invalidation trigger, from another
+    session during the run (writes then fire no trigger): still no stale result."""
     admin = connect()
     admin.execute("CREATE TABLE acct (id int PRIMARY KEY, grp int NOT NULL, val bigint NOT NULL, "
                   "stamp bigint NOT NULL)")
@@ -1457,9 +1470,32 @@ def test_concurrent_readers_writers_never_stale(connect, fresh_db):
             errors.append(("reader", n, repr(e)))
             stop.set()
 
+    churned = [0]
+
+    def churner():
+        rnd = random.Random(3000)
+        try:
+            with psycopg.connect(dsn(fresh_db), autocommit=True) as c:
+                try:
+                    while not stop.is_set():
+                        # tracked most of the time, so results still get cached
+                        time.sleep(rnd.uniform(0.3, 0.8))
+                        off, on = rnd.choice(CHURN_STEPS)
+                        c.execute(off)
+                        time.sleep(rnd.uniform(0.05, 0.3))
+                        c.execute(on)
+                        churned[0] += 1
+                finally:
+                    c.execute("SELECT perf.cache_track('acct')")
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(("churner", 0, repr(e)))
+            stop.set()
+
     cnt = Counters(admin)
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
     threads += [threading.Thread(target=reader, args=(n,)) for n in range(READERS)]
+    if churn:
+        threads.append(threading.Thread(target=churner))
     start = time.monotonic()
     for t in threads:
         t.start()
@@ -1478,7 +1514,7 @@ def test_concurrent_readers_writers_never_stale(connect, fresh_db):
     elapsed = time.monotonic() - start
     d = cnt.delta()
     total_reads = sum(reads)
-    summary = (f"{elapsed:.1f}s, reads={total_reads} exact={sum(exact)} commits={commits} "
+    summary = (f"{elapsed:.1f}s, reads={total_reads} exact={sum(exact)} commits={commits} churned={churned[0]} "
                f"rollbacks={rollbacks} stats={d} refusals={cache_refusals(admin)}")
     print(summary)  # shown with pytest -s
     assert not errors, f"{errors[:5]} ({summary})"
@@ -1488,6 +1524,7 @@ def test_concurrent_readers_writers_never_stale(connect, fresh_db):
     assert total_reads >= MIN_READS, f"too few checked reads in {MAX_SECONDS}s: {summary}"
     assert min(commits) >= MIN_COMMITS, summary
     assert sum(rollbacks) > 0, summary
+    assert not churn or churned[0] >= 10, f"too little tracking churn: {summary}"
     assert sum(exact) >= total_reads // 10, f"too few exact comparisons: {summary}"
     assert d["hits"] > total_reads // 10, f"the cache served too few hits, test would be vacuous: {summary}"
     # final state, for good measure

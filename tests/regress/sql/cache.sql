@@ -70,10 +70,12 @@ SELECT perf.cache_track('pg_class');
 CREATE TEMP TABLE scratch (x int);
 SELECT perf.cache_track('scratch');
 
--- entries and explicit invalidation. The DDL above (CREATE TABLE) invalidated them: a new
--- table can shadow a name the cached text resolved before, so any DDL flushes the cache.
+-- entries and explicit invalidation. Unrelated DDL (CREATE TABLE untracked) keeps them
+-- valid; entries made before this session created another temporary table were made under
+-- other keys (temporary relation names are part of the key) and were invalidated by the
+-- writes above.
 SELECT query, params, format, valid, relations = ARRAY['products'::regclass::oid] AS on_products
-  FROM perf.cache_entries() WHERE relations <> '{}' ORDER BY query, params, format;
+  FROM perf.cache_entries() WHERE relations <> '{}' ORDER BY query, params, format, valid;
 SELECT perf.cache_invalidate('products') > 0 AS invalidated;
 SELECT count(*) AS entries_left FROM perf.cache_entries() WHERE relations <> '{}';
 SELECT perf.cache_untrack('products');
