@@ -368,6 +368,66 @@ TEMPLATES = [
     "DELETE FROM qt2 WHERE a = 100 RETURNING c::varchar(5), 1",
 ]
 
+# Expressions with literals in typed and untyped positions, placed in every context below:
+# the same literal must be structure or constant wherever the expression stands.
+EXPRESSIONS = [
+    "c::varchar(5)",
+    "c::varchar(5) || 'x'",
+    "CAST(c AS varchar(5))",
+    "i::char(4)",
+    "d::numeric(10,2)",
+    "d::numeric(10,2) * 2",
+    "e::bit(3)",
+    "m::varbit(5)",
+    "f::timestamp(3)",
+    "k::timestamptz(3)",
+    "j::time(2)",
+    "q::timetz(2)",
+    "g::interval(2)",
+    "g::interval day to second(2)",
+    "l::float(24)",
+    "CURRENT_TIMESTAMP(3)",
+    "LOCALTIME(2)",
+    "'abc'::varchar(5)",
+    "1.5::numeric(10,2)",
+    "varchar(5) 'abc'",
+    "interval '1.5' second(1)",
+    "a + 1",
+    "a + 3000000000",
+    "d + 1.5",
+    "h || 'x'",
+    "h || E'x'",
+    "h || $$x$$",
+    "lower('X')",
+    "substr(h, 1, 2)",
+    "left(h, 2)",
+    "coalesce(a, 0)",
+    "round(d, 1)",
+    "date_trunc('day', f)",
+    "a IN (1, 2)",
+    "-1",
+    "-2147483648",
+    "2147483648",
+    "B'101'",
+    "qf(1)::varchar(5)",
+    "(c::varchar(5))::varchar(4)",
+]
+
+CONTEXTS = [
+    "SELECT {e} FROM qt",
+    "SELECT a FROM qt WHERE ({e}) IS NOT NULL",
+    "SELECT a FROM qt WHERE a = 1 AND ({e}) IS NOT NULL",
+    "SELECT * FROM (SELECT {e} AS x FROM qt) s",
+    "WITH w AS (SELECT {e} AS x FROM qt) SELECT x FROM w",
+    "SELECT ARRAY[{e}] FROM qt",
+    "SELECT ROW({e}, 1) FROM qt",
+    "SELECT CASE WHEN a > 0 THEN {e} END FROM qt",
+    "SELECT count({e}) FROM qt",
+    "SELECT (SELECT {e} FROM qt LIMIT 1)",
+]
+
+TEMPLATES += [c.format(e=e) for c in CONTEXTS for e in EXPRESSIONS]
+
 # Statements that cannot be wrapped in a CTE; checked in the verification pass only.
 BARE_ONLY = [
     "MERGE INTO qt2 USING (SELECT 3 AS a) s ON qt2.a = s.a "
