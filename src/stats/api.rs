@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
+use super::encoding::ServerText;
 use super::histogram;
 use super::shmem::{self, EntrySnapshot, PredicateKind, StatKey};
 use super::why_slow::{self, Finding, PlanContext, Severity};
@@ -83,7 +84,7 @@ fn query_stats(
         name!(dbid, pg_sys::Oid),
         name!(toplevel, bool),
         name!(queryid, i64),
-        name!(query, Option<String>),
+        name!(query, Option<ServerText>),
         name!(calls, i64),
         name!(errors, i64),
         name!(rows, i64),
@@ -120,7 +121,7 @@ fn query_stats(
         .into_iter()
         .map(|e| {
             let c = e.counters;
-            let text = showtext.then(|| visible_text(&e, all, me));
+            let text = showtext.then(|| ServerText(visible_text(&e, all, me)));
             (
                 pg_sys::Oid::from(e.key.userid),
                 pg_sys::Oid::from(e.key.dbid),
@@ -203,7 +204,7 @@ fn slow_queries(
     'static,
     (
         name!(queryid, i64),
-        name!(query, String),
+        name!(query, ServerText),
         name!(calls, i64),
         name!(total_time_ms, f64),
         name!(mean_time_ms, f64),
@@ -249,7 +250,7 @@ fn slow_queries(
             let blocks = c.buffers.shared_blks_hit + c.buffers.shared_blks_read;
             (
                 e.key.queryid,
-                visible_text(e, all, me),
+                ServerText(visible_text(e, all, me)),
                 c.calls,
                 c.total_time,
                 c.mean_time,
@@ -291,7 +292,7 @@ fn slow_plans() -> TableIterator<
         name!(exec_time_ms, f64),
         name!(analyzed, bool),
         name!(params, Option<String>),
-        name!(sample_query, Option<String>),
+        name!(sample_query, Option<ServerText>),
         name!(plan, Option<pgrx::JsonB>),
     ),
 > {
@@ -313,7 +314,7 @@ fn slow_plans() -> TableIterator<
                 p.exec_ms,
                 p.analyzed,
                 (!p.params.is_empty()).then_some(p.params),
-                (!p.sample.is_empty()).then_some(p.sample),
+                (!p.sample.is_empty()).then_some(ServerText(p.sample)),
                 plan,
             )
         })

@@ -23,6 +23,7 @@ use std::time::Instant;
 use pgrx::pg_sys::{self, QueryDesc};
 use pgrx::prelude::*;
 
+use super::encoding;
 use super::normalize;
 use super::query_id_memo;
 use super::shmem::{self, BufferDelta, ExecSample, StatKey, WalDelta};
@@ -282,18 +283,19 @@ unsafe extern "C-unwind" fn post_parse_analyze(
         if source.is_null() {
             return;
         }
-        let source = std::ffi::CStr::from_ptr(source).to_string_lossy();
+        // Bytes in the database encoding: the locations are offsets into them.
+        let source = std::ffi::CStr::from_ptr(source).to_bytes();
         let n = (*jstate).clocations_count as usize;
         let locs: Vec<i32> = std::slice::from_raw_parts((*jstate).clocations, n)
             .iter()
             .map(|l| l.location)
             .collect();
-        let text = normalize::normalize_statement(
-            &source,
+        let text = encoding::server_to_utf8(&normalize::normalize_statement_bytes(
+            source,
             (*query).stmt_location,
             (*query).stmt_len,
             &locs,
-        );
+        ));
         let l = local();
         if l.pending_texts.len() >= MAX_PENDING_TEXTS {
             l.pending_texts.clear();
@@ -649,15 +651,21 @@ unsafe fn record_execution(qd: *mut QueryDesc, t: &Tracked) {
 
 /// The statement's own text with its constants, for the slowest run kept with its plan.
 unsafe fn statement_sample(qd: *mut QueryDesc) -> String {
+    // SAFETY: per this function's caller (a live QueryDesc).
+    encoding::server_to_utf8(unsafe { statement_bytes(qd) })
+}
+
+/// The statement's own bytes (in the database encoding).
+unsafe fn statement_bytes<'a>(qd: *mut QueryDesc) -> &'a [u8] {
     // SAFETY: sourceText is a NUL-terminated string owned by the portal, or null.
     unsafe {
         let src = (*qd).sourceText;
         if src.is_null() {
-            return String::new();
+            return &[];
         }
-        let source = std::ffi::CStr::from_ptr(src).to_string_lossy();
+        let source = std::ffi::CStr::from_ptr(src).to_bytes();
         let ps = (*qd).plannedstmt;
-        normalize::statement_text(&source, (*ps).stmt_location, (*ps).stmt_len).to_string()
+        normalize::statement_bytes(source, (*ps).stmt_location, (*ps).stmt_len)
     }
 }
 
@@ -672,7 +680,9 @@ fn take_pending_text(hash: u64) -> Option<String> {
 /// leave a normalized text, e.g. after the entry was evicted): constants never reach shmem.
 unsafe fn source_text(qd: *mut QueryDesc) -> String {
     // SAFETY: per this function's caller (a live QueryDesc).
-    normalize::normalize_all_literals(&unsafe { statement_sample(qd) })
+    encoding::server_to_utf8(&normalize::normalize_all_literals_bytes(unsafe {
+        statement_bytes(qd)
+    }))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -713,10 +723,12 @@ unsafe extern "C-unwind" fn planner(
     shmem::record_planning(&key, hash, ms, now_timestamptz(), || {
         take_pending_text(hash).unwrap_or_else(|| {
             // SAFETY: NUL-terminated source text of the statement being planned.
-            let source = unsafe { std::ffi::CStr::from_ptr(query_string) }.to_string_lossy();
+            let source = unsafe { std::ffi::CStr::from_ptr(query_string) }.to_bytes();
             // SAFETY: valid Query.
             let (loc, len) = unsafe { ((*parse).stmt_location, (*parse).stmt_len) };
-            normalize::normalize_all_literals(normalize::statement_text(&source, loc, len))
+            encoding::server_to_utf8(&normalize::normalize_all_literals_bytes(
+                normalize::statement_bytes(source, loc, len),
+            ))
         })
     });
     plan
@@ -835,11 +847,14 @@ unsafe extern "C-unwind" fn process_utility(
             let text = if query_string.is_null() {
                 String::new()
             } else {
-                let source = std::ffi::CStr::from_ptr(query_string).to_string_lossy();
+                let source = std::ffi::CStr::from_ptr(query_string).to_bytes();
                 // Utility statements are keyed by their exact text (core hashes the string),
                 // so it is kept as is: normalizing would merge nothing and hide what ran.
-                normalize::statement_text(&source, (*pstmt).stmt_location, (*pstmt).stmt_len)
-                    .to_string()
+                encoding::server_to_utf8(normalize::statement_bytes(
+                    source,
+                    (*pstmt).stmt_location,
+                    (*pstmt).stmt_len,
+                ))
             };
             shmem::record_new(&key, hash, &text, &sample, slow_ms);
         }

@@ -3,6 +3,7 @@
 //! statement uses, and SQL functions that rank statements and explain why they are slow.
 
 pub mod api;
+pub mod encoding;
 pub mod fingerprint;
 pub mod histogram;
 pub mod hooks;

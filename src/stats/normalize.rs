@@ -14,7 +14,10 @@
 //! Every offset in this module is a byte offset, like PostgreSQL's locations. All token
 //! boundaries fall on ASCII bytes (or the ends of the text), so slicing at them never
 //! splits a multi-byte UTF-8 character; offsets that point inside a character are
-//! simply treated as "not the start of a token".
+//! simply treated as "not the start of a token". The same holds in every server
+//! encoding (ASCII bytes are ASCII characters, bytes of multi-byte characters are all
+//! >= 0x80): the `*_bytes` functions take a text in the database encoding as it is, since
+//! PostgreSQL's locations are offsets into those bytes (see `super::encoding`).
 //!
 //! Behaviour that knowingly differs from pg_stat_statements (PG15):
 //! * Placeholders are numbered consecutively. pg_stat_statements numbers by position in
@@ -34,7 +37,7 @@
 //! * [`statement_text`] also drops trailing semicolons, which pg_stat_statements keeps
 //!   when the statement's location is unknown.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::ops::Range;
 
 /// Replaces the constants that start at `locations` (byte offsets into `query`, in any
@@ -53,7 +56,12 @@ pub fn normalize_with_locations(query: &str, locations: &[i32]) -> String {
         .filter_map(|&location| usize::try_from(location).ok())
         .filter(|&start| start < query.len())
         .collect();
-    replace_constants_at(query, starts)
+    utf8(replace_constants_at(query.as_bytes(), starts))
+}
+
+/// Text assembled from pieces of valid UTF-8 cut at ASCII bytes (so still valid).
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Like [`normalize_with_locations`] for one statement of a multi-statement source
@@ -67,7 +75,25 @@ pub fn normalize_statement(
     locations: &[i32],
 ) -> String {
     let range = statement_range(source, stmt_location, stmt_len);
-    let text = source.get(range.clone()).unwrap_or("");
+    utf8(normalize_range(source.as_bytes(), range, locations))
+}
+
+/// [`normalize_statement`] on the bytes of a text in any server encoding (PostgreSQL's
+/// locations are byte offsets in the database encoding; every server encoding keeps
+/// ASCII bytes for ASCII and only bytes >= 0x80 inside multi-byte characters, so token
+/// boundaries are found on the bytes as they are). The result is in the same encoding.
+pub fn normalize_statement_bytes(
+    source: &[u8],
+    stmt_location: i32,
+    stmt_len: i32,
+    locations: &[i32],
+) -> Vec<u8> {
+    let range = statement_byte_range(source, stmt_location, stmt_len);
+    normalize_range(source, range, locations)
+}
+
+fn normalize_range(source: &[u8], range: Range<usize>, locations: &[i32]) -> Vec<u8> {
+    let text = source.get(range.clone()).unwrap_or(&[]);
     let starts = locations
         .iter()
         .filter_map(|&location| usize::try_from(location).ok())
@@ -86,6 +112,11 @@ pub fn normalize_statement(
 /// the escape character string after `U&'…' UESCAPE` is kept, as pg_stat_statements
 /// keeps it.
 pub fn normalize_all_literals(query: &str) -> String {
+    utf8(normalize_all_literals_bytes(query.as_bytes()))
+}
+
+/// [`normalize_all_literals`] on the bytes of a text in any server encoding.
+pub fn normalize_all_literals_bytes(query: &[u8]) -> Vec<u8> {
     let mut lexer = Lexer::new(query);
     let mut spans = Vec::new();
     let mut highest_param = 0;
@@ -126,6 +157,29 @@ pub fn statement_text(source: &str, stmt_location: i32, stmt_len: i32) -> &str {
     source
         .get(statement_range(source, stmt_location, stmt_len))
         .unwrap_or("")
+}
+
+/// [`statement_text`] on the bytes of a text in any server encoding.
+pub fn statement_bytes(source: &[u8], stmt_location: i32, stmt_len: i32) -> &[u8] {
+    source
+        .get(statement_byte_range(source, stmt_location, stmt_len))
+        .unwrap_or(&[])
+}
+
+/// [`statement_range`] for bytes in any server encoding, where PostgreSQL's locations
+/// are trusted to fall on character boundaries.
+fn statement_byte_range(source: &[u8], stmt_location: i32, stmt_len: i32) -> Range<usize> {
+    let (start, end) = match usize::try_from(stmt_location) {
+        Ok(location) if location <= source.len() => {
+            let end = match usize::try_from(stmt_len) {
+                Ok(len) if len > 0 => location.saturating_add(len).min(source.len()),
+                _ => source.len(),
+            };
+            (location, end)
+        }
+        _ => (0, source.len()),
+    };
+    trimmed_range(source, start, end)
 }
 
 /// Byte range of [`statement_text`] inside `source`; always on UTF-8 character boundaries.
@@ -202,16 +256,16 @@ enum UescapeState {
 
 /// Core of the location-driven normalization. `starts` are byte offsets known to be
 /// inside `query`, in any order.
-fn replace_constants_at(query: &str, mut starts: Vec<usize>) -> String {
+fn replace_constants_at(query: &[u8], mut starts: Vec<usize>) -> Vec<u8> {
     if starts.is_empty() {
-        return query.to_owned();
+        return query.to_vec();
     }
     starts.sort_unstable();
     starts.dedup();
 
     // Finding the highest `$k` needs the whole text lexed, but only if a `$` occurs at all;
     // otherwise lexing can stop after the last constant.
-    let must_lex_to_end = query.as_bytes().contains(&b'$');
+    let must_lex_to_end = query.contains(&b'$');
     let mut lexer = Lexer::new(query);
     let mut pending = starts.iter().copied().peekable();
     let mut spans = Vec::with_capacity(starts.len());
@@ -262,13 +316,13 @@ fn constant_end(lexer: &mut Lexer<'_>, token: &Token) -> Option<usize> {
 
 /// Builds the output: `query` with each span (sorted, non-overlapping) replaced by the
 /// next placeholder, numbered from `highest_param + 1`.
-fn assemble(query: &str, spans: &[Range<usize>], highest_param: u64) -> String {
-    let mut out = String::with_capacity(query.len() + 4 * spans.len());
+fn assemble(query: &[u8], spans: &[Range<usize>], highest_param: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(query.len() + 4 * spans.len());
     let mut copied_up_to = 0;
     let mut number = highest_param.saturating_add(1);
     for span in spans {
         push_segment(&mut out, query, copied_up_to..span.start);
-        // Writing to a String cannot fail.
+        // Writing to a Vec cannot fail.
         let _ = write!(out, "${number}");
         number = number.saturating_add(1);
         copied_up_to = span.end;
@@ -277,19 +331,10 @@ fn assemble(query: &str, spans: &[Range<usize>], highest_param: u64) -> String {
     out
 }
 
-/// Appends `query[range]`. The lexer only produces character boundaries; should that
-/// ever be violated the bytes are still copied (lossily) rather than dropped.
-fn push_segment(out: &mut String, query: &str, range: Range<usize>) {
-    if range.start >= range.end {
-        return;
-    }
-    match query.get(range.clone()) {
-        Some(segment) => out.push_str(segment),
-        None => {
-            if let Some(bytes) = query.as_bytes().get(range) {
-                out.push_str(&String::from_utf8_lossy(bytes));
-            }
-        }
+/// Appends `query[range]` (nothing for an empty or out-of-range range).
+fn push_segment(out: &mut Vec<u8>, query: &[u8], range: Range<usize>) {
+    if let Some(bytes) = query.get(range) {
+        out.extend_from_slice(bytes);
     }
 }
 
@@ -336,11 +381,8 @@ struct Lexer<'a> {
 }
 
 impl<'a> Lexer<'a> {
-    fn new(text: &'a str) -> Self {
-        Lexer {
-            src: text.as_bytes(),
-            pos: 0,
-        }
+    fn new(src: &'a [u8]) -> Self {
+        Lexer { src, pos: 0 }
     }
 
     /// The bytes of `token`.
@@ -638,7 +680,7 @@ mod unit_tests {
     }
 
     fn kinds(query: &str) -> Vec<(TokenKind, &str)> {
-        let mut lexer = Lexer::new(query);
+        let mut lexer = Lexer::new(query.as_bytes());
         let mut out = Vec::new();
         while let Some(token) = lexer.next_token() {
             out.push((token.kind, &query[token.start..token.end]));
@@ -1122,7 +1164,7 @@ mod unit_tests {
             "SELECT /* '1' */ \"2\", 3",
         ];
         for q in queries {
-            let mut lexer = Lexer::new(q);
+            let mut lexer = Lexer::new(q.as_bytes());
             let mut locations = Vec::new();
             while let Some(token) = lexer.next_token() {
                 if matches!(
@@ -1253,7 +1295,7 @@ mod unit_tests {
         let q = format!("SELECT * FROM t WHERE id IN ({})", list.join(", "));
         let out = normalize_all_literals(&q);
         assert!(out.ends_with("$4999, $5000)"));
-        let mut lexer = Lexer::new(&q);
+        let mut lexer = Lexer::new(q.as_bytes());
         let mut locations = Vec::new();
         while let Some(token) = lexer.next_token() {
             if token.kind == TokenKind::Number {
@@ -1262,5 +1304,47 @@ mod unit_tests {
         }
         locations.reverse();
         assert_eq!(normalize_with_locations(&q, &locations), out);
+    }
+
+    /// Byte offset of the `nth` occurrence of `needle` in `hay`.
+    fn at_bytes(hay: &[u8], needle: &[u8], nth: usize) -> i32 {
+        let mut from = 0;
+        for _ in 0..=nth {
+            let i = hay[from..]
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .expect("needle present");
+            from += i + 1;
+        }
+        (from - 1) as i32
+    }
+
+    #[test]
+    fn non_utf8_bytes_keep_their_offsets() {
+        // LATIN1: 'é' is the single byte 0xE9, 'ü' 0xFC (not valid UTF-8 on their own).
+        let q: &[u8] = b"SELECT '\xe9' /* \xfc */, 'topsecret'";
+        let locs = [at_bytes(q, b"'", 0), at_bytes(q, b"'topsecret'", 0)];
+        let out = normalize_statement_bytes(q, -1, 0, &locs);
+        assert_eq!(out, b"SELECT $1 /* \xfc */, $2".to_vec());
+        // EUC_JP: every byte of a multi-byte character is >= 0x80, also in identifiers.
+        let q: &[u8] = b"SELECT '\xc6\xfc\xcb\xdc' AS \"\xce\xf3\", 'topsecret' /* \xa4\xa2 */";
+        let locs = [at_bytes(q, b"'", 0), at_bytes(q, b"'topsecret'", 0)];
+        assert_eq!(
+            normalize_statement_bytes(q, -1, 0, &locs),
+            b"SELECT $1 AS \"\xce\xf3\", $2 /* \xa4\xa2 */".to_vec()
+        );
+        assert_eq!(
+            normalize_all_literals_bytes(q),
+            b"SELECT $1 AS \"\xce\xf3\", $2 /* \xa4\xa2 */".to_vec()
+        );
+        // One statement of several, by byte location and length.
+        let src: &[u8] = b"SELECT '\xe9'; SELECT 'x\xe9', 5 ;";
+        let start = at_bytes(src, b"SELECT", 1);
+        let locs = [at_bytes(src, b"'x", 0), at_bytes(src, b"5", 0)];
+        assert_eq!(
+            normalize_statement_bytes(src, start, src.len() as i32 - start, &locs),
+            b"SELECT $1, $2".to_vec()
+        );
+        assert_eq!(statement_bytes(src, start, 0), b"SELECT 'x\xe9', 5");
     }
 }
