@@ -16,8 +16,8 @@
 //! splits a multi-byte UTF-8 character; offsets that point inside a character are
 //! simply treated as "not the start of a token". The same holds in every server
 //! encoding (ASCII bytes are ASCII characters, bytes of multi-byte characters are all
-//! >= 0x80): the `*_bytes` functions take a text in the database encoding as it is, since
-//! PostgreSQL's locations are offsets into those bytes (see `super::encoding`).
+//! at least 0x80): the `*_bytes` functions take a text in the database encoding as it is,
+//! since PostgreSQL's locations are offsets into those bytes (see `super::encoding`).
 //!
 //! Behaviour that knowingly differs from pg_stat_statements (PG15):
 //! * Placeholders are numbered consecutively. pg_stat_statements numbers by position in
