@@ -7,8 +7,8 @@
 //! then `cap` bytes of ring. A record is referenced by its offset in 8-byte units (`u32`).
 //! A record is a fixed 80-byte `Entry` header followed by its source relations, the result
 //! bytes, and the (truncated) query text and parameters shown by `perf.cache_entries()`,
-//! padded to 8 bytes: a small entry costs its own size plus 80 bytes (plus 8 bytes of
-//! index per 128 bytes of capacity).
+//! padded to 8 bytes: a small entry costs its own size plus 80 bytes (the index, outside
+//! the ring, takes 4 bytes per 128 bytes of capacity).
 //!
 //! Invariants (every write happens with the partition's lock EXCLUSIVE):
 //! 1. Records lie wholly inside the ring, 8-aligned. Walking from `tail`, adding each
