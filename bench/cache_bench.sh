@@ -14,13 +14,19 @@
 # Every hit run is checked against perf.cache_stats() and perf.cache_entries(): if a single
 # call of the hit phase was not served from the cache, the script fails.
 #
-# Usage: bench/cache_bench.sh [--port PORT] [--keep-db] [--no-cache]
+# Usage: bench/cache_bench.sh [--port PORT] [--keep-db] [--no-cache] [--fill N]
 #   --port PORT   server on 127.0.0.1:PORT (default $TEST_PORT, the test cluster:
 #                 scripts/cluster.sh start test 55433). It must preload pg_perf. Connects as
 #                 postgres; DROPs and CREATEs the database cache_bench there.
 #   --keep-db     keep the cache_bench database at the end (default: drop it)
 #   --no-cache    harness check only: direct query and SELECT 1, no pg_perf needed (for
 #                 builds without the cache); reports no cache numbers
+#   --fill N      first fill the cache with N distinct small entries,
+#                 perf.cached_json_text('SELECT $1::int', jsonb_build_array(i), '1 hour') for
+#                 i in 1..N, and check they all stay cached through the run: the hit ratios
+#                 with a full index (compare --fill 100 with --fill 400000). The server's
+#                 perf.cache_size_mb must hold them (the default 64 MB holds 400,000). The
+#                 cache is flushed at the end (perf.cache_flush(), whole server).
 # Environment:
 #   BENCH_ROUNDS     rounds (default 7)
 #   BENCH_SECS       seconds per pgbench run (default 2); a round is 6 runs. Short runs
@@ -39,12 +45,15 @@ usage() { sed -n '2,/^source/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,
 port=$TEST_PORT
 keep_db=0
 with_cache=1
+fill=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --port) port=${2:?--port needs a value}; shift ;;
     --port=*) port=${1#--port=} ;;
     --keep-db) keep_db=1 ;;
     --no-cache) with_cache=0 ;;
+    --fill) fill=${2:?--fill needs a value}; shift ;;
+    --fill=*) fill=${1#--fill=} ;;
     -h | --help) usage; exit 0 ;;
     *) usage; die "unknown argument $1" ;;
     esac
@@ -58,6 +67,8 @@ PROTOCOL=${BENCH_PROTOCOL:-simple}
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
 [[ "$SECS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECS must be a positive integer"
 [[ "$ROWS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROWS must be a positive integer"
+[[ "$fill" =~ ^[0-9]+$ ]] || die "--fill must be a number of entries, got '$fill'"
+[ "$fill" = 0 ] || [ "$with_cache" = 1 ] || die "--fill needs the cache (not with --no-cache)"
 case "$PROTOCOL" in simple | extended | prepared) ;; *) die "BENCH_PROTOCOL must be simple, extended or prepared" ;; esac
 # Same session settings for psql (warm-up, checks) and pgbench: the cache key includes
 # search_path, TimeZone, DateStyle, ... so both must see the same ones.
@@ -105,6 +116,9 @@ cache_bench_cleanup() {
     for pid in "${_bench_pids[@]}"; do _bench_kill_tree "$pid"; done
     for pid in "${_bench_pids[@]}"; do wait "$pid" 2>/dev/null; done
     _bench_pids=()
+    if [ "$fill" -gt 0 ] && [ "$db_created" = 1 ]; then
+        sql "$DB" -c "SELECT perf.cache_flush()" >/dev/null 2>&1 || true
+    fi
     if [ "$db_created" = 1 ]; then
         if [ "$keep_db" = 1 ]; then
             log "kept database $DB on port $port"
@@ -215,6 +229,21 @@ if [ "$with_cache" = 1 ]; then
             die "the second $format call was not a hit ($(describe_delta "$s1" "$s2"), entry hits $(field "$s1" 8) -> $(field "$s2" 8); refusals: $(refusals))"
         [ "$same" = t ] || die "the cached $format result differs from the direct query's"
     }
+    # --fill: N small entries first, in batches (one statement each); all must be stored.
+    FILL_QUERY="SELECT \$1::int"
+    fill_entries() { sql "$DB" -c "SELECT entries FROM perf.cache_stats()"; }
+    if [ "$fill" -gt 0 ]; then
+        log "filling the cache with $fill small entries"
+        for ((lo = 1; lo <= fill; lo += 50000)); do
+            hi=$((lo + 49999 > fill ? fill : lo + 49999))
+            sql "$DB" -c "SET perf.cache_strict = on" -c "SELECT count(perf.cached_json_text('$FILL_QUERY', jsonb_build_array(i), '1 hour')) FROM generate_series($lo, $hi) i" >/dev/null ||
+                die "filling the cache failed (refused? see above)"
+        done
+        n_filled=$(sql "$DB" -c "SELECT count(*) FROM perf.cache_entries() WHERE query = '$FILL_QUERY'")
+        [ "$n_filled" = "$fill" ] ||
+            die "after filling, $n_filled entries of '$FILL_QUERY' are cached, not $fill (perf.cache_size_mb too small? $(sql "$DB" -F ' ' -c "SELECT 'entries', entries, 'bytes', bytes, 'capacity', capacity_bytes, 'evictions', evictions FROM perf.cache_stats()"))"
+        fill_before=$(sql "$DB" -F ' ' -c "SELECT entries, bytes, capacity_bytes, evictions FROM perf.cache_stats()")
+    fi
     warm json "$CACHED"
     warm jsonb "$CACHED_JSONB"
     # Both forms give the client the same text.
@@ -331,6 +360,14 @@ if awk -v x="$direct_med" 'BEGIN { exit !(x < 50 || x > 100) }'; then
     calib_warn=" — outside 50–100 ms: adjust BENCH_ROWS (now $ROWS)"
 fi
 
+fill_note=""
+if [ "$fill" -gt 0 ]; then
+    n_filled=$(sql "$DB" -c "SELECT count(*) FROM perf.cache_entries() WHERE query = '$FILL_QUERY'")
+    [ "$n_filled" = "$fill" ] ||
+        die "only $n_filled of the $fill fill entries are still cached at the end: the hit runs did not run with a full cache"
+    fill_after=$(sql "$DB" -F ' ' -c "SELECT entries, bytes, capacity_bytes, evictions FROM perf.cache_stats()")
+    fill_note="cache filled first with $fill entries \`perf.cached_json_text('$FILL_QUERY', jsonb_build_array(i), '1 hour')\`, i = 1..$fill, all still cached at the end; perf.cache_stats (entries bytes capacity_bytes evictions) after the fill: $fill_before, at the end: $fill_after"
+fi
 [ "$with_cache" = 0 ] || [ "$(bench_pg_perf_sum)" = "$so_sum" ] ||
     die "pg_perf.so was replaced during the run (someone reinstalled it); run again"
 elapsed=$((SECONDS - start))
@@ -371,6 +408,7 @@ elapsed=$((SECONDS - start))
         echo "- B': \`SELECT $CACHED_JSONB\` (returns jsonb; the same text reaches the client, rendered by jsonb_out on every call), checked equal to the direct query's and to B's text"
         echo "- cache during the hit runs of B and B' (perf.cache_stats deltas, pgbench warm-up runs included): hit ratio $(awk -v h="$hit_total" -v m="$miss_total" 'BEGIN { printf "%.4f", (h + m) ? h / (h + m) : 0 }') ($hit_total hits, $miss_total misses, $refusal_total refusals, for $txn_total calls; the entry's own counter +$entry_total). The script fails if any hit-run call misses or is refused."
     fi
+    [ -z "$fill_note" ] || echo "- $fill_note"
     echo "- calibration only, not a result: direct query latency, 1 client, median over rounds $direct_med ms (per round: ${direct_ms[*]})$calib_warn"
     echo "- server: $server_version; shared_preload_libraries='$preload'; $settings; PGOPTIONS='$PGOPTIONS'"
     if [ "$with_cache" = 1 ]; then

@@ -10,8 +10,13 @@
 # a single-user backend prints results with its debug receiver, not the wire protocol, and
 # no client or kernel time is counted.
 #
-# Usage: bench/cache_instructions.sh [--no-install] [N]
+# Usage: bench/cache_instructions.sh [--no-install] [--fill M] [N]
 #   --no-install   measure the pg_perf.so installed now (default: install a release build)
+#   --fill M       every run first fills the cache with M distinct small entries,
+#                  perf.cached_json_text('SELECT $1::int', jsonb_build_array(i), '1 hour')
+#                  for i in 1..M (the same in the N and 2N runs, so it cancels out): the cost
+#                  of a hit with a full index (compare --fill 100 with --fill 400000; the
+#                  default perf.cache_size_mb of 64 holds 400,000). Slow under callgrind.
 #   N              calls in the short run (default $BENCH_N or 2000)
 # Output: a markdown table on stdout, also saved to bench/out/cache_instructions.md; the
 # callgrind files stay in bench/out/cache_instructions.<kind>.{N,2N}.out, for
@@ -19,7 +24,18 @@
 # where a call's instructions go).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-bench_parse_install_n 2000 "$@"
+FILL=0
+args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --fill) FILL=${2:?--fill needs a value}; shift ;;
+    --fill=*) FILL=${1#--fill=} ;;
+    *) args+=("$1") ;;
+    esac
+    shift
+done
+[[ "$FILL" =~ ^[0-9]+$ ]] || die "--fill must be a number of entries, got '$FILL'"
+bench_parse_install_n 2000 "${args[@]}"
 
 start=$SECONDS
 [ "$BENCH_INSTALL" = 1 ] && bench_install_release
@@ -37,6 +53,10 @@ declare -A CALL=(
     [select1]="SELECT 1;"
 )
 KINDS=(hit_json hit_jsonb select1)
+# With --fill, every hit run pays for the fill under callgrind (minutes): the jsonb form
+# (the same lookup) is left out, and `SELECT 1` runs without the fill (it does not use the
+# cache).
+[ "$FILL" = 0 ] || KINDS=(hit_json select1)
 
 setup() {
     bench_psql <<EOF
@@ -57,23 +77,29 @@ opts=(-c shared_preload_libraries=pg_perf -c perf.cache_strict=on)
 # Every run starts by storing both forms (the single-user backend starts with an empty
 # cache), so that all measured calls are hits; perf.cache_strict makes a refusal an ERROR.
 # A check run first proves it: after 3 calls of each form, each entry has 2 hits.
+FILL_QUERY='SELECT $1::int'
 warm="${CALL[hit_json]}"$'\n'"${CALL[hit_jsonb]}"
+[ "$FILL" = 0 ] ||
+    warm="SELECT count(perf.cached_json_text('$FILL_QUERY', jsonb_build_array(i), '1 hour')) FROM generate_series(1, $FILL) i;"$'\n'"$warm"
 {
     echo "$warm"
     for _ in 1 2; do echo "${CALL[hit_json]}"; echo "${CALL[hit_jsonb]}"; done
-    echo "SELECT 'entries:' || string_agg(format || '=' || hits, ',' ORDER BY format) FROM perf.cache_entries();"
+    echo "SELECT 'entries:' || string_agg(format || '=' || hits, ',' ORDER BY format) FROM perf.cache_entries() WHERE query LIKE '%$TABLE%';"
+    echo "SELECT 'filled:' || count(*) FROM perf.cache_entries() WHERE query = '$FILL_QUERY';"
 } >"$BENCH_TMP/check.sql"
 chown postgres: "$BENCH_TMP/check.sql"
 bench_single "$template" "$BENCH_TMP/check.sql" "$BENCH_TMP/check.out" "${opts[@]}"
 grep -q 'entries:json=2,jsonb=2' "$BENCH_TMP/check.out" ||
     die "the warmed calls were not all hits: $(grep -o 'entries:[^"]*' "$BENCH_TMP/check.out" || echo 'no entries')"
+grep -q "filled:$FILL\"" "$BENCH_TMP/check.out" ||
+    die "not all $FILL fill entries were cached: $(grep -o 'filled:[^"]*' "$BENCH_TMP/check.out" || echo '?')"
 
 declare -A instr
 for k in "${KINDS[@]}"; do
     for n in "$N" $((2 * N)); do
         f="$BENCH_TMP/$k.$n.sql"
         {
-            echo "$warm"
+            if [ "$k" = select1 ] && [ "$FILL" != 0 ]; then echo "${warm#*$'\n'}"; else echo "$warm"; fi
             for ((i = 0; i < n; i++)); do echo "${CALL[$k]}"; done
         } >"$f"
         chown postgres: "$f"
@@ -98,6 +124,9 @@ report="$BENCH_OUT/cache_instructions.md"
     done
     echo
     echo "- query: \`$QUERY\` (10 rows, 950 bytes of JSON), table of $ROWS rows, tracked"
+    if [ "$FILL" -gt 0 ]; then
+        echo "- every hit run first filled the cache with $FILL entries (\`perf.cached_json_text('$FILL_QUERY', jsonb_build_array(i), '1 hour')\`, i = 1..$FILL), all cached (checked)"
+    fi
     echo "- pg_perf.so: $so_desc, sha256 $so_sum"
     echo "- commit: $(bench_describe_repo); $(date -u '+%Y-%m-%d %H:%M UTC'), took $((SECONDS - start))s"
 } | tee "$report"

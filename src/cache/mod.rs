@@ -6,6 +6,7 @@
 pub mod api;
 pub mod invalidate;
 pub mod key;
+pub mod ring;
 pub mod store;
 
 #[cfg(any(test, feature = "pg_test"))]

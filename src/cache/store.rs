@@ -1,5 +1,5 @@
 //! Shared memory of the result cache: a table registry (per source table: generation and
-//! writers in progress) and a partitioned entry store with a chunked arena.
+//! writers in progress) and a partitioned entry store.
 //!
 //! Invariants:
 //! - The registry is lock-free: a slot's key (dbid, relid) is claimed once with a CAS and
@@ -7,35 +7,34 @@
 //! - Entries live in `PARTITIONS` partitions chosen by key hash, each with its own LWLock:
 //!   a hit takes only its partition's lock SHARED (no global lock, no exclusive lock);
 //!   storing, evicting and invalidating take one partition's lock EXCLUSIVE.
-//! - Result bytes are kept in fixed-size chunks linked through a per-partition `next` array,
-//!   so there is no fragmentation; a partition's free chunks form a list.
+//! - Each partition is a `ring::Part`: variable-size records (an 80-byte header, the
+//!   relations, the result bytes, the query/params preview) in a ring reclaimed at its tail
+//!   (CLOCK: recently hit entries slide forward, the others are evicted; expired and
+//!   invalidated ones go first), and a hash index of bucket chains sized from the capacity,
+//!   so a hit is O(1) in the number of entries. The ring's invariants are in `ring.rs`.
 //! - Nothing allocates or can fail while a lock is held: callers pass buffers sized before
 //!   locking; copies are bounded by the entry's recorded length.
-//! - Entry fields other than the atomics change only under the EXCLUSIVE partition lock.
+//! - Entry fields other than the atomics (`hits`, `touched`) change only under the EXCLUSIVE
+//!   partition lock.
 
 use core::ffi::CStr;
 use std::mem::size_of;
 use std::ptr;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use once_cell::sync::OnceCell;
 use pgrx::pg_sys;
 
+use super::ring::{self, align8, Part, PREVIEW_PARAMS, PREVIEW_TEXT};
+pub use super::ring::{RelDep, MAX_RELS};
 use crate::shmem::LwLockGuard;
 
 /// Entry-store partitions, each with its own LWLock.
 pub const PARTITIONS: usize = 32;
-/// Bytes of result data per chunk.
-pub const CHUNK_SIZE: usize = 4096;
-/// Source relations an entry may depend on.
-pub const MAX_RELS: usize = 16;
 /// Tables (and views) the registry can hold, over all databases.
 pub const REGISTRY_SLOTS: usize = 16384;
-const PREVIEW_TEXT: usize = 200;
-const PREVIEW_PARAMS: usize = 96;
 const TRANCHE: &CStr = c"pg_perf_cache";
 const SEGMENT: &CStr = c"pg_perf result cache";
-const NONE: u32 = u32::MAX;
 
 /// Cache-wide counters (index into `Header::counters`).
 #[derive(Clone, Copy)]
@@ -146,8 +145,8 @@ impl Refusal {
 
 #[repr(C)]
 struct Header {
-    chunks_per_part: u32,
-    entries_per_part: u32,
+    part_cap: u64,
+    part_buckets: u64,
     /// Bumped by DDL, privilege changes and COMMIT PREPARED: invalidates every entry.
     global_generation: AtomicU64,
     /// DDL commits and COMMIT PREPARED in flight: no entry may be stored meanwhile.
@@ -167,58 +166,15 @@ pub struct RegistrySlot {
     committing: AtomicU32,
 }
 
-#[repr(C)]
-struct PartHeader {
-    free_chunk: u32,
-    free_chunks: u32,
-    entries: u32,
-    bytes: u64,
-}
-
-/// A source relation an entry depends on, with the generation it was computed at.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RelDep {
-    pub slot: u32,
-    pub relid: u32,
-    pub generation: u64,
-}
-
-#[repr(C)]
-struct Entry {
-    used: bool,
-    format: u8,
-    userid: u32,
-    dbid: u32,
-    key: [u64; 2],
-    global_generation: u64,
-    nrels: u32,
-    rels: [RelDep; MAX_RELS],
-    created: i64,
-    expires: i64,
-    last_used: AtomicI64,
-    hits: AtomicU64,
-    len: u32,
-    first_chunk: u32,
-    text_len: u16,
-    params_len: u16,
-    text: [u8; PREVIEW_TEXT],
-    params: [u8; PREVIEW_PARAMS],
-}
-
 struct Shared {
     header: *mut Header,
     registry: *mut RegistrySlot,
-    parts: *mut PartHeader,
-    /// Per entry slot, the first half of its key hash (0 = free): lookups scan this compact
-    /// array instead of the entries themselves.
-    hashes: *mut u64,
-    entries: *mut Entry,
-    next: *mut u32,
-    chunks: *mut u8,
+    /// `PARTITIONS` partitions of `part_bytes` each (see `ring::Part`).
+    parts: *mut u8,
+    part_bytes: usize,
+    part_buckets: usize,
+    part_cap: usize,
     locks: *mut pg_sys::LWLockPadded,
-    chunks_per_part: usize,
-    entries_per_part: usize,
 }
 
 // SAFETY: single-threaded backends; pointers into shared memory valid for the server's life;
@@ -228,33 +184,32 @@ unsafe impl Sync for Shared {}
 
 static SHARED: OnceCell<Shared> = OnceCell::new();
 
-const fn align8(n: usize) -> usize {
-    (n + 7) & !7
-}
-
 /// Sizes derived from `perf.cache_size_mb`.
 #[derive(Clone, Copy, Debug)]
 pub struct Layout {
-    pub chunks_per_part: usize,
-    pub entries_per_part: usize,
+    /// Ring bytes per partition: the capacity for entries (headers included).
+    pub part_cap: usize,
+    /// Index buckets per partition (a power of two, one per ~128 bytes of ring).
+    pub part_buckets: usize,
+    /// Bytes of each partition's memory (header, index, ring).
+    pub part_bytes: usize,
+    /// Bytes of the whole segment.
     pub bytes: usize,
 }
 
 impl Layout {
     pub fn compute(size_mb: usize) -> Self {
-        let total_chunks = (size_mb * 1024 * 1024 / CHUNK_SIZE).max(PARTITIONS * 4);
-        let chunks_per_part = total_chunks / PARTITIONS;
-        let entries_per_part = chunks_per_part;
+        // At least 64 kB per partition, so any one result of a few kB fits.
+        let part_cap = (size_mb * 1024 * 1024 / PARTITIONS).max(64 * 1024) & !7;
+        let part_buckets = ring::buckets_for(part_cap);
+        let part_bytes = Part::footprint(part_buckets, part_cap);
         let bytes = align8(size_of::<Header>())
             + align8(REGISTRY_SLOTS * size_of::<RegistrySlot>())
-            + align8(PARTITIONS * size_of::<PartHeader>())
-            + align8(PARTITIONS * entries_per_part * size_of::<u64>())
-            + align8(PARTITIONS * entries_per_part * size_of::<Entry>())
-            + align8(PARTITIONS * chunks_per_part * size_of::<u32>())
-            + PARTITIONS * chunks_per_part * CHUNK_SIZE;
+            + PARTITIONS * part_bytes;
         Layout {
-            chunks_per_part,
-            entries_per_part,
+            part_cap,
+            part_buckets,
+            part_bytes,
             bytes,
         }
     }
@@ -288,47 +243,28 @@ pub fn startup() {
         off += align8(size_of::<Header>());
         let registry = base.add(off) as *mut RegistrySlot;
         off += align8(REGISTRY_SLOTS * size_of::<RegistrySlot>());
-        let parts = base.add(off) as *mut PartHeader;
-        off += align8(PARTITIONS * size_of::<PartHeader>());
-        let hashes = base.add(off) as *mut u64;
-        off += align8(PARTITIONS * l.entries_per_part * size_of::<u64>());
-        let entries = base.add(off) as *mut Entry;
-        off += align8(PARTITIONS * l.entries_per_part * size_of::<Entry>());
-        let next = base.add(off) as *mut u32;
-        off += align8(PARTITIONS * l.chunks_per_part * size_of::<u32>());
-        let chunks = base.add(off);
+        let parts = base.add(off);
+        let shared = Shared {
+            header,
+            registry,
+            parts,
+            part_bytes: l.part_bytes,
+            part_buckets: l.part_buckets,
+            part_cap: l.part_cap,
+            locks: ptr::null_mut(),
+        };
         if !found {
             ptr::write_bytes(base, 0, off);
-            (*header).chunks_per_part = l.chunks_per_part as u32;
-            (*header).entries_per_part = l.entries_per_part as u32;
+            (*header).part_cap = l.part_cap as u64;
+            (*header).part_buckets = l.part_buckets as u64;
             (*header).global_generation.store(1, Ordering::Relaxed);
             for p in 0..PARTITIONS {
-                let ph = parts.add(p);
-                (*ph).free_chunk = 0;
-                (*ph).free_chunks = l.chunks_per_part as u32;
-                for c in 0..l.chunks_per_part {
-                    *next.add(p * l.chunks_per_part + c) = if c + 1 < l.chunks_per_part {
-                        c as u32 + 1
-                    } else {
-                        NONE
-                    };
-                }
+                shared.part(p).init();
             }
         }
         let locks = pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr());
         pg_sys::LWLockRelease(init_lock);
-        Shared {
-            header,
-            registry,
-            parts,
-            hashes,
-            entries,
-            next,
-            chunks,
-            locks,
-            chunks_per_part: l.chunks_per_part,
-            entries_per_part: l.entries_per_part,
-        }
+        Shared { locks, ..shared }
     };
     let _ = SHARED.set(shared);
 }
@@ -508,7 +444,7 @@ pub fn global_end() {
     }
 }
 
-// ---------------------------------------------------------------------------------------
+// ---------------------------------------------------------------------------------------// ---------------------------------------------------------------------------------------
 // Entries.
 // ---------------------------------------------------------------------------------------
 
@@ -522,8 +458,18 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
+    /// Partition from `hash[0]`; the index bucket inside it comes from `hash[1]`.
     fn partition(&self) -> usize {
         (self.hash[0] >> 40) as usize % PARTITIONS
+    }
+
+    fn ring_key(&self) -> ring::Key {
+        ring::Key {
+            hash: self.hash,
+            userid: self.userid,
+            dbid: self.dbid,
+            format: self.format as u8,
+        }
     }
 }
 
@@ -539,120 +485,32 @@ pub enum Lookup {
 }
 
 impl Shared {
-    fn entry(&self, part: usize, i: usize) -> *mut Entry {
-        // SAFETY: callers pass part < PARTITIONS and i < entries_per_part.
-        unsafe { self.entries.add(part * self.entries_per_part + i) }
-    }
-
-    fn next(&self, part: usize, c: u32) -> *mut u32 {
-        // SAFETY: callers pass c < chunks_per_part.
-        unsafe { self.next.add(part * self.chunks_per_part + c as usize) }
-    }
-
-    fn chunk(&self, part: usize, c: u32) -> *mut u8 {
-        // SAFETY: callers pass c < chunks_per_part.
+    /// A view of partition `part`.
+    ///
+    /// # Safety
+    /// The caller holds partition `part`'s lock while it uses the view: SHARED for reads,
+    /// EXCLUSIVE for `&mut` methods (or is initializing the segment under
+    /// AddinShmemInitLock).
+    unsafe fn part(&self, part: usize) -> Part {
+        // SAFETY: part < PARTITIONS at every call site (partition() is reduced modulo
+        // PARTITIONS), so the block lies inside the segment, 8-aligned, sized by Layout.
         unsafe {
-            self.chunks
-                .add((part * self.chunks_per_part + c as usize) * CHUNK_SIZE)
-        }
-    }
-
-    fn part(&self, part: usize) -> *mut PartHeader {
-        // SAFETY: part < PARTITIONS.
-        unsafe { self.parts.add(part) }
-    }
-
-    #[allow(clippy::mut_from_ref)]
-    fn hashes(&self, part: usize) -> &mut [u64] {
-        // SAFETY: each partition owns entries_per_part consecutive hash slots; callers hold
-        // the partition lock (writes only under EXCLUSIVE).
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.hashes.add(part * self.entries_per_part),
-                self.entries_per_part,
+            Part::attach(
+                self.parts.add((part % PARTITIONS) * self.part_bytes),
+                self.part_buckets,
+                self.part_cap,
             )
         }
     }
 
-    /// Index of the live entry with `key` (partition lock held, any mode).
-    fn find(&self, part: usize, key: &CacheKey) -> Option<usize> {
-        let h = key.hash[0] | 1; // never 0, which marks a free slot
-        let hashes = self.hashes(part);
-        (0..hashes.len()).find(|&i| {
-            hashes[i] == h && {
-                // SAFETY: i < entries_per_part; fields are stable under the partition lock.
-                let e = unsafe { &*self.entry(part, i) };
-                e.used
-                    && e.key == key.hash
-                    && e.userid == key.userid
-                    && e.dbid == key.dbid
-                    && e.format == key.format as u8
-            }
-        })
-    }
-
-    fn valid(&self, e: &Entry) -> bool {
+    /// Whether no generation the entry was computed at has moved.
+    fn valid(&self, e: &ring::Entry) -> bool {
         // SAFETY: header is live.
         let global = unsafe { (*self.header).global_generation.load(Ordering::Acquire) };
         e.global_generation == global
-            && e.rels[..(e.nrels as usize).min(MAX_RELS)]
+            && e.rels()
                 .iter()
                 .all(|d| slot(self, d.slot).generation.load(Ordering::Acquire) == d.generation)
-    }
-
-    /// Frees entry `i` and its chunks (partition lock EXCLUSIVE).
-    fn free_entry(&self, part: usize, i: usize) {
-        // SAFETY: exclusive lock held; chunk indexes were allocated from this partition.
-        unsafe {
-            let e = &mut *self.entry(part, i);
-            if !e.used {
-                return;
-            }
-            let mut c = e.first_chunk;
-            let ph = &mut *self.part(part);
-            while c != NONE && (c as usize) < self.chunks_per_part {
-                let n = *self.next(part, c);
-                *self.next(part, c) = ph.free_chunk;
-                ph.free_chunk = c;
-                ph.free_chunks += 1;
-                c = n;
-            }
-            ph.entries = ph.entries.saturating_sub(1);
-            ph.bytes = ph.bytes.saturating_sub(e.len as u64);
-            e.used = false;
-            self.hashes(part)[i] = 0;
-        }
-    }
-
-    /// Frees the least recently used (expired or invalid first) entry of a partition.
-    fn evict_one(&self, part: usize, now: i64) -> bool {
-        let mut victim: Option<(usize, i64)> = None;
-        for i in 0..self.entries_per_part {
-            // SAFETY: exclusive lock held.
-            let e = unsafe { &*self.entry(part, i) };
-            if !e.used {
-                continue;
-            }
-            let dead = (e.expires != 0 && e.expires <= now) || !self.valid(e);
-            let score = if dead {
-                i64::MIN
-            } else {
-                e.last_used.load(Ordering::Relaxed)
-            };
-            if victim.is_none_or(|(_, s)| score < s) {
-                victim = Some((i, score));
-            }
-        }
-        match victim {
-            Some((i, score)) => {
-                self.free_entry(part, i);
-                if score != i64::MIN {
-                    count(Counter::Evictions);
-                }
-                true
-            }
-            None => false,
-        }
     }
 }
 
@@ -665,11 +523,11 @@ pub fn lookup(key: &CacheKey, now: i64, written: &[u32], out: &mut Vec<u8>) -> L
     };
     let part = key.partition();
     let _g = part_lock(s, part, false);
-    let Some(i) = s.find(part, key) else {
+    // SAFETY: the partition's lock is held SHARED until `_g` drops; only `&self` methods.
+    let p = unsafe { s.part(part) };
+    let Some(e) = p.find(&key.ring_key()) else {
         return Lookup::Miss;
     };
-    // SAFETY: i < entries_per_part; shared lock keeps non-atomic fields stable.
-    let e = unsafe { &*s.entry(part, i) };
     if e.expires != 0 && e.expires <= now {
         count(Counter::Expirations);
         return Lookup::Miss;
@@ -678,33 +536,18 @@ pub fn lookup(key: &CacheKey, now: i64, written: &[u32], out: &mut Vec<u8>) -> L
         count(Counter::Invalidations);
         return Lookup::Miss;
     }
-    let deps = &e.rels[..(e.nrels as usize).min(MAX_RELS)];
-    if deps.iter().any(|d| written.contains(&d.slot)) {
+    if e.rels().iter().any(|d| written.contains(&d.slot)) {
         return Lookup::OwnWrites;
     }
-    let len = e.len as usize;
-    if out.capacity() < len {
+    let data = e.data();
+    if out.capacity() < data.len() {
         // The buffer is sized for perf.cache_max_entry_kb; an entry stored under a larger
         // setting is simply not served to this backend.
         return Lookup::Miss;
     }
     out.clear();
-    let mut c = e.first_chunk;
-    let mut remaining = len;
-    while remaining > 0 && c != NONE && (c as usize) < s.chunks_per_part {
-        let n = remaining.min(CHUNK_SIZE);
-        // SAFETY: chunk c holds at least n bytes of this entry; out has capacity (checked).
-        unsafe {
-            let src = std::slice::from_raw_parts(s.chunk(part, c), n);
-            out.extend_from_slice(src);
-            c = *s.next(part, c);
-        }
-        remaining -= n;
-    }
-    if remaining != 0 {
-        return Lookup::Miss;
-    }
-    e.last_used.store(now, Ordering::Relaxed);
+    out.extend_from_slice(data);
+    e.touched.store(1, Ordering::Relaxed);
     e.hits.fetch_add(1, Ordering::Relaxed);
     Lookup::Hit
 }
@@ -721,88 +564,41 @@ pub struct NewEntry<'a> {
     pub data: &'a [u8],
 }
 
-fn preview(dst: &mut [u8], src: &str) -> u16 {
-    let t = crate::stats::normalize::truncate_utf8(src, dst.len());
-    dst[..t.len()].copy_from_slice(t.as_bytes());
-    t.len() as u16
-}
-
-/// Stores a result, evicting least recently used entries of its partition as needed.
-/// Returns false if it cannot fit (larger than a partition, or too many relations).
+/// Stores a result, reclaiming the oldest not recently hit entries of its partition as
+/// needed. Returns false if it cannot fit (larger than a partition, or too many relations).
 pub fn store(n: &NewEntry) -> bool {
     let Some(s) = shared() else { return false };
     if n.deps.len() > MAX_RELS {
         return false;
     }
-    let need = n.data.len().div_ceil(CHUNK_SIZE).max(1);
-    if need > s.chunks_per_part {
-        return false;
-    }
-    let part = n.key.partition();
-    let _g = part_lock(s, part, true);
-    if let Some(i) = s.find(part, &n.key) {
-        s.free_entry(part, i);
-    }
-    loop {
-        // SAFETY: exclusive lock held.
-        let (free_chunks, entries) =
-            unsafe { ((*s.part(part)).free_chunks, (*s.part(part)).entries) };
-        if free_chunks as usize >= need && (entries as usize) < s.entries_per_part {
-            break;
-        }
-        if !s.evict_one(part, n.now) {
-            return false;
-        }
-    }
-    let Some(slot) = (0..s.entries_per_part).find(|&i| {
-        // SAFETY: exclusive lock held.
-        unsafe { !(*s.entry(part, i)).used }
-    }) else {
-        return false;
+    let rec = ring::NewRecord {
+        key: n.key.ring_key(),
+        deps: n.deps,
+        global_generation: n.global_generation,
+        created: n.now,
+        expires: n.expires,
+        text: crate::stats::normalize::truncate_utf8(n.text, PREVIEW_TEXT).as_bytes(),
+        params: crate::stats::normalize::truncate_utf8(n.params, PREVIEW_PARAMS).as_bytes(),
+        data: n.data,
     };
-    // SAFETY: exclusive lock held; we take `need` chunks off the free list (count checked)
-    // and copy at most CHUNK_SIZE bytes into each.
-    unsafe {
-        let ph = &mut *s.part(part);
-        let mut first = NONE;
-        let mut prev = NONE;
-        let mut offset = 0;
-        for _ in 0..need {
-            let c = ph.free_chunk;
-            ph.free_chunk = *s.next(part, c);
-            ph.free_chunks -= 1;
-            *s.next(part, c) = NONE;
-            if prev == NONE {
-                first = c;
-            } else {
-                *s.next(part, prev) = c;
-            }
-            prev = c;
-            let len = (n.data.len() - offset).min(CHUNK_SIZE);
-            ptr::copy_nonoverlapping(n.data.as_ptr().add(offset), s.chunk(part, c), len);
-            offset += len;
-        }
-        let e = &mut *s.entry(part, slot);
-        e.used = true;
-        e.format = n.key.format as u8;
-        e.userid = n.key.userid;
-        e.dbid = n.key.dbid;
-        e.key = n.key.hash;
-        e.global_generation = n.global_generation;
-        e.nrels = n.deps.len() as u32;
-        e.rels = [RelDep::default(); MAX_RELS];
-        e.rels[..n.deps.len()].copy_from_slice(n.deps);
-        e.created = n.now;
-        e.expires = n.expires;
-        e.last_used.store(n.now, Ordering::Relaxed);
-        e.hits.store(0, Ordering::Relaxed);
-        e.len = n.data.len() as u32;
-        e.first_chunk = first;
-        e.text_len = preview(&mut e.text, n.text);
-        e.params_len = preview(&mut e.params, n.params);
-        ph.entries += 1;
-        ph.bytes += n.data.len() as u64;
-        s.hashes(part)[slot] = n.key.hash[0] | 1;
+    if rec.size() > s.part_cap {
+        return false;
+    }
+    let now = n.now;
+    let reclaimed = {
+        let part = n.key.partition();
+        let _g = part_lock(s, part, true);
+        // SAFETY: the partition's lock is held EXCLUSIVE until `_g` drops.
+        let mut p = unsafe { s.part(part) };
+        p.insert(&rec, |e| (e.expires == 0 || e.expires > now) && s.valid(e))
+    };
+    let Some(r) = reclaimed else { return false };
+    if r.evicted > 0 {
+        // SAFETY: header is live; atomic.
+        unsafe {
+            (*s.header).counters[Counter::Evictions as usize]
+                .fetch_add(r.evicted, Ordering::Relaxed)
+        };
     }
     count(Counter::Stores);
     true
@@ -814,14 +610,9 @@ pub fn invalidate(drop_it: impl Fn(u32, &[RelDep]) -> bool) -> u64 {
     let mut n = 0;
     for part in 0..PARTITIONS {
         let _g = part_lock(s, part, true);
-        for i in 0..s.entries_per_part {
-            // SAFETY: exclusive lock held.
-            let e = unsafe { &*s.entry(part, i) };
-            if e.used && drop_it(e.dbid, &e.rels[..(e.nrels as usize).min(MAX_RELS)]) {
-                s.free_entry(part, i);
-                n += 1;
-            }
-        }
+        // SAFETY: the partition's lock is held EXCLUSIVE until `_g` drops.
+        let mut p = unsafe { s.part(part) };
+        n += p.retain(|e| !drop_it(e.dbid, e.rels()));
     }
     n
 }
@@ -846,11 +637,11 @@ pub struct EntryInfo {
 struct RawInfo {
     format: u8,
     text: [u8; PREVIEW_TEXT],
-    text_len: u16,
+    text_len: u8,
     params: [u8; PREVIEW_PARAMS],
-    params_len: u16,
+    params_len: u8,
     rels: [u32; MAX_RELS],
-    nrels: usize,
+    nrels: u8,
     userid: u32,
     dbid: u32,
     bytes: u32,
@@ -860,59 +651,75 @@ struct RawInfo {
     valid: bool,
 }
 
-/// Copies out every entry (one SHARED lock per partition into a buffer sized beforehand;
-/// texts are decoded after the lock is released).
+impl RawInfo {
+    fn of(s: &Shared, e: &ring::Entry) -> RawInfo {
+        let mut r = RawInfo {
+            format: e.format,
+            text: [0; PREVIEW_TEXT],
+            text_len: 0,
+            params: [0; PREVIEW_PARAMS],
+            params_len: 0,
+            rels: [0; MAX_RELS],
+            nrels: 0,
+            userid: e.userid,
+            dbid: e.dbid,
+            bytes: e.data().len() as u32,
+            hits: e.hits.load(Ordering::Relaxed),
+            created: e.created,
+            expires: e.expires,
+            valid: s.valid(e),
+        };
+        let (t, p) = (e.text(), e.params());
+        r.text[..t.len()].copy_from_slice(t);
+        r.text_len = t.len() as u8;
+        r.params[..p.len()].copy_from_slice(p);
+        r.params_len = p.len() as u8;
+        for (dst, d) in r.rels.iter_mut().zip(e.rels()) {
+            *dst = d.relid;
+            r.nrels += 1;
+        }
+        r
+    }
+}
+
+/// Copies out every entry: per partition, the entry count is read under the SHARED lock,
+/// the buffer sized without it, then the entries copied under the lock again (at most the
+/// buffer's capacity: entries stored in between may be missed, as by any snapshot of a
+/// running cache). Texts are decoded after the lock is released.
 pub fn entries() -> Vec<EntryInfo> {
     let Some(s) = shared() else { return Vec::new() };
     let mut out = Vec::new();
-    let mut raw: Vec<RawInfo> = Vec::with_capacity(s.entries_per_part);
+    let mut raw: Vec<RawInfo> = Vec::new();
     for part in 0..PARTITIONS {
         raw.clear();
+        let n = {
+            let _g = part_lock(s, part, false);
+            // SAFETY: the partition's lock is held SHARED.
+            unsafe { s.part(part) }.entries() as usize
+        };
+        raw.reserve(n + 16);
         {
             let _g = part_lock(s, part, false);
-            for i in 0..s.entries_per_part {
-                // SAFETY: lock held; i < entries_per_part, so `raw` never exceeds capacity.
-                let e = unsafe { &*s.entry(part, i) };
-                if !e.used {
-                    continue;
+            // SAFETY: the partition's lock is held SHARED; pushes stay within capacity.
+            let p = unsafe { s.part(part) };
+            p.for_each(|e| {
+                if raw.len() < raw.capacity() {
+                    raw.push(RawInfo::of(s, e));
                 }
-                let nrels = (e.nrels as usize).min(MAX_RELS);
-                let mut rels = [0u32; MAX_RELS];
-                for (r, d) in rels.iter_mut().zip(&e.rels[..nrels]) {
-                    *r = d.relid;
-                }
-                raw.push(RawInfo {
-                    format: e.format,
-                    text: e.text,
-                    text_len: e.text_len,
-                    params: e.params,
-                    params_len: e.params_len,
-                    rels,
-                    nrels,
-                    userid: e.userid,
-                    dbid: e.dbid,
-                    bytes: e.len,
-                    hits: e.hits.load(Ordering::Relaxed),
-                    created: e.created,
-                    expires: e.expires,
-                    valid: s.valid(e),
-                });
-            }
+            });
         }
         for r in &raw {
-            let tl = (r.text_len as usize).min(PREVIEW_TEXT);
-            let pl = (r.params_len as usize).min(PREVIEW_PARAMS);
             out.push(EntryInfo {
                 format: Format::from_u8(r.format),
-                text: String::from_utf8_lossy(&r.text[..tl]).into_owned(),
-                params: String::from_utf8_lossy(&r.params[..pl]).into_owned(),
+                text: String::from_utf8_lossy(&r.text[..r.text_len as usize]).into_owned(),
+                params: String::from_utf8_lossy(&r.params[..r.params_len as usize]).into_owned(),
                 userid: r.userid,
                 dbid: r.dbid,
                 bytes: r.bytes,
                 hits: r.hits,
                 created: r.created,
                 expires: r.expires,
-                relids: r.rels[..r.nrels].to_vec(),
+                relids: r.rels[..r.nrels as usize].to_vec(),
                 valid: r.valid,
             });
         }
@@ -920,19 +727,18 @@ pub fn entries() -> Vec<EntryInfo> {
     out
 }
 
-/// (entries, bytes, capacity in bytes).
+/// (entries, bytes they occupy in the rings (headers included), capacity in bytes).
 pub fn usage() -> (u64, u64, u64) {
     let Some(s) = shared() else { return (0, 0, 0) };
     let (mut n, mut b) = (0u64, 0u64);
     for part in 0..PARTITIONS {
         let _g = part_lock(s, part, false);
-        // SAFETY: lock held.
-        unsafe {
-            n += (*s.part(part)).entries as u64;
-            b += (*s.part(part)).bytes;
-        }
+        // SAFETY: the partition's lock is held SHARED.
+        let p = unsafe { s.part(part) };
+        n += p.entries();
+        b += p.live_bytes();
     }
-    (n, b, (PARTITIONS * s.chunks_per_part * CHUNK_SIZE) as u64)
+    (n, b, (PARTITIONS * s.part_cap) as u64)
 }
 
 #[cfg(test)]
@@ -943,12 +749,15 @@ mod unit_tests {
     fn layout_scales_with_size() {
         let small = Layout::compute(1);
         let big = Layout::compute(64);
-        assert!(small.chunks_per_part >= 4);
-        assert_eq!(
-            big.chunks_per_part * PARTITIONS * CHUNK_SIZE,
-            64 * 1024 * 1024
-        );
+        assert!(small.part_cap >= 64 * 1024);
+        assert_eq!(big.part_cap * PARTITIONS, 64 * 1024 * 1024);
         assert!(big.bytes > 64 * 1024 * 1024);
+        // The index is a few percent of the capacity.
+        assert!(big.bytes < 64 * 1024 * 1024 * 21 / 20 + REGISTRY_SLOTS * 24 + 4096);
+        // 400,000 small entries (perf.cached_json_text('SELECT $1::int', '[123456]'))
+        // fit in the default 64 MB, with room for partitions filling unevenly.
+        let small_entry = ring::record_size(0, 18, 14, 8);
+        assert!(big.part_cap / small_entry * PARTITIONS >= 400_000 * 11 / 10);
     }
 
     #[test]
