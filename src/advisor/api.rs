@@ -15,6 +15,7 @@ use super::guard::{can_read_all_stats, in_subtransaction};
 use super::model::*;
 use super::selection::{find_drop_candidates, select_indexes, CostOracle, SelectionSettings};
 use super::whatif::{self, Planned, Session};
+use crate::pg::try_catch::rethrowing;
 use crate::stats::shmem::{self, PredicateKind, PredicateRec};
 
 /// The table an INSERT/UPDATE/DELETE writes, from its parse tree alone: normalized texts
@@ -625,6 +626,29 @@ fn shape_of(id: QueryId, calls: f64, planned: &Planned, catalog: &mut Catalog) -
 #[allow(clippy::type_complexity)]
 fn suggest_indexes(
     queries: default!(Option<Vec<Option<String>>>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(action, String),
+        name!(table_name, String),
+        name!(index_ddl, String),
+        name!(estimated_size, i64),
+        name!(workload_cost_before, f64),
+        name!(workload_cost_after, f64),
+        name!(improvement_pct, f64),
+        name!(queries_helped, pgrx::JsonB),
+        name!(write_overhead, f64),
+        name!(reason, String),
+    ),
+> {
+    // SAFETY: the argument moves into the closure, so the frames between pgrx's wrapper and
+    // a re-thrown ERROR (a captured statement's parse or plan error) hold nothing to drop.
+    unsafe { rethrowing(move || suggest_indexes_impl(queries)) }
+}
+
+#[allow(clippy::type_complexity)]
+fn suggest_indexes_impl(
+    queries: Option<Vec<Option<String>>>,
 ) -> TableIterator<
     'static,
     (

@@ -36,6 +36,7 @@ use super::model::{AttrWidth, TypeAlign};
 use super::size;
 use crate::backend_local::BackendLocal;
 use crate::error::PerfError;
+use crate::pg::try_catch::{rethrowing, try_capture_query};
 
 /// One key or INCLUDE column of a hypothetical index.
 #[derive(Clone, Copy)]
@@ -1297,6 +1298,30 @@ unsafe fn collect_indexes(plan: *mut pg_sys::Plan, out: &mut Vec<Oid>, depth: u3
     }
 }
 
+/// The PostgreSQL functions that parse, analyze and plan the user's query, called outside
+/// pgrx's FFI guard (which would rebuild their ERROR from a few fields): through
+/// `try_capture_query`, re-thrown unchanged by `rethrowing` in the SQL functions.
+mod raw {
+    use pgrx::pg_sys::{List, Oid, ParamListInfo, PlannedStmt, Query, QueryEnvironment, RawStmt};
+    use std::ffi::c_char;
+    unsafe extern "C-unwind" {
+        pub fn pg_parse_query(query_string: *const c_char) -> *mut List;
+        pub fn pg_analyze_and_rewrite_varparams(
+            parsetree: *mut RawStmt,
+            query_string: *const c_char,
+            param_types: *mut *mut Oid,
+            num_params: *mut i32,
+            query_env: *mut QueryEnvironment,
+        ) -> *mut List;
+        pub fn pg_plan_query(
+            query: *mut Query,
+            query_string: *const c_char,
+            cursor_options: i32,
+            bound_params: ParamListInfo,
+        ) -> *mut PlannedStmt;
+    }
+}
+
 /// Plans `query` (never executes it): a generic plan when it has `$n` parameters.
 pub fn plan(query: &str) -> Planned {
     plan_checked(query, false)
@@ -1304,6 +1329,7 @@ pub fn plan(query: &str) -> Planned {
 
 /// Plans `query` like `plan`; with `builtin_only`, refuses (ERROR) a statement that calls a
 /// function or operator that is not built in, before planning could fold (execute) it.
+#[allow(ffi_unwind_calls)] // raw calls that longjmp, caught by try_capture_query (see `raw`)
 pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
     let Ok(text) = CString::new(query) else {
         PerfError::InvalidQuery {
@@ -1315,7 +1341,11 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
     // SAFETY: parse, analyze, plan and EXPLAIN (EXPLAIN_ONLY: nothing is executed) in the
     // current memory context.
     unsafe {
-        let raw = pg_sys::pg_parse_query(text.as_ptr());
+        // The user's query is parsed, analyzed and planned outside pgrx's FFI guard, so that
+        // its errors keep every field (position, context, names), as through SPI.
+        let qtext = text.as_ptr();
+        let raw =
+            try_capture_query(qtext, || raw::pg_parse_query(qtext)).unwrap_or_else(|e| e.raise());
         if raw.is_null() || (*raw).length != 1 {
             PerfError::InvalidQuery {
                 detail: "what-if planning takes exactly one SQL statement".into(),
@@ -1340,13 +1370,17 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
         }
         let mut ptypes: *mut Oid = std::ptr::null_mut();
         let mut nparams = 0;
-        let queries = pg_sys::pg_analyze_and_rewrite_varparams(
-            rawstmt,
-            text.as_ptr(),
-            &mut ptypes,
-            &mut nparams,
-            std::ptr::null_mut(),
-        );
+        let (ptypes_p, nparams_p) = (&raw mut ptypes, &raw mut nparams);
+        let queries = try_capture_query(qtext, || {
+            raw::pg_analyze_and_rewrite_varparams(
+                rawstmt,
+                qtext,
+                ptypes_p,
+                nparams_p,
+                std::ptr::null_mut(),
+            )
+        })
+        .unwrap_or_else(|e| e.raise());
         let nqueries = if queries.is_null() {
             0
         } else {
@@ -1400,7 +1434,10 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
             .raise();
         }
         let options = pg_sys::CURSOR_OPT_GENERIC_PLAN as i32;
-        let stmt = pg_sys::pg_plan_query(q, text.as_ptr(), options, std::ptr::null_mut());
+        let stmt = try_capture_query(qtext, || {
+            raw::pg_plan_query(q, qtext, options, std::ptr::null_mut())
+        })
+        .unwrap_or_else(|e| e.raise());
         if stmt.is_null() || (*stmt).planTree.is_null() {
             PerfError::InvalidQuery {
                 detail: "the planner returned no plan for this statement".into(),
@@ -1482,31 +1519,37 @@ fn whatif(
         name!(plan_after, String),
     ),
 > {
-    let before = plan(query);
-    let (after, used) = {
-        let session = Session::start(
-            &no_nulls(indexes, "indexes", "CREATE INDEX statements"),
-            &no_nulls(hide, "hide", "names of existing indexes"),
-        );
-        let after = plan(query);
-        let used = session.names_of(&after.index_oids);
-        (after, used)
-    };
-    let improvement = if before.total_cost > 0.0 {
-        100.0 * (before.total_cost - after.total_cost) / before.total_cost
-    } else {
-        0.0
-    };
-    TableIterator::once((
-        before.total_cost,
-        after.total_cost,
-        improvement,
-        used.into_iter()
-            .map(|n| n.trim_start_matches("<hypothetical>").to_string())
-            .collect(),
-        before.plan_text,
-        after.plan_text,
-    ))
+    // SAFETY: the arguments move into the closure, so the frames between pgrx's wrapper and
+    // a re-thrown ERROR hold nothing that needs dropping.
+    unsafe {
+        rethrowing(move || {
+            let before = plan(query);
+            let (after, used) = {
+                let session = Session::start(
+                    &no_nulls(indexes, "indexes", "CREATE INDEX statements"),
+                    &no_nulls(hide, "hide", "names of existing indexes"),
+                );
+                let after = plan(query);
+                let used = session.names_of(&after.index_oids);
+                (after, used)
+            };
+            let improvement = if before.total_cost > 0.0 {
+                100.0 * (before.total_cost - after.total_cost) / before.total_cost
+            } else {
+                0.0
+            };
+            TableIterator::once((
+                before.total_cost,
+                after.total_cost,
+                improvement,
+                used.into_iter()
+                    .map(|n| n.trim_start_matches("<hypothetical>").to_string())
+                    .collect(),
+                before.plan_text,
+                after.plan_text,
+            ))
+        })
+    }
 }
 
 /// The elements of a text[] argument; a NULL element is refused (22004).

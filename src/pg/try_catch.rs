@@ -125,11 +125,57 @@ pub struct CaughtError(*mut pg_sys::ErrorData);
 // SAFETY: only ever used on the backend's main thread; Send is needed to be a panic payload.
 unsafe impl Send for CaughtError {}
 
+/// How many `rethrowing` calls are on the stack: `raise` needs one to unwind to.
+static RETHROWING_DEPTH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl CaughtError {
     /// Unwinds the Rust frames (running their drops) up to `rethrowing`, which re-throws
-    /// the error.
+    /// the error. Should a code path reach this with no `rethrowing` around it, the error
+    /// is raised through pgrx instead (SQLSTATE, message, detail and hint kept, the other
+    /// fields lost), never as pgrx's XX000 for an unknown panic.
     pub fn raise(self) -> ! {
-        resume_unwind(Box::new(self))
+        use std::sync::atomic::Ordering;
+        if RETHROWING_DEPTH.load(Ordering::Relaxed) > 0 {
+            resume_unwind(Box::new(self))
+        }
+        // SAFETY: the ErrorData copy is alive (see CaughtError); its strings are
+        // NUL-terminated or null.
+        let (code, message, detail, hint) = unsafe {
+            let e = &*self.0;
+            let text = |p: *const std::ffi::c_char| {
+                (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+            };
+            (e.sqlerrcode, text(e.message), text(e.detail), text(e.hint))
+        };
+        let mut report = pgrx::pg_sys::panic::ErrorReport::new(
+            pgrx::PgSqlErrorCode::from(code),
+            message.unwrap_or_default(),
+            "pg_perf",
+        );
+        if let Some(d) = detail {
+            report = report.set_detail(d);
+        }
+        if let Some(h) = hint {
+            report = report.set_hint(h);
+        }
+        report.report(pgrx::PgLogLevel::ERROR);
+        unreachable!("ERROR-level reports do not return")
+    }
+}
+
+/// Counts a `rethrowing` frame while it is on the stack (also while unwinding).
+struct RethrowingFrame;
+
+impl RethrowingFrame {
+    fn enter() -> Self {
+        RETHROWING_DEPTH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RethrowingFrame
+    }
+}
+
+impl Drop for RethrowingFrame {
+    fn drop(&mut self) {
+        RETHROWING_DEPTH.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -166,7 +212,10 @@ where
 /// The frames between pgrx's function wrapper and this call hold nothing that needs
 /// dropping (the re-throw longjmps over them). Main thread only.
 pub unsafe fn rethrowing<R>(f: impl FnOnce() -> R) -> R {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    let frame = RethrowingFrame::enter();
+    let result = catch_unwind(AssertUnwindSafe(f));
+    drop(frame);
+    match result {
         Ok(r) => r,
         Err(payload) => match payload.downcast::<CaughtError>() {
             // SAFETY: the ErrorData copy is alive (see CaughtError); ReThrowError puts it

@@ -414,3 +414,32 @@ def test_cached_query_parameter_error(connect):
         c.execute("SELECT perf.cached_json('SELECT $1::int', '[\"x\"]')")
     assert e.value.diag.message_primary == 'invalid input syntax for type integer: "x"'
     assert e.value.diag.source_function == "pg_strtoint32"
+
+
+@pytest.mark.parametrize("query", [
+    "SELEC 1", "SELECT nosuch FROM cu", "SELECT 'x'::int", "SELECT 1 / 0",
+    "SELECT * FROM cu WHERE id = cu_boom()", "SELECT * FROM nosuch_table",
+])
+@pytest.mark.parametrize("fn", ["whatif", "suggest_indexes"])
+def test_whatif_query_errors_keep_every_field(connect, query, fn):
+    """perf.whatif() and perf.suggest_indexes(ARRAY[...]) parse, analyze and plan the user's
+    statement as SPI would: its ERROR keeps every field (SQLSTATE, names, source location),
+    and a position becomes an internal position in the statement."""
+    c = connect()
+    c.execute(CACHE_SETUP)
+    with pytest.raises(psycopg.Error) as direct:
+        c.execute(query)
+    want = diag_of(direct.value)
+    call = "SELECT * FROM perf.whatif(%s)" if fn == "whatif" else "SELECT * FROM perf.suggest_indexes(ARRAY[%s])"
+    with pytest.raises(psycopg.Error) as got_e:
+        c.execute(call, (query,))
+    got = diag_of(got_e.value)
+    positional = ("context", "statement_position", "internal_position", "internal_query")
+    for field in FIELDS:
+        if field not in positional:
+            assert got[field] == want[field], (field, got, want)
+    assert got["statement_position"] is None, got
+    if want["statement_position"] is not None:
+        assert (got["internal_position"], got["internal_query"]) == (want["statement_position"], query), got
+    else:
+        assert f'SQL statement "{query}"' in (got["context"] or ""), got
