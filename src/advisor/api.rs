@@ -646,24 +646,23 @@ fn suggest_indexes(
     unsafe { rethrowing(move || suggest_indexes_impl(queries)) }
 }
 
-#[allow(clippy::type_complexity)]
+/// A row of `suggest_indexes` (its SQL signature names the columns).
+type SuggestionRow = (
+    String,
+    String,
+    String,
+    i64,
+    f64,
+    f64,
+    f64,
+    pgrx::JsonB,
+    f64,
+    String,
+);
+
 fn suggest_indexes_impl(
     queries: Option<Vec<Option<String>>>,
-) -> TableIterator<
-    'static,
-    (
-        name!(action, String),
-        name!(table_name, String),
-        name!(index_ddl, String),
-        name!(estimated_size, i64),
-        name!(workload_cost_before, f64),
-        name!(workload_cost_after, f64),
-        name!(improvement_pct, f64),
-        name!(queries_helped, pgrx::JsonB),
-        name!(write_overhead, f64),
-        name!(reason, String),
-    ),
-> {
+) -> TableIterator<'static, SuggestionRow> {
     let workload_queries: Vec<WorkloadQuery> = match queries {
         // The same text given several times is one statement called several times.
         Some(list) => {

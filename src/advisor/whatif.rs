@@ -36,6 +36,7 @@ use super::model::{AttrWidth, TypeAlign};
 use super::size;
 use crate::backend_local::BackendLocal;
 use crate::error::PerfError;
+use crate::pg::raw;
 use crate::pg::try_catch::{rethrowing, try_capture_query};
 
 /// One key or INCLUDE column of a hypothetical index.
@@ -1295,30 +1296,6 @@ unsafe fn collect_indexes(plan: *mut pg_sys::Plan, out: &mut Vec<Oid>, depth: u3
         }
         collect_indexes((*plan).lefttree, out, depth + 1);
         collect_indexes((*plan).righttree, out, depth + 1);
-    }
-}
-
-/// The PostgreSQL functions that parse, analyze and plan the user's query, called outside
-/// pgrx's FFI guard (which would rebuild their ERROR from a few fields): through
-/// `try_capture_query`, re-thrown unchanged by `rethrowing` in the SQL functions.
-mod raw {
-    use pgrx::pg_sys::{List, Oid, ParamListInfo, PlannedStmt, Query, QueryEnvironment, RawStmt};
-    use std::ffi::c_char;
-    unsafe extern "C-unwind" {
-        pub fn pg_parse_query(query_string: *const c_char) -> *mut List;
-        pub fn pg_analyze_and_rewrite_varparams(
-            parsetree: *mut RawStmt,
-            query_string: *const c_char,
-            param_types: *mut *mut Oid,
-            num_params: *mut i32,
-            query_env: *mut QueryEnvironment,
-        ) -> *mut List;
-        pub fn pg_plan_query(
-            query: *mut Query,
-            query_string: *const c_char,
-            cursor_options: i32,
-            bound_params: ParamListInfo,
-        ) -> *mut PlannedStmt;
     }
 }
 

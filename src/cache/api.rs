@@ -431,44 +431,7 @@ fn check_relations(relids: &[u32]) -> Result<(), Refusal> {
     verdict.unwrap_or(Err(Refusal::UnsupportedRelation))
 }
 
-/// PostgreSQL functions that run the user's query, called outside pgrx's FFI guard so that
-/// their ERROR keeps every field: through `try_capture`/`user_query_step`, re-thrown
-/// unchanged by `rethrowing` in the SQL functions once the Rust frames are unwound.
-mod raw {
-    use pgrx::pg_sys::{Datum, List, Oid, ParamListInfo, PlannedStmt, Query, RawStmt, SPIPlanPtr};
-    use std::ffi::c_char;
-    unsafe extern "C-unwind" {
-        pub fn pg_parse_query(query_string: *const c_char) -> *mut List;
-        pub fn parse_analyze_varparams(
-            parse_tree: *mut RawStmt,
-            source_text: *const c_char,
-            param_types: *mut *mut Oid,
-            num_params: *mut i32,
-            query_env: *mut pgrx::pg_sys::QueryEnvironment,
-        ) -> *mut Query;
-        pub fn OidInputFunctionCall(
-            function_id: Oid,
-            text: *const c_char,
-            typioparam: Oid,
-            typmod: i32,
-        ) -> Datum;
-        pub fn pg_rewrite_query(query: *mut Query) -> *mut List;
-        pub fn pg_plan_query(
-            query: *mut Query,
-            query_string: *const c_char,
-            cursor_options: i32,
-            bound_params: ParamListInfo,
-        ) -> *mut PlannedStmt;
-        pub fn SPI_prepare(src: *const c_char, nargs: i32, argtypes: *mut Oid) -> SPIPlanPtr;
-        pub fn SPI_execute_plan(
-            plan: SPIPlanPtr,
-            values: *mut Datum,
-            nulls: *const c_char,
-            read_only: bool,
-            tcount: i64,
-        ) -> i32;
-    }
-}
+use crate::pg::raw;
 
 /// Runs one parse/analyze/rewrite/plan step of the user's query (see `raw`), with SPI's
 /// error context for `query`.

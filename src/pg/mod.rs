@@ -1,3 +1,4 @@
 //! The PostgreSQL layer shared by every capability.
 
+pub mod raw;
 pub mod try_catch;
