@@ -12,6 +12,7 @@ mod backend_local;
 pub mod cache;
 pub mod error;
 pub mod gucs;
+pub mod metrics;
 pub mod pg;
 pub mod scheduler;
 pub mod shmem;
@@ -36,6 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
     stats::init();
     cache::init();
     advisor::whatif::init();
+    metrics::init();
     xact::init();
 }
 

@@ -12,6 +12,7 @@ pub mod normalize;
 pub mod plan_capture;
 pub mod predicates;
 pub mod query_id_memo;
+pub mod rollup;
 pub mod shmem;
 pub mod why_slow;
 
