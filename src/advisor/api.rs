@@ -11,12 +11,13 @@ use pgrx::prelude::*;
 
 use super::candidates::generate_candidates;
 use super::ddl;
-use super::guard::{can_read_all_stats, in_subtransaction};
+use super::guard::in_subtransaction;
 use super::model::*;
 use super::selection::{find_drop_candidates, select_indexes, CostOracle, SelectionSettings};
 use super::whatif::{self, Planned, Session};
 use crate::pg::try_catch::rethrowing;
-use crate::stats::shmem::{self, PredicateKind, PredicateRec};
+use crate::stats::workload;
+use crate::stats::{PredicateKind, PredicateRec};
 
 /// The table an INSERT/UPDATE/DELETE writes, from its parse tree alone: normalized texts
 /// (`$n` for constants) cannot always be planned again (ambiguous parameter types), but
@@ -81,55 +82,39 @@ struct WorkloadQuery {
     visible: bool,
 }
 
-/// What a statement text shows to a caller who may not read it (as perf.statements).
-const HIDDEN: &str = "<insufficient privilege>";
-
 fn captured_workload() -> Vec<WorkloadQuery> {
-    // SAFETY: plain read of a backend global.
-    let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
-    // SAFETY: plain read of backend state.
-    let me = unsafe { pg_sys::GetUserId().to_u32() };
-    let read_all = can_read_all_stats();
     let mut by_id: HashMap<i64, (WorkloadQuery, f64)> = HashMap::new();
-    for e in shmem::snapshot(|k| k.dbid == db) {
+    for e in workload::statements() {
         let lower = e.text.trim_start().to_ascii_lowercase();
         let plannable = ["select", "with", "update", "delete", "insert"]
             .iter()
             .any(|k| lower.starts_with(k));
-        if e.counters.calls == 0
-            || !plannable
-            || lower.contains("perf.")
-            || lower.contains("pg_catalog.")
-        {
+        if e.calls == 0 || !plannable || lower.contains("perf.") || lower.contains("pg_catalog.") {
             continue;
         }
-        let entry = by_id.entry(e.key.queryid).or_insert_with(|| {
+        let entry = by_id.entry(e.queryid).or_insert_with(|| {
             (
                 WorkloadQuery {
-                    queryid: e.key.queryid,
+                    queryid: e.queryid,
                     text: e.text.clone(),
                     sample: None,
                     calls: 0.0,
                     rows: 0.0,
                     own: false,
-                    visible: read_all,
+                    visible: false,
                 },
                 0.0,
             )
         });
-        if e.key.userid == me {
-            entry.0.own = true;
-            entry.0.visible = true;
-        }
-        entry.0.calls += e.counters.calls as f64;
-        entry.0.rows += e.counters.rows as f64;
-        entry.1 += e.counters.total_time;
+        entry.0.own |= e.own;
+        entry.0.visible |= e.visible;
+        entry.0.calls += e.calls as f64;
+        entry.0.rows += e.rows as f64;
+        entry.1 += e.total_time_ms;
     }
-    for p in shmem::plans(|k| k.dbid == db) {
-        if let Some((q, _)) = by_id.get_mut(&p.key.queryid) {
-            if !p.sample.is_empty() {
-                q.sample = Some(p.sample);
-            }
+    for (queryid, sample) in workload::slow_run_samples() {
+        if let Some((q, _)) = by_id.get_mut(&queryid) {
+            q.sample = Some(sample);
         }
     }
     let mut all: Vec<(WorkloadQuery, f64)> = by_id.into_values().collect();
@@ -851,7 +836,7 @@ fn suggest_indexes_impl(
             let text = if q.visible {
                 q.text.clone()
             } else {
-                HIDDEN.to_string()
+                workload::HIDDEN.to_string()
             };
             (q.queryid, text)
         })

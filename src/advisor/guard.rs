@@ -75,19 +75,6 @@ pub(crate) fn restricted<T>(f: impl FnOnce() -> T) -> Option<T> {
     })
 }
 
-/// Whether the caller may see other roles' statement texts (superuser or pg_read_all_stats,
-/// the rule of pg_stat_statements and perf.statements).
-pub(crate) fn can_read_all_stats() -> bool {
-    // SAFETY: plain catalog privilege checks in a transaction.
-    unsafe {
-        pg_sys::superuser()
-            || pg_sys::has_privs_of_role(
-                pg_sys::GetUserId(),
-                Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS),
-            )
-    }
-}
-
 fn builtin(oid: Oid) -> bool {
     oid.to_u32() < pg_sys::FirstNormalObjectId
 }

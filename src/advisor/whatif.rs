@@ -1256,7 +1256,7 @@ pub struct Planned {
     pub limited: bool,
     /// The columns the plan filters, joins, sorts and groups on (as statement capture
     /// records them).
-    pub predicates: Vec<crate::stats::shmem::PredicateRec>,
+    pub predicates: Vec<crate::stats::PredicateRec>,
     pub index_oids: Vec<Oid>,
     pub plan_text: String,
 }

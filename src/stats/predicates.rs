@@ -6,6 +6,10 @@
 //! relations still open); reads only; allocates only in Rust (`Vec`) and through catalog
 //! lookups that palloc in the per-query context. Unknown node or expression shapes are
 //! skipped, never guessed.
+//!
+//! Plan facts, part of stats' public API: statement capture calls [`collect`] at
+//! ExecutorEnd, and the advisor's what-if planner calls it on an EXPLAIN-only QueryDesc
+//! (started, never run: selectivities are then the planner's estimates only).
 
 use pgrx::pg_sys::{self, Plan, PlanState, QueryDesc};
 
