@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
-use super::ddl;
 use super::model::*;
+use crate::pg::quote::quote_identifier;
 use crate::stats::PredicateRec;
 
 /// Catalog facts about the tables, columns and operators the workload uses, cached.
@@ -126,9 +126,9 @@ impl Catalog {
             let nsp = std::ffi::CStr::from_ptr(nsp).to_string_lossy().into_owned();
             // Qualified only when not visible, so the text matches pg_get_indexdef's.
             let name = if pg_sys::FunctionIsVisible(func) {
-                ddl::quote_ident(&name)
+                quote_identifier(&name)
             } else {
-                format!("{}.{}", ddl::quote_ident(&nsp), ddl::quote_ident(&name))
+                format!("{}.{}", quote_identifier(&nsp), quote_identifier(&name))
             };
             (name, pg_sys::get_func_rettype(func))
         };
@@ -138,7 +138,7 @@ impl Catalog {
                 .flatten()
                 .unwrap_or_else(|| "text".into());
         Some(KeyTarget::Expression(ExpressionRef {
-            sql: format!("{name}({})", ddl::quote_ident(&col.name)),
+            sql: format!("{name}({})", quote_identifier(&col.name)),
             type_name,
             typlen: col.typlen,
             typalign: col.typalign,

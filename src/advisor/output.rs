@@ -10,6 +10,7 @@ use super::ddl;
 use super::model::*;
 use super::selection::{find_drop_candidates, SelectionResult};
 use super::workload::WorkloadQuery;
+use crate::pg::quote::quote_identifier;
 use crate::stats::workload;
 
 /// CREATE INDEX for a candidate, CONCURRENTLY except on a partitioned table (where CREATE
@@ -92,8 +93,8 @@ pub(super) fn rows(
             "create".to_string(),
             format!(
                 "{}.{}",
-                ddl::quote_ident(&table.schema),
-                ddl::quote_ident(&table.name)
+                quote_identifier(&table.schema),
+                quote_identifier(&table.name)
             ),
             format!("{sql};"),
             c.size.bytes as i64,
@@ -116,8 +117,8 @@ pub(super) fn rows(
         let table = tables.get(&d.index.table).map(|t| {
             format!(
                 "{}.{}",
-                ddl::quote_ident(&t.schema),
-                ddl::quote_ident(&t.name)
+                quote_identifier(&t.schema),
+                quote_identifier(&t.name)
             )
         });
         rows.push((

@@ -36,6 +36,7 @@ use super::model::{AttrWidth, TypeAlign};
 use super::size;
 use crate::backend_local::BackendLocal;
 use crate::error::PerfError;
+use crate::pg::quote::quote_identifier;
 use crate::pg::raw;
 use crate::pg::try_catch::{rethrowing, try_capture_query};
 
@@ -403,19 +404,6 @@ fn resolve_index(name: &str) -> Oid {
         }
         .raise()
     })
-}
-
-/// An identifier quoted the way PostgreSQL's quote_identifier does.
-fn quote_identifier(ident: &str) -> String {
-    let Ok(c) = CString::new(ident) else {
-        return format!("\"{}\"", ident.replace('"', "\"\""));
-    };
-    // SAFETY: quote_identifier returns its argument or a palloc'd quoted copy.
-    unsafe {
-        CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr()))
-            .to_string_lossy()
-            .into_owned()
-    }
 }
 
 fn width_of(typ: Oid, avg: i32) -> AttrWidth {
