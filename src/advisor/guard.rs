@@ -21,7 +21,7 @@
 
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
-use pgrx::PgTryBuilder;
+use pgrx::{PgList, PgTryBuilder};
 
 /// Runs `f` in a subtransaction; an ERROR inside rolls it back and yields None.
 pub(crate) fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Option<T> {
@@ -99,15 +99,8 @@ fn user_type(typ: Oid) -> bool {
 }
 
 unsafe fn list_oids(list: *mut pg_sys::List) -> Vec<Oid> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: an OID list of length `length`.
-    unsafe {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).oid_value)
-            .collect()
-    }
+    // SAFETY: per the caller, `list` is NIL or a valid OID list that outlives this call.
+    unsafe { PgList::<Oid>::from_pg(list) }.iter_oid().collect()
 }
 
 #[pg_guard]

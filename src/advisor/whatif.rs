@@ -29,7 +29,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
+use pgrx::{PgList, PgLogLevel, PgSqlErrorCode};
 
 use super::guard;
 use super::model::{AttrWidth, TypeAlign};
@@ -495,15 +495,8 @@ fn qualified_rel_name(relid: Oid) -> String {
 }
 
 unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: a pointer list of `length` elements.
-    unsafe {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).ptr_value as *mut T)
-            .collect()
-    }
+    // SAFETY: per the caller, `list` is NIL or a valid pointer list that outlives this call.
+    unsafe { PgList::<T>::from_pg(list) }.iter_ptr().collect()
 }
 
 /// Parses one CREATE INDEX statement into a hypothetical index. It is refused exactly where
@@ -519,11 +512,11 @@ fn parse_index(def: &str, oid: Oid) -> HypoIndex {
     // SAFETY: parser and catalog calls in the current memory context; every node pointer is
     // produced by PostgreSQL and checked for its tag or NULL before use.
     unsafe {
-        let raw = pg_sys::pg_parse_query(text.as_ptr());
-        if raw.is_null() || (*raw).length != 1 {
+        let raw = PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(text.as_ptr()));
+        let Some(rawstmt) = raw.head().filter(|_| raw.len() == 1) else {
             bad_index(format!("\"{def}\" is not a single CREATE INDEX statement"));
-        }
-        let stmt = (*(*(*raw).elements).ptr_value.cast::<pg_sys::RawStmt>()).stmt;
+        };
+        let stmt = (*rawstmt).stmt;
         if stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_IndexStmt {
             bad_index(format!("\"{def}\" is not a CREATE INDEX statement"));
         }
@@ -707,7 +700,7 @@ fn parse_index(def: &str, oid: Oid) -> HypoIndex {
                     pg_sys::exprCollation(expr),
                 )
             };
-            let has = |l: *mut pg_sys::List| !l.is_null() && (*l).length > 0;
+            let has = |l: *mut pg_sys::List| !PgList::<pg_sys::Node>::from_pg(l).is_empty();
             if !key {
                 let refuse = |what: &str| -> ! {
                     pg_error(
@@ -1197,8 +1190,7 @@ unsafe extern "C-unwind" fn get_relation_info_guarded(
         if !state.hidden.is_empty() && !(*rel).indexlist.is_null() {
             let old = (*rel).indexlist;
             let mut kept: *mut pg_sys::List = std::ptr::null_mut();
-            for i in 0..(*old).length as usize {
-                let info = (*(*old).elements.add(i)).ptr_value as *mut pg_sys::IndexOptInfo;
+            for info in PgList::<pg_sys::IndexOptInfo>::from_pg(old).iter_ptr() {
                 if !state.hidden.contains(&(*info).indexoid) {
                     kept = pg_sys::lappend(kept, info as *mut _);
                 }
@@ -1257,14 +1249,8 @@ unsafe fn collect_indexes(plan: *mut pg_sys::Plan, out: &mut Vec<Oid>, depth: u3
     unsafe {
         use pg_sys::NodeTag::*;
         let list_plans = |l: *mut pg_sys::List, out: &mut Vec<Oid>| {
-            if !l.is_null() {
-                for i in 0..(*l).length as usize {
-                    collect_indexes(
-                        (*(*l).elements.add(i)).ptr_value as *mut pg_sys::Plan,
-                        out,
-                        depth + 1,
-                    );
-                }
+            for p in PgList::<pg_sys::Plan>::from_pg(l).iter_ptr() {
+                collect_indexes(p, out, depth + 1);
             }
         };
         match (*plan).type_ {
@@ -1311,14 +1297,14 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
         let qtext = text.as_ptr();
         let raw =
             try_capture_query(qtext, || raw::pg_parse_query(qtext)).unwrap_or_else(|e| e.raise());
-        if raw.is_null() || (*raw).length != 1 {
+        let raw = PgList::<pg_sys::RawStmt>::from_pg(raw);
+        let Some(rawstmt) = raw.head().filter(|_| raw.len() == 1) else {
             PerfError::InvalidQuery {
                 detail: "what-if planning takes exactly one SQL statement".into(),
                 hint: "Pass a single SELECT, INSERT, UPDATE or DELETE.".into(),
             }
             .raise();
-        }
-        let rawstmt = (*(*raw).elements).ptr_value as *mut pg_sys::RawStmt;
+        };
         let tag = (*(*rawstmt).stmt).type_;
         if !matches!(
             tag,
@@ -1346,11 +1332,8 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
             )
         })
         .unwrap_or_else(|e| e.raise());
-        let nqueries = if queries.is_null() {
-            0
-        } else {
-            (*queries).length
-        };
+        let queries = PgList::<pg_sys::Query>::from_pg(queries);
+        let nqueries = queries.len();
         if nqueries == 0 {
             PerfError::InvalidQuery {
                 detail: "the statement rewrites into no query at all (a DO INSTEAD NOTHING rule)"
@@ -1366,7 +1349,7 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
             }
             .raise();
         }
-        let q = (*(*queries).elements).ptr_value as *mut pg_sys::Query;
+        let q = queries.head().unwrap_or(std::ptr::null_mut());
         if q.is_null()
             || !(*q).utilityStmt.is_null()
             || !matches!(
@@ -1412,15 +1395,8 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
         }
         let mut index_oids = Vec::new();
         collect_indexes((*stmt).planTree, &mut index_oids, 0);
-        let subplans = (*stmt).subplans;
-        if !subplans.is_null() {
-            for i in 0..(*subplans).length as usize {
-                collect_indexes(
-                    (*(*subplans).elements.add(i)).ptr_value as *mut pg_sys::Plan,
-                    &mut index_oids,
-                    0,
-                );
-            }
+        for p in PgList::<pg_sys::Plan>::from_pg((*stmt).subplans).iter_ptr() {
+            collect_indexes(p, &mut index_oids, 0);
         }
         let total_cost = (*(*stmt).planTree).total_cost;
         let rows = (*(*stmt).planTree).plan_rows;

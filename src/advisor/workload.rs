@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use pgrx::pg_sys::{self, Oid};
+use pgrx::PgList;
 
 use super::catalog::Catalog;
 use super::guard::in_subtransaction;
@@ -22,11 +23,11 @@ pub(super) fn write_target_of(text: &str) -> Option<(u32, pg_sys::CmdType::Type)
     in_subtransaction(|| {
         // SAFETY: raw parsing (no analysis) and a relation name lookup that may miss.
         unsafe {
-            let raw = pg_sys::pg_parse_query(c.as_ptr());
-            if raw.is_null() || (*raw).length != 1 {
+            let raw = PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(c.as_ptr()));
+            if raw.len() != 1 {
                 return None;
             }
-            let stmt = (*((*(*raw).elements).ptr_value as *mut pg_sys::RawStmt)).stmt;
+            let stmt = (*raw.head()?).stmt;
             let (rv, cmd) = match (*stmt).type_ {
                 pg_sys::NodeTag::T_InsertStmt => (
                     (*(stmt as *mut pg_sys::InsertStmt)).relation,
