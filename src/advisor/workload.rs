@@ -78,6 +78,9 @@ pub(super) struct WorkloadQuery {
     pub(super) visible: bool,
 }
 
+/// The statements pg_perf captured in this database that can be planned (no utility
+/// statements, none of pg_perf's or the catalogs'), merged over roles and top level, the 200
+/// that took the most time first; each with its slowest run's sample when one was captured.
 pub(super) fn captured_workload() -> Vec<WorkloadQuery> {
     let mut by_id: HashMap<i64, (WorkloadQuery, f64)> = HashMap::new();
     for e in workload::statements() {
