@@ -1,6 +1,6 @@
 //! SQL text for the advisor's proposals: `CREATE INDEX CONCURRENTLY` for chosen
 //! candidates and `DROP INDEX CONCURRENTLY` for drop candidates, with deterministic index
-//! names and identifiers quoted exactly when PostgreSQL's `quote_ident` would quote them.
+//! names and identifiers quoted by PostgreSQL's own `quote_identifier` ([`crate::pg::quote`]).
 //!
 //! Identifiers are always quoted here; expressions and partial predicates are SQL
 //! fragments and are spliced as they are, so they must come from PostgreSQL's own
@@ -11,167 +11,10 @@
 use std::fmt;
 
 use super::model::{ExistingIndex, IndexCandidate, IndexKey, IndexMethod, KeyTarget, TableInfo};
+use crate::pg::quote::{quote_identifier, quote_qualified};
 
 /// Longest identifier PostgreSQL keeps (`NAMEDATALEN - 1`), in bytes.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
-
-/// Keywords that `quote_ident` quotes: every PostgreSQL 15 keyword that is not
-/// UNRESERVED (categories reserved, column-name and type/function-name), as listed by
-/// `SELECT word FROM pg_get_keywords() WHERE catcode <> 'U'` on PostgreSQL 15. Sorted for
-/// binary search.
-const QUOTED_KEYWORDS: &[&str] = &[
-    "all",
-    "analyse",
-    "analyze",
-    "and",
-    "any",
-    "array",
-    "as",
-    "asc",
-    "asymmetric",
-    "authorization",
-    "between",
-    "bigint",
-    "binary",
-    "bit",
-    "boolean",
-    "both",
-    "case",
-    "cast",
-    "char",
-    "character",
-    "check",
-    "coalesce",
-    "collate",
-    "collation",
-    "column",
-    "concurrently",
-    "constraint",
-    "create",
-    "cross",
-    "current_catalog",
-    "current_date",
-    "current_role",
-    "current_schema",
-    "current_time",
-    "current_timestamp",
-    "current_user",
-    "dec",
-    "decimal",
-    "default",
-    "deferrable",
-    "desc",
-    "distinct",
-    "do",
-    "else",
-    "end",
-    "except",
-    "exists",
-    "extract",
-    "false",
-    "fetch",
-    "float",
-    "for",
-    "foreign",
-    "freeze",
-    "from",
-    "full",
-    "grant",
-    "greatest",
-    "group",
-    "grouping",
-    "having",
-    "ilike",
-    "in",
-    "initially",
-    "inner",
-    "inout",
-    "int",
-    "integer",
-    "intersect",
-    "interval",
-    "into",
-    "is",
-    "isnull",
-    "join",
-    "lateral",
-    "leading",
-    "least",
-    "left",
-    "like",
-    "limit",
-    "localtime",
-    "localtimestamp",
-    "national",
-    "natural",
-    "nchar",
-    "none",
-    "normalize",
-    "not",
-    "notnull",
-    "null",
-    "nullif",
-    "numeric",
-    "offset",
-    "on",
-    "only",
-    "or",
-    "order",
-    "out",
-    "outer",
-    "overlaps",
-    "overlay",
-    "placing",
-    "position",
-    "precision",
-    "primary",
-    "real",
-    "references",
-    "returning",
-    "right",
-    "row",
-    "select",
-    "session_user",
-    "setof",
-    "similar",
-    "smallint",
-    "some",
-    "substring",
-    "symmetric",
-    "table",
-    "tablesample",
-    "then",
-    "time",
-    "timestamp",
-    "to",
-    "trailing",
-    "treat",
-    "trim",
-    "true",
-    "union",
-    "unique",
-    "user",
-    "using",
-    "values",
-    "varchar",
-    "variadic",
-    "verbose",
-    "when",
-    "where",
-    "window",
-    "with",
-    "xmlattributes",
-    "xmlconcat",
-    "xmlelement",
-    "xmlexists",
-    "xmlforest",
-    "xmlnamespaces",
-    "xmlparse",
-    "xmlpi",
-    "xmlroot",
-    "xmlserialize",
-    "xmltable",
-];
 
 /// Why a statement could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,31 +67,6 @@ impl fmt::Display for DdlError {
 }
 
 impl std::error::Error for DdlError {}
-
-/// Quotes an identifier the way PostgreSQL's `quote_ident` does: left bare only when it
-/// consists of lowercase ASCII letters, digits and underscores, does not start with a
-/// digit and is not a keyword that needs quoting; otherwise wrapped in double quotes with
-/// embedded double quotes doubled.
-pub fn quote_ident(ident: &str) -> String {
-    let safe = ident
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-        && ident
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && QUOTED_KEYWORDS.binary_search(&ident).is_err();
-    if safe {
-        ident.to_string()
-    } else {
-        format!("\"{}\"", ident.replace('"', "\"\""))
-    }
-}
-
-/// `schema.name`, each part quoted as needed.
-pub fn quote_qualified(schema: &str, name: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(name))
-}
 
 /// Deterministic index name `<table>_<keys>[_incl_<cols>][_<predicate words>][_<opclass>]
 /// [_gin|_brin]_idx`, lowercased, non-alphanumerics folded to `_`, at most 63 bytes;
@@ -498,7 +316,7 @@ fn quote_opclass(opclass: &str) -> String {
         Some((schema, name)) if !schema.is_empty() && !name.is_empty() => {
             quote_qualified(schema, name)
         }
-        _ => quote_ident(opclass),
+        _ => quote_identifier(opclass),
     }
 }
 
@@ -508,7 +326,7 @@ fn render_key(key: &IndexKey, method: &IndexMethod) -> Result<String, DdlError> 
             if c.name.is_empty() {
                 return Err(DdlError::EmptyIdentifier);
             }
-            quote_ident(&c.name)
+            quote_identifier(&c.name)
         }
         KeyTarget::Expression(e) => {
             let sql = e.sql.trim();
@@ -580,9 +398,9 @@ pub fn create_index_sql(
     }
     let mut sql = format!(
         "CREATE INDEX CONCURRENTLY {} ON {} USING {} ({})",
-        quote_ident(index_name),
+        quote_identifier(index_name),
         quote_qualified(&table.schema, &table.name),
-        quote_ident(candidate.method.am_name()),
+        quote_identifier(candidate.method.am_name()),
         render_key_list(candidate)?
     );
     if !candidate.include.is_empty() {
@@ -596,7 +414,7 @@ pub fn create_index_sql(
             if c.name.is_empty() {
                 return Err(DdlError::EmptyIdentifier);
             }
-            cols.push(quote_ident(&c.name));
+            cols.push(quote_identifier(&c.name));
         }
         sql.push_str(" INCLUDE (");
         sql.push_str(&cols.join(", "));
@@ -679,34 +497,6 @@ mod unit_tests {
             avg_width: 10,
             referenced_attnums: vec![],
         })
-    }
-
-    #[test]
-    fn quote_ident_matches_postgres() {
-        // Expected values from PostgreSQL 15's quote_ident().
-        let cases = [
-            ("abc", "abc"),
-            ("_x1", "_x1"),
-            ("Abc", "\"Abc\""),
-            ("a b", "\"a b\""),
-            ("1x", "\"1x\""),
-            ("user", "\"user\""),
-            ("between", "\"between\""),
-            ("name", "name"),
-            ("é", "\"é\""),
-            ("a\"b", "\"a\"\"b\""),
-            ("", "\"\""),
-            ("select", "\"select\""),
-            ("xmltable", "\"xmltable\""),
-            ("abort", "abort"),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(quote_ident(input), expected, "{input}");
-        }
-        let mut sorted = QUOTED_KEYWORDS.to_vec();
-        sorted.sort_unstable();
-        assert_eq!(sorted, QUOTED_KEYWORDS, "keyword list must stay sorted");
-        assert_eq!(QUOTED_KEYWORDS.len(), 77 + 51 + 23);
     }
 
     #[test]
@@ -860,7 +650,7 @@ mod unit_tests {
         let n = index_name(&wide, "t");
         assert!(n.len() <= MAX_IDENTIFIER_BYTES, "{n}");
         assert!(n.starts_with("t_ü"));
-        assert_eq!(quote_ident(&n), format!("\"{n}\""));
+        assert_eq!(quote_identifier(&n), format!("\"{n}\""));
     }
 
     #[test]

@@ -21,7 +21,7 @@
 
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
-use pgrx::PgTryBuilder;
+use pgrx::{PgList, PgTryBuilder};
 
 /// Runs `f` in a subtransaction; an ERROR inside rolls it back and yields None.
 pub(crate) fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Option<T> {
@@ -75,19 +75,6 @@ pub(crate) fn restricted<T>(f: impl FnOnce() -> T) -> Option<T> {
     })
 }
 
-/// Whether the caller may see other roles' statement texts (superuser or pg_read_all_stats,
-/// the rule of pg_stat_statements and perf.statements).
-pub(crate) fn can_read_all_stats() -> bool {
-    // SAFETY: plain catalog privilege checks in a transaction.
-    unsafe {
-        pg_sys::superuser()
-            || pg_sys::has_privs_of_role(
-                pg_sys::GetUserId(),
-                Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS),
-            )
-    }
-}
-
 fn builtin(oid: Oid) -> bool {
     oid.to_u32() < pg_sys::FirstNormalObjectId
 }
@@ -112,15 +99,8 @@ fn user_type(typ: Oid) -> bool {
 }
 
 unsafe fn list_oids(list: *mut pg_sys::List) -> Vec<Oid> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: an OID list of length `length`.
-    unsafe {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).oid_value)
-            .collect()
-    }
+    // SAFETY: per the caller, `list` is NIL or a valid OID list that outlives this call.
+    unsafe { PgList::<Oid>::from_pg(list) }.iter_oid().collect()
 }
 
 #[pg_guard]

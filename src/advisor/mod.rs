@@ -8,9 +8,13 @@
 
 pub mod api;
 pub mod candidates;
+mod catalog;
 pub mod ddl;
 mod guard;
 pub mod model;
+mod oracle;
+mod output;
 pub mod selection;
 pub mod size;
 pub mod whatif;
+mod workload;

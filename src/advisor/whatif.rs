@@ -20,6 +20,11 @@
 //!   (ExecInitIndexScan stops before opening the index under EXEC_FLAG_EXPLAIN_ONLY).
 //! - All node memory lives in the calling function's memory context, which outlives the
 //!   session.
+//!
+//! Layout: this file holds the session, the hooks and the planning entry points (`plan`,
+//! `perf.whatif()`, `perf.whatif_index_size()`); `whatif/parse.rs` turns a CREATE INDEX
+//! statement into a `HypoIndex`; `whatif/index_info.rs` builds the planner's
+//! `IndexOptInfo` for it.
 
 #![allow(ffi_unwind_calls)]
 
@@ -29,15 +34,22 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
+use pgrx::{PgList, PgLogLevel, PgSqlErrorCode};
 
 use super::guard;
 use super::model::{AttrWidth, TypeAlign};
 use super::size;
 use crate::backend_local::BackendLocal;
 use crate::error::PerfError;
+use crate::pg::quote::quote_identifier;
 use crate::pg::raw;
 use crate::pg::try_catch::{rethrowing, try_capture_query};
+
+mod index_info;
+mod parse;
+
+use index_info::*;
+use parse::*;
 
 /// One key or INCLUDE column of a hypothetical index.
 #[derive(Clone, Copy)]
@@ -379,798 +391,6 @@ fn distinct_keys(h: &HypoIndex, reltuples: f64) -> Option<f64> {
     Some(product.min(reltuples))
 }
 
-fn bad_index(detail: String) -> ! {
-    PerfError::InvalidQuery {
-        detail,
-        hint: "Give each hypothetical index as a CREATE INDEX statement, e.g. \
-               'CREATE INDEX ON orders (customer_id, created_at DESC) WHERE status = ''open'''."
-            .into(),
-    }
-    .raise()
-}
-
-fn resolve_index(name: &str) -> Oid {
-    let oid = Spi::get_one_with_args::<Oid>(
-        "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1) AND c.relkind = 'i'",
-        &[name.into()],
-    )
-    .ok()
-    .flatten();
-    oid.unwrap_or_else(|| {
-        PerfError::InvalidArgument {
-            what: format!("index \"{name}\" does not exist"),
-            hint: "hide takes names of existing indexes (schema-qualified if needed).".into(),
-        }
-        .raise()
-    })
-}
-
-/// An identifier quoted the way PostgreSQL's quote_identifier does.
-fn quote_identifier(ident: &str) -> String {
-    let Ok(c) = CString::new(ident) else {
-        return format!("\"{}\"", ident.replace('"', "\"\""));
-    };
-    // SAFETY: quote_identifier returns its argument or a palloc'd quoted copy.
-    unsafe {
-        CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr()))
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
-fn width_of(typ: Oid, avg: i32) -> AttrWidth {
-    let mut typlen: i16 = 0;
-    let mut byval = false;
-    let mut align: std::ffi::c_char = b'i' as _;
-    // SAFETY: plain catalog lookup.
-    unsafe { pg_sys::get_typlenbyvalalign(typ, &mut typlen, &mut byval, &mut align) };
-    let avg = if avg > 0 {
-        avg
-    } else {
-        // SAFETY: plain catalog lookup.
-        unsafe { pg_sys::get_typavgwidth(typ, -1) }
-    };
-    AttrWidth {
-        avg_bytes: avg.max(1) as u32,
-        typlen,
-        align: TypeAlign::from_pg_code(align as u8 as char),
-    }
-}
-
-extern "C-unwind" {
-    /// parser/parse_utilcmd.h (not in pgrx's bindings): analyzes an IndexStmt's expressions
-    /// and predicate against the table, as CREATE INDEX does.
-    fn transformIndexStmt(
-        relid: Oid,
-        stmt: *mut pg_sys::IndexStmt,
-        query_string: *const std::ffi::c_char,
-    ) -> *mut pg_sys::IndexStmt;
-}
-
-/// An ERROR with PostgreSQL's own SQLSTATE and message (CREATE INDEX's refusals).
-fn pg_error(code: PgSqlErrorCode, message: String, detail: Option<String>) -> ! {
-    let mut report = ErrorReport::new(code, message, "pg_perf");
-    if let Some(d) = detail {
-        report = report.set_detail(d);
-    }
-    report.report(PgLogLevel::ERROR);
-    unreachable!("ERROR-level reports do not return")
-}
-
-/// CREATE INDEX's errdetail_relkind_not_supported text.
-fn relkind_detail(relkind: u8) -> String {
-    let what = match relkind {
-        pg_sys::RELKIND_VIEW => "views",
-        pg_sys::RELKIND_SEQUENCE => "sequences",
-        pg_sys::RELKIND_FOREIGN_TABLE => "foreign tables",
-        pg_sys::RELKIND_INDEX => "indexes",
-        pg_sys::RELKIND_PARTITIONED_INDEX => "partitioned indexes",
-        pg_sys::RELKIND_COMPOSITE_TYPE => "composite types",
-        pg_sys::RELKIND_TOASTVALUE => "TOAST tables",
-        _ => "this relation",
-    };
-    format!("This operation is not supported for {what}.")
-}
-
-/// The name of a relation, or an ERROR when it no longer exists (dropped concurrently).
-fn rel_name(relid: Oid) -> String {
-    // SAFETY: syscache lookup; a NULL result is handled.
-    unsafe {
-        let n = pg_sys::get_rel_name(relid);
-        if n.is_null() {
-            pg_error(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                format!("relation with OID {} does not exist", relid.to_u32()),
-                None,
-            );
-        }
-        CStr::from_ptr(n).to_string_lossy().into_owned()
-    }
-}
-
-/// `schema.table`, quoted, for SQL text; an ERROR when the relation is gone.
-fn qualified_rel_name(relid: Oid) -> String {
-    let table = rel_name(relid);
-    // SAFETY: syscache lookups; a NULL result is handled.
-    let nsp = unsafe {
-        let n = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
-        if n.is_null() {
-            pg_error(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                format!("relation \"{table}\" has no schema any more"),
-                None,
-            );
-        }
-        CStr::from_ptr(n).to_string_lossy().into_owned()
-    };
-    format!("{}.{}", quote_identifier(&nsp), quote_identifier(&table))
-}
-
-unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: a pointer list of `length` elements.
-    unsafe {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).ptr_value as *mut T)
-            .collect()
-    }
-}
-
-/// Parses one CREATE INDEX statement into a hypothetical index. It is refused exactly where
-/// CREATE INDEX (DefineIndex, ComputeIndexAttrs, CheckPredicate, index_create in PG 15)
-/// would refuse it, with the same SQLSTATEs and messages, and also when the caller may not
-/// SELECT from the table (a hypothetical index needs no ownership, but must not reveal
-/// anything about a table the caller cannot read). IF NOT EXISTS and ONLY are ignored.
-/// Operator class options are refused: they can only be validated against a built index.
-fn parse_index(def: &str, oid: Oid) -> HypoIndex {
-    let Ok(text) = CString::new(def) else {
-        bad_index("the index definition contains a NUL byte".into())
-    };
-    // SAFETY: parser and catalog calls in the current memory context; every node pointer is
-    // produced by PostgreSQL and checked for its tag or NULL before use.
-    unsafe {
-        let raw = pg_sys::pg_parse_query(text.as_ptr());
-        if raw.is_null() || (*raw).length != 1 {
-            bad_index(format!("\"{def}\" is not a single CREATE INDEX statement"));
-        }
-        let stmt = (*(*(*raw).elements).ptr_value.cast::<pg_sys::RawStmt>()).stmt;
-        if stmt.is_null() || (*stmt).type_ != pg_sys::NodeTag::T_IndexStmt {
-            bad_index(format!("\"{def}\" is not a CREATE INDEX statement"));
-        }
-        let istmt = stmt as *mut pg_sys::IndexStmt;
-        let key_elems: Vec<*mut pg_sys::IndexElem> = list_ptrs((*istmt).indexParams);
-        let include_elems: Vec<*mut pg_sys::IndexElem> = list_ptrs((*istmt).indexIncludingParams);
-        if key_elems.is_empty() {
-            pg_error(
-                PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
-                "must specify at least one column".into(),
-                None,
-            );
-        }
-        if key_elems.len() + include_elems.len() > pg_sys::INDEX_MAX_KEYS as usize {
-            pg_error(
-                PgSqlErrorCode::ERRCODE_TOO_MANY_COLUMNS,
-                format!(
-                    "cannot use more than {} columns in an index",
-                    pg_sys::INDEX_MAX_KEYS
-                ),
-                None,
-            );
-        }
-        let rel = pg_sys::table_openrv((*istmt).relation, pg_sys::AccessShareLock as i32);
-        let relid = (*rel).rd_id;
-        let relkind = (*(*rel).rd_rel).relkind as u8;
-        let table = rel_name(relid);
-        // Nothing about a table the caller cannot read.
-        if pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as _)
-            != pg_sys::AclResult::ACLCHECK_OK
-        {
-            let name = CString::new(table.clone()).unwrap_or_default();
-            pg_sys::aclcheck_error(
-                pg_sys::AclResult::ACLCHECK_NO_PRIV,
-                pg_sys::get_relkind_objtype(relkind as std::ffi::c_char),
-                name.as_ptr(),
-            );
-        }
-        if !matches!(
-            relkind,
-            pg_sys::RELKIND_RELATION | pg_sys::RELKIND_MATVIEW | pg_sys::RELKIND_PARTITIONED_TABLE
-        ) {
-            pg_error(
-                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                format!("cannot create index on relation \"{table}\""),
-                Some(relkind_detail(relkind)),
-            );
-        }
-        if relkind == pg_sys::RELKIND_PARTITIONED_TABLE && (*istmt).concurrent {
-            pg_error(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("cannot create index on partitioned table \"{table}\" concurrently"),
-                None,
-            );
-        }
-        if (*(*rel).rd_rel).relpersistence as u8 == pg_sys::RELPERSISTENCE_TEMP
-            && !(*rel).rd_islocaltemp
-        {
-            pg_error(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                "cannot create indexes on temporary tables of other sessions".into(),
-                None,
-            );
-        }
-        if pg_sys::IsSystemRelation(rel) && !pg_sys::allowSystemTableMods {
-            pg_error(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                format!("permission denied: \"{table}\" is a system catalog"),
-                None,
-            );
-        }
-        if !(*istmt).tableSpace.is_null() {
-            pg_sys::get_tablespace_oid((*istmt).tableSpace, false);
-        }
-        let am_name: *const std::ffi::c_char = if (*istmt).accessMethod.is_null() {
-            c"btree".as_ptr()
-        } else {
-            (*istmt).accessMethod as *const _
-        };
-        let am_text = CStr::from_ptr(am_name).to_string_lossy().into_owned();
-        // get_index_am_oid refuses table access methods (42809) where DefineIndex would fail
-        // with an internal error.
-        let amoid = pg_sys::get_index_am_oid(am_name, false);
-        let amroutine = pg_sys::GetIndexAmRoutineByAmId(amoid, false);
-        let am_refuses = |what: &str| -> ! {
-            pg_error(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("access method \"{am_text}\" does not support {what}"),
-                None,
-            )
-        };
-        if (*istmt).unique && !(*amroutine).amcanunique {
-            am_refuses("unique indexes");
-        }
-        if !include_elems.is_empty() && !(*amroutine).amcaninclude {
-            am_refuses("included columns");
-        }
-        if key_elems.len() > 1 && !(*amroutine).amcanmulticol {
-            am_refuses("multicolumn indexes");
-        }
-        if !(*istmt).excludeOpNames.is_null() {
-            bad_index("hypothetical indexes cannot be exclusion constraints".into());
-        }
-        // Storage parameters: validated by the access method, as CREATE INDEX does.
-        let reloptions = pg_sys::transformRelOptions(
-            pg_sys::Datum::from(0usize),
-            (*istmt).options,
-            std::ptr::null(),
-            std::ptr::null_mut(),
-            false,
-            false,
-        );
-        pg_sys::index_reloptions((*amroutine).amoptions, reloptions, true);
-
-        // Expressions and predicate, analyzed against the table (varno 1).
-        let istmt = pg_guard_ffi_boundary(|| transformIndexStmt(relid, istmt, text.as_ptr()));
-        let key_elems: Vec<*mut pg_sys::IndexElem> = list_ptrs((*istmt).indexParams);
-        let include_elems: Vec<*mut pg_sys::IndexElem> = list_ptrs((*istmt).indexIncludingParams);
-        let predicate = (*istmt).whereClause;
-        if !predicate.is_null() && guard::is_mutable(predicate) {
-            pg_error(
-                PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
-                "functions in index predicate must be marked IMMUTABLE".into(),
-                None,
-            );
-        }
-
-        let column = |elem: *mut pg_sys::IndexElem, key: bool| -> HypoColumn {
-            let (mut attnum, mut expr) = (0i16, std::ptr::null_mut::<pg_sys::Node>());
-            if !(*elem).name.is_null() {
-                attnum = pg_sys::get_attnum(relid, (*elem).name);
-                if attnum == 0 {
-                    pg_error(
-                        PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-                        format!(
-                            "column \"{}\" does not exist",
-                            CStr::from_ptr((*elem).name).to_string_lossy()
-                        ),
-                        None,
-                    );
-                }
-            } else {
-                let e = (*elem).expr;
-                if !e.is_null()
-                    && (*e).type_ == pg_sys::NodeTag::T_Var
-                    && (*(e as *mut pg_sys::Var)).varattno != 0
-                {
-                    // A parenthesized plain column is a plain column.
-                    attnum = (*(e as *mut pg_sys::Var)).varattno;
-                } else {
-                    if !key {
-                        pg_error(
-                            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                            "expressions are not supported in included columns".into(),
-                            None,
-                        );
-                    }
-                    if e.is_null() || guard::is_mutable(e) {
-                        pg_error(
-                            PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
-                            "functions in index expression must be marked IMMUTABLE".into(),
-                            None,
-                        );
-                    }
-                    expr = e;
-                }
-            }
-            let (typ, typmod, mut collation) = if expr.is_null() {
-                let (mut t, mut m, mut c) = (Oid::INVALID, 0i32, Oid::INVALID);
-                if attnum > 0 {
-                    pg_sys::get_atttypetypmodcoll(relid, attnum, &mut t, &mut m, &mut c);
-                } else {
-                    // A system column: refused below, once every column has been checked.
-                    t = pg_sys::INT4OID;
-                }
-                (t, m, c)
-            } else {
-                (
-                    pg_sys::exprType(expr),
-                    pg_sys::exprTypmod(expr),
-                    pg_sys::exprCollation(expr),
-                )
-            };
-            let has = |l: *mut pg_sys::List| !l.is_null() && (*l).length > 0;
-            if !key {
-                let refuse = |what: &str| -> ! {
-                    pg_error(
-                        PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
-                        format!("including column does not support {what}"),
-                        None,
-                    )
-                };
-                if has((*elem).collation) {
-                    refuse("a collation");
-                }
-                if has((*elem).opclass) {
-                    refuse("an operator class");
-                }
-                if (*elem).ordering != pg_sys::SortByDir::SORTBY_DEFAULT {
-                    refuse("ASC/DESC options");
-                }
-                if (*elem).nulls_ordering != pg_sys::SortByNulls::SORTBY_NULLS_DEFAULT {
-                    refuse("NULLS FIRST/LAST options");
-                }
-            }
-            if key {
-                if has((*elem).collation) {
-                    collation = pg_sys::get_collation_oid((*elem).collation, false);
-                }
-                if attnum >= 0 {
-                    if pg_sys::type_is_collatable(typ) {
-                        if collation == Oid::INVALID {
-                            ErrorReport::new(
-                                PgSqlErrorCode::ERRCODE_INDETERMINATE_COLLATION,
-                                "could not determine which collation to use for index expression",
-                                "pg_perf",
-                            )
-                            .set_hint("Use the COLLATE clause to set the collation explicitly.")
-                            .report(PgLogLevel::ERROR);
-                        }
-                    } else if collation != Oid::INVALID {
-                        pg_error(
-                            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                            format!(
-                                "collations are not supported by type {}",
-                                CStr::from_ptr(pg_sys::format_type_be(typ)).to_string_lossy()
-                            ),
-                            None,
-                        );
-                    }
-                }
-            } else {
-                collation = Oid::INVALID;
-            }
-            // Operator class: ResolveOpClass refuses a missing default with PostgreSQL's
-            // message and hint.
-            let opclass = if key && attnum >= 0 {
-                pg_sys::ResolveOpClass((*elem).opclass, typ, am_name, amoid)
-            } else {
-                Oid::INVALID
-            };
-            if key && has((*elem).opclassopts) {
-                bad_index(
-                    "operator class options are not supported by hypothetical indexes".into(),
-                );
-            }
-            if key && !(*amroutine).amcanorder {
-                if (*elem).ordering != pg_sys::SortByDir::SORTBY_DEFAULT {
-                    am_refuses("ASC/DESC options");
-                }
-                if (*elem).nulls_ordering != pg_sys::SortByNulls::SORTBY_NULLS_DEFAULT {
-                    am_refuses("NULLS FIRST/LAST options");
-                }
-            }
-            let avg = if attnum > 0 {
-                pg_sys::get_attavgwidth(relid, attnum)
-            } else {
-                0
-            };
-            let desc = (*elem).ordering == pg_sys::SortByDir::SORTBY_DESC;
-            let nulls_first = match (*elem).nulls_ordering {
-                pg_sys::SortByNulls::SORTBY_NULLS_FIRST => true,
-                pg_sys::SortByNulls::SORTBY_NULLS_LAST => false,
-                _ => desc,
-            };
-            HypoColumn {
-                attnum,
-                expr,
-                typ,
-                typmod,
-                collation,
-                opfamily: if opclass != Oid::INVALID {
-                    pg_sys::get_opclass_family(opclass)
-                } else {
-                    Oid::INVALID
-                },
-                opcintype: if opclass != Oid::INVALID {
-                    pg_sys::get_opclass_input_type(opclass)
-                } else {
-                    Oid::INVALID
-                },
-                desc,
-                nulls_first,
-                width: width_of(typ, avg),
-            }
-        };
-        let keys: Vec<HypoColumn> = key_elems.iter().map(|&e| column(e, true)).collect();
-        let include: Vec<HypoColumn> = include_elems.iter().map(|&e| column(e, false)).collect();
-
-        // A unique index on a partitioned table must contain the partition key (DefineIndex).
-        if (*istmt).unique && relkind == pg_sys::RELKIND_PARTITIONED_TABLE {
-            let partattrs = Spi::get_one_with_args::<Vec<i16>>(
-                "SELECT partattrs::int2[] FROM pg_catalog.pg_partitioned_table WHERE partrelid = $1",
-                &[relid.into()],
-            )
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-            for a in partattrs {
-                if a == 0 {
-                    pg_error(
-                        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                        "unsupported UNIQUE constraint with partition key definition".into(),
-                        Some(
-                            "UNIQUE constraints cannot be used when partition keys include \
-                             expressions."
-                                .into(),
-                        ),
-                    );
-                }
-                if !keys.iter().any(|c| c.attnum == a) {
-                    let col = pg_sys::get_attname(relid, a, true);
-                    let col = if col.is_null() {
-                        String::new()
-                    } else {
-                        CStr::from_ptr(col).to_string_lossy().into_owned()
-                    };
-                    pg_error(
-                        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                        "unique constraint on partitioned table must include all partitioning \
-                         columns"
-                            .into(),
-                        Some(format!(
-                            "UNIQUE constraint on table \"{table}\" lacks column \"{col}\" which \
-                             is part of the partition key."
-                        )),
-                    );
-                }
-            }
-        }
-
-        // System columns, also inside expressions and the predicate (DefineIndex).
-        let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
-        for c in keys.iter().chain(&include) {
-            if c.attnum < 0 {
-                attrs = pg_sys::bms_add_member(
-                    attrs,
-                    c.attnum as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
-                );
-            }
-            if !c.expr.is_null() {
-                pg_sys::pull_varattnos(c.expr, 1, &mut attrs);
-            }
-        }
-        if !predicate.is_null() {
-            pg_sys::pull_varattnos(predicate, 1, &mut attrs);
-        }
-        let mut member = -1;
-        loop {
-            member = pg_sys::bms_next_member(attrs, member);
-            if member < 0 {
-                break;
-            }
-            if member + pg_sys::FirstLowInvalidHeapAttributeNumber < 0 {
-                pg_error(
-                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    "index creation on system columns is not supported".into(),
-                    None,
-                );
-            }
-        }
-
-        let reltuples = (*(*rel).rd_rel).reltuples as f64;
-        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
-        let name = if (*istmt).idxname.is_null() {
-            // Like PostgreSQL's own choice: table_col1_col2_idx ("expr" for expressions).
-            let cols: Vec<String> = keys
-                .iter()
-                .map(|c| {
-                    if c.attnum > 0 {
-                        let n = pg_sys::get_attname(relid, c.attnum, true);
-                        if n.is_null() {
-                            "expr".into()
-                        } else {
-                            CStr::from_ptr(n).to_string_lossy().into_owned()
-                        }
-                    } else {
-                        "expr".into()
-                    }
-                })
-                .collect();
-            format!("{table}_{}_idx", cols.join("_"))
-        } else {
-            CStr::from_ptr((*istmt).idxname)
-                .to_string_lossy()
-                .into_owned()
-        };
-        let name = CString::new(format!("<hypothetical>{name}")).unwrap_or_default();
-        let predicate_selectivity = if predicate.is_null() {
-            1.0
-        } else {
-            // Deparse the analyzed predicate and let the planner estimate its rows.
-            let rname = CString::new(table.clone()).unwrap_or_default();
-            let ctx = pg_sys::deparse_context_for(rname.as_ptr(), relid);
-            let text = CStr::from_ptr(pg_sys::deparse_expression(predicate, ctx, false, false))
-                .to_string_lossy()
-                .into_owned();
-            let q = format!(
-                "SELECT 1 FROM ONLY {} WHERE {text}",
-                qualified_rel_name(relid)
-            );
-            let planned = plan(&q);
-            if reltuples > 0.0 {
-                (planned.rows / reltuples).clamp(0.0, 1.0)
-            } else {
-                1.0
-            }
-        };
-        HypoIndex {
-            oid,
-            name,
-            relid,
-            amoid,
-            keys,
-            include,
-            predicate,
-            predicate_selectivity,
-            unique: (*istmt).unique,
-            expr_stats: Vec::new(),
-            distinct_keys: None,
-        }
-    }
-}
-
-/// The OID of the table whose hypothetical indexes apply to the relation being planned:
-/// itself, or for a partition any of its ancestors in this query.
-unsafe fn applies_to(
-    root: *mut pg_sys::PlannerInfo,
-    relid: Oid,
-    rel: *mut pg_sys::RelOptInfo,
-    target: Oid,
-) -> bool {
-    if relid == target {
-        return true;
-    }
-    // SAFETY: append_rel_array has simple_rel_array_size entries when set.
-    unsafe {
-        let mut rti = (*rel).relid as usize;
-        for _ in 0..32 {
-            if (*root).append_rel_array.is_null() || rti >= (*root).simple_rel_array_size as usize {
-                return false;
-            }
-            let app = *(*root).append_rel_array.add(rti);
-            if app.is_null() {
-                return false;
-            }
-            if (*app).parent_reloid == target {
-                return true;
-            }
-            rti = (*app).parent_relid as usize;
-        }
-    }
-    false
-}
-
-unsafe fn oid_array(values: impl Iterator<Item = Oid>, n: usize) -> *mut Oid {
-    // SAFETY: palloc of n Oids, filled below.
-    unsafe {
-        let p = pg_sys::palloc0(n.max(1) * std::mem::size_of::<Oid>()) as *mut Oid;
-        for (i, v) in values.enumerate().take(n) {
-            *p.add(i) = v;
-        }
-        p
-    }
-}
-
-unsafe fn bool_array(values: impl Iterator<Item = bool>, n: usize) -> *mut bool {
-    // SAFETY: palloc of n bools, filled below.
-    unsafe {
-        let p = pg_sys::palloc0(n.max(1)) as *mut bool;
-        for (i, v) in values.enumerate().take(n) {
-            *p.add(i) = v;
-        }
-        p
-    }
-}
-
-/// Builds the planner's view of a hypothetical index on `rel`.
-unsafe fn index_opt_info(
-    relid: Oid,
-    rel: *mut pg_sys::RelOptInfo,
-    h: &HypoIndex,
-) -> Option<*mut pg_sys::IndexOptInfo> {
-    // SAFETY: planner structures handed to get_relation_info_hook; allocations in the
-    // planner's memory context.
-    unsafe {
-        let varno = (*rel).relid as i32;
-        let same_table = relid == h.relid;
-        // A partition's columns can sit at other attnums: map by name; expressions and
-        // predicates are only used on the table they were written for.
-        if !same_table
-            && (!h.predicate.is_null() || h.keys.iter().chain(&h.include).any(|c| c.attnum == 0))
-        {
-            return None;
-        }
-        let map_attnum = |attnum: i16| -> i16 {
-            if same_table {
-                return attnum;
-            }
-            let name = pg_sys::get_attname(h.relid, attnum, true);
-            if name.is_null() {
-                0
-            } else {
-                pg_sys::get_attnum(relid, name)
-            }
-        };
-        let all: Vec<HypoColumn> = h.keys.iter().chain(&h.include).copied().collect();
-        let ncols = all.len();
-        let nkeys = h.keys.len();
-        let info = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexOptInfo>())
-            as *mut pg_sys::IndexOptInfo;
-        (*info).type_ = pg_sys::NodeTag::T_IndexOptInfo;
-        (*info).indexoid = h.oid;
-        (*info).reltablespace = (*rel).reltablespace;
-        (*info).rel = rel;
-        (*info).ncolumns = ncols as i32;
-        (*info).nkeycolumns = nkeys as i32;
-        let keys = pg_sys::palloc0(ncols * std::mem::size_of::<i32>()) as *mut i32;
-        let mut indexprs: *mut pg_sys::List = std::ptr::null_mut();
-        let mut tlist: *mut pg_sys::List = std::ptr::null_mut();
-        for (i, c) in all.iter().enumerate() {
-            let expr: *mut pg_sys::Expr = if c.attnum > 0 {
-                let a = map_attnum(c.attnum);
-                if a <= 0 {
-                    return None;
-                }
-                *keys.add(i) = a as i32;
-                pg_sys::makeVar(varno, a, c.typ, c.typmod, c.collation, 0) as *mut pg_sys::Expr
-            } else {
-                let e = pg_sys::copyObjectImpl(c.expr as *const _) as *mut pg_sys::Node;
-                pg_sys::ChangeVarNodes(e, 1, varno, 0);
-                indexprs = pg_sys::lappend(indexprs, e as *mut _);
-                e as *mut pg_sys::Expr
-            };
-            let te = pg_sys::makeTargetEntry(expr, (i + 1) as i16, std::ptr::null_mut(), false);
-            tlist = pg_sys::lappend(tlist, te as *mut _);
-        }
-        (*info).indexkeys = keys;
-        (*info).indexcollations = oid_array(h.keys.iter().map(|c| c.collation), nkeys);
-        (*info).opfamily = oid_array(h.keys.iter().map(|c| c.opfamily), nkeys);
-        (*info).opcintype = oid_array(h.keys.iter().map(|c| c.opcintype), nkeys);
-        let amroutine = pg_sys::GetIndexAmRoutineByAmId(h.amoid, false);
-        let is_btree = h.amoid == pg_sys::BTREE_AM_OID;
-        if is_btree {
-            (*info).sortopfamily = oid_array(h.keys.iter().map(|c| c.opfamily), nkeys);
-            (*info).reverse_sort = bool_array(h.keys.iter().map(|c| c.desc), nkeys);
-            (*info).nulls_first = bool_array(h.keys.iter().map(|c| c.nulls_first), nkeys);
-        }
-        (*info).opclassoptions =
-            pg_sys::palloc0(ncols.max(1) * std::mem::size_of::<*mut pg_sys::bytea>())
-                as *mut *mut pg_sys::bytea;
-        // Index-only scans: btree returns every column; other AMs here do not.
-        (*info).canreturn = bool_array(
-            std::iter::repeat(is_btree && (*amroutine).amcanreturn.is_some()),
-            ncols,
-        );
-        (*info).relam = h.amoid;
-        (*info).indexprs = indexprs;
-        (*info).indextlist = tlist;
-        if !h.predicate.is_null() {
-            let p = pg_sys::copyObjectImpl(h.predicate as *const _) as *mut pg_sys::Node;
-            pg_sys::ChangeVarNodes(p, 1, varno, 0);
-            let p = pg_sys::canonicalize_qual(p as *mut pg_sys::Expr, false);
-            (*info).indpred = pg_sys::make_ands_implicit(p);
-        }
-        (*info).indrestrictinfo = std::ptr::null_mut();
-        (*info).predOK = false;
-        (*info).unique = h.unique;
-        (*info).immediate = true;
-        (*info).hypothetical = true;
-        (*info).amcanorderbyop = (*amroutine).amcanorderbyop;
-        (*info).amoptionalkey = (*amroutine).amoptionalkey;
-        (*info).amsearcharray = (*amroutine).amsearcharray;
-        (*info).amsearchnulls = (*amroutine).amsearchnulls;
-        (*info).amhasgettuple = (*amroutine).amgettuple.is_some();
-        (*info).amhasgetbitmap = (*amroutine).amgetbitmap.is_some();
-        (*info).amcanparallel = (*amroutine).amcanparallel;
-        (*info).amcanmarkpos = (*amroutine).ammarkpos.is_some();
-        // SAFETY: both are the AM's cost estimator; IndexOptInfo stores it untyped.
-        (*info).amcostestimate = std::mem::transmute::<
-            pg_sys::amcostestimate_function,
-            Option<unsafe extern "C-unwind" fn()>,
-        >((*amroutine).amcostestimate);
-
-        // Size: rows covered (a partial index only covers rows matching its predicate).
-        let heap_rows = (*rel).tuples.max(0.0);
-        let rows = if h.predicate.is_null() {
-            heap_rows
-        } else {
-            (heap_rows * h.predicate_selectivity).max(1.0)
-        };
-        let est = estimate_size(h, rows, (*rel).pages as f64);
-        (*info).pages = est.pages.min(u32::MAX as u64) as u32;
-        (*info).tuples = if h.amoid == pg_sys::BRIN_AM_OID {
-            est.tuples
-        } else {
-            rows
-        };
-        (*info).tree_height = if is_btree { est.tree_height as i32 } else { -1 };
-        Some(info)
-    }
-}
-
-/// Size of a hypothetical index covering `rows` heap rows (of a `heap_pages`-page table).
-fn estimate_size(h: &HypoIndex, rows: f64, heap_pages: f64) -> size::IndexSizeEstimate {
-    let key_w: Vec<AttrWidth> = h.keys.iter().map(|c| c.width).collect();
-    let inc_w: Vec<AttrWidth> = h.include.iter().map(|c| c.width).collect();
-    if h.amoid == pg_sys::BRIN_AM_OID {
-        size::estimate_brin(heap_pages, 128.0, &key_w)
-    } else {
-        // GIN and others: the btree model stands in for page counts.
-        size::estimate_btree_with(&size::BtreeSizeInput {
-            rows,
-            key_widths: &key_w,
-            include_widths: &inc_w,
-            distinct_keys: h.distinct_keys.map(|d| d.min(rows)),
-            fillfactor: 90.0,
-        })
-    }
-}
-
-/// pg_class.reltuples of a table.
-fn reltuples_of(relid: Oid) -> f64 {
-    // SAFETY: plain relcache lookup, released right away.
-    unsafe {
-        let rel = pg_sys::RelationIdGetRelation(relid);
-        if rel.is_null() {
-            return 0.0;
-        }
-        let t = (*(*rel).rd_rel).reltuples as f64;
-        pg_sys::RelationClose(rel);
-        t
-    }
-}
-
 /// Runs for every relation of every query planned, so the common case (no what-if session,
 /// no other extension's hook) returns without entering pgrx's guard: it only compares two
 /// values and cannot panic or raise.
@@ -1209,8 +429,7 @@ unsafe extern "C-unwind" fn get_relation_info_guarded(
         if !state.hidden.is_empty() && !(*rel).indexlist.is_null() {
             let old = (*rel).indexlist;
             let mut kept: *mut pg_sys::List = std::ptr::null_mut();
-            for i in 0..(*old).length as usize {
-                let info = (*(*old).elements.add(i)).ptr_value as *mut pg_sys::IndexOptInfo;
+            for info in PgList::<pg_sys::IndexOptInfo>::from_pg(old).iter_ptr() {
                 if !state.hidden.contains(&(*info).indexoid) {
                     kept = pg_sys::lappend(kept, info as *mut _);
                 }
@@ -1256,7 +475,7 @@ pub struct Planned {
     pub limited: bool,
     /// The columns the plan filters, joins, sorts and groups on (as statement capture
     /// records them).
-    pub predicates: Vec<crate::stats::shmem::PredicateRec>,
+    pub predicates: Vec<crate::stats::PredicateRec>,
     pub index_oids: Vec<Oid>,
     pub plan_text: String,
 }
@@ -1269,14 +488,8 @@ unsafe fn collect_indexes(plan: *mut pg_sys::Plan, out: &mut Vec<Oid>, depth: u3
     unsafe {
         use pg_sys::NodeTag::*;
         let list_plans = |l: *mut pg_sys::List, out: &mut Vec<Oid>| {
-            if !l.is_null() {
-                for i in 0..(*l).length as usize {
-                    collect_indexes(
-                        (*(*l).elements.add(i)).ptr_value as *mut pg_sys::Plan,
-                        out,
-                        depth + 1,
-                    );
-                }
+            for p in PgList::<pg_sys::Plan>::from_pg(l).iter_ptr() {
+                collect_indexes(p, out, depth + 1);
             }
         };
         match (*plan).type_ {
@@ -1323,14 +536,14 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
         let qtext = text.as_ptr();
         let raw =
             try_capture_query(qtext, || raw::pg_parse_query(qtext)).unwrap_or_else(|e| e.raise());
-        if raw.is_null() || (*raw).length != 1 {
+        let raw = PgList::<pg_sys::RawStmt>::from_pg(raw);
+        let Some(rawstmt) = raw.head().filter(|_| raw.len() == 1) else {
             PerfError::InvalidQuery {
                 detail: "what-if planning takes exactly one SQL statement".into(),
                 hint: "Pass a single SELECT, INSERT, UPDATE or DELETE.".into(),
             }
             .raise();
-        }
-        let rawstmt = (*(*raw).elements).ptr_value as *mut pg_sys::RawStmt;
+        };
         let tag = (*(*rawstmt).stmt).type_;
         if !matches!(
             tag,
@@ -1358,11 +571,8 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
             )
         })
         .unwrap_or_else(|e| e.raise());
-        let nqueries = if queries.is_null() {
-            0
-        } else {
-            (*queries).length
-        };
+        let queries = PgList::<pg_sys::Query>::from_pg(queries);
+        let nqueries = queries.len();
         if nqueries == 0 {
             PerfError::InvalidQuery {
                 detail: "the statement rewrites into no query at all (a DO INSTEAD NOTHING rule)"
@@ -1378,7 +588,7 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
             }
             .raise();
         }
-        let q = (*(*queries).elements).ptr_value as *mut pg_sys::Query;
+        let q = queries.head().unwrap_or(std::ptr::null_mut());
         if q.is_null()
             || !(*q).utilityStmt.is_null()
             || !matches!(
@@ -1424,15 +634,8 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
         }
         let mut index_oids = Vec::new();
         collect_indexes((*stmt).planTree, &mut index_oids, 0);
-        let subplans = (*stmt).subplans;
-        if !subplans.is_null() {
-            for i in 0..(*subplans).length as usize {
-                collect_indexes(
-                    (*(*subplans).elements.add(i)).ptr_value as *mut pg_sys::Plan,
-                    &mut index_oids,
-                    0,
-                );
-            }
+        for p in PgList::<pg_sys::Plan>::from_pg((*stmt).subplans).iter_ptr() {
+            collect_indexes(p, &mut index_oids, 0);
         }
         let total_cost = (*(*stmt).planTree).total_cost;
         let rows = (*(*stmt).planTree).plan_rows;

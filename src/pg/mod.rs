@@ -1,4 +1,5 @@
 //! The PostgreSQL layer shared by every capability.
 
+pub mod quote;
 pub mod raw;
 pub mod try_catch;

@@ -11,6 +11,7 @@ use super::encoding::ServerText;
 use super::histogram;
 use super::shmem::{self, EntrySnapshot, PredicateKind, StatKey};
 use super::why_slow::{self, Finding, PlanContext, Severity};
+use super::workload::{self, caller_reads_all as can_read_all, current_db_id, current_user_id};
 use crate::error::{invalid_argument, PerfError};
 
 fn require_shmem() {
@@ -26,37 +27,8 @@ fn ts(t: i64) -> Option<TimestampWithTimeZone> {
     TimestampWithTimeZone::try_from(t).ok()
 }
 
-/// Whether the caller may see texts/plans of other users' statements (superuser or
-/// pg_read_all_stats, like pg_stat_statements).
-fn can_read_all() -> bool {
-    // SAFETY: plain catalog privilege checks in a transaction.
-    unsafe {
-        pg_sys::superuser()
-            || pg_sys::has_privs_of_role(
-                pg_sys::GetUserId(),
-                pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS),
-            )
-    }
-}
-
-fn current_user_id() -> u32 {
-    // SAFETY: plain read of backend state.
-    unsafe { pg_sys::GetUserId().to_u32() }
-}
-
-fn current_db_id() -> u32 {
-    // SAFETY: plain read of backend state.
-    unsafe { pg_sys::MyDatabaseId.to_u32() }
-}
-
-const HIDDEN: &str = "<insufficient privilege>";
-
 fn visible_text(e: &EntrySnapshot, all: bool, me: u32) -> String {
-    if all || e.key.userid == me {
-        e.text.clone()
-    } else {
-        HIDDEN.to_string()
-    }
+    workload::shown_text(&e.text, e.key.userid, all, me)
 }
 
 fn stddev(c: &shmem::Counters) -> f64 {

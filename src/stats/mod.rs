@@ -1,6 +1,11 @@
 //! Slow-query analysis: per-statement statistics in shared memory (keyed like
 //! pg_stat_statements), latency histograms, captured plans of slow runs, the predicates each
 //! statement uses, and SQL functions that rank statements and explain why they are slow.
+//!
+//! Other capabilities use only: [`workload`] (the current database's statements, with the
+//! text-visibility rule applied), the plan facts ([`predicates`], [`plan_capture`] and the
+//! [`PredicateKind`]/[`PredicateRec`] records re-exported here), and the pure [`normalize`]
+//! helpers. The statement table in shared memory ([`shmem`]) is internal.
 
 pub mod api;
 pub mod encoding;
@@ -15,6 +20,11 @@ pub mod query_id_memo;
 pub mod rollup;
 pub mod shmem;
 pub mod why_slow;
+pub mod workload;
+
+/// The plan facts statement capture records and the advisor's what-if planner reads (see
+/// [`predicates`], [`plan_capture`]): other capabilities name these types from here.
+pub use shmem::{PredicateKind, PredicateRec};
 
 #[cfg(any(test, feature = "pg_test"))]
 use pgrx::pg_schema;

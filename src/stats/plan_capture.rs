@@ -4,6 +4,9 @@
 //! Invariants: called from ExecutorEnd before `standard_ExecutorEnd`, while `planstate` and
 //! `estate` are alive; everything is palloc'd in the current (per-query) memory context, so
 //! nothing leaks past the statement.
+//!
+//! Plan facts, part of stats' public API: the advisor's what-if planner prints its plans
+//! with [`explain`] on an EXPLAIN-only QueryDesc.
 
 use pgrx::pg_sys::{self, QueryDesc};
 

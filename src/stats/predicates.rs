@@ -6,8 +6,13 @@
 //! relations still open); reads only; allocates only in Rust (`Vec`) and through catalog
 //! lookups that palloc in the per-query context. Unknown node or expression shapes are
 //! skipped, never guessed.
+//!
+//! Plan facts, part of stats' public API: statement capture calls [`collect`] at
+//! ExecutorEnd, and the advisor's what-if planner calls it on an EXPLAIN-only QueryDesc
+//! (started, never run: selectivities are then the planner's estimates only).
 
 use pgrx::pg_sys::{self, Plan, PlanState, QueryDesc};
+use pgrx::PgList;
 
 use super::shmem::{PredicateKind, PredicateRec, MAX_PREDICATES};
 
@@ -40,26 +45,27 @@ pub unsafe fn collect(qd: *mut QueryDesc) -> Vec<PredicateRec> {
     w.out
 }
 
-/// The i-th pointer of a PostgreSQL List (null when out of range).
-unsafe fn nth(list: *mut pg_sys::List, i: i32) -> *mut std::ffi::c_void {
-    // SAFETY: `list` is a valid List or null.
-    unsafe {
-        if list.is_null() || i < 0 || i >= (*list).length {
-            return std::ptr::null_mut();
-        }
-        (*(*list).elements.add(i as usize)).ptr_value
-    }
+/// A pointer List of the plan (NIL included) as a [`PgList`].
+///
+/// # Safety
+/// `list` is NIL or a valid pointer List that outlives the returned value.
+unsafe fn list<T>(list: *mut pg_sys::List) -> PgList<T> {
+    // SAFETY: per the function contract; PgList::from_pg never frees the list.
+    unsafe { PgList::from_pg(list) }
 }
 
-unsafe fn len(list: *mut pg_sys::List) -> i32 {
-    // SAFETY: `list` is a valid List or null.
-    unsafe {
-        if list.is_null() {
-            0
-        } else {
-            (*list).length
-        }
-    }
+/// The i-th pointer of a PostgreSQL List (null when out of range).
+///
+/// # Safety
+/// As for [`list`].
+unsafe fn nth(l: *mut pg_sys::List, i: i32) -> *mut std::ffi::c_void {
+    let Ok(i) = usize::try_from(i) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: per the function contract.
+    unsafe { list::<std::ffi::c_void>(l) }
+        .get_ptr(i)
+        .unwrap_or(std::ptr::null_mut())
 }
 
 unsafe fn tag(node: *const std::ffi::c_void) -> pg_sys::NodeTag {
@@ -237,15 +243,15 @@ impl Walk {
     unsafe fn quals(
         &mut self,
         plan: *mut Plan,
-        list: *mut pg_sys::List,
+        quals: *mut pg_sys::List,
         kind: PredicateKind,
         sel: (f32, f32),
     ) {
         // SAFETY: iterating a valid List of expressions.
         unsafe {
             let group = self.next_group();
-            for i in 0..len(list) {
-                self.qual(plan, nth(list, i) as *mut pg_sys::Expr, kind, group, sel, 0);
+            for e in list::<pg_sys::Expr>(quals).iter_ptr() {
+                self.qual(plan, e, kind, group, sel, 0);
             }
         }
     }
@@ -268,8 +274,7 @@ impl Walk {
                 pg_sys::NodeTag::T_BoolExpr => {
                     let b = e as *mut pg_sys::BoolExpr;
                     if (*b).boolop != pg_sys::BoolExprType::NOT_EXPR {
-                        for i in 0..len((*b).args) {
-                            let arg = nth((*b).args, i) as *mut pg_sys::Expr;
+                        for arg in list::<pg_sys::Expr>((*b).args).iter_ptr() {
                             self.qual(plan, arg, kind, group, sel, depth + 1);
                         }
                     }
@@ -285,7 +290,7 @@ impl Walk {
                 }
                 _ => return,
             };
-            if len(args) != 2 {
+            if list::<pg_sys::Expr>(args).len() != 2 {
                 return;
             }
             let l = self.side(plan, nth(args, 0) as _);
@@ -472,9 +477,8 @@ impl Walk {
                 }
                 _ => {}
             }
-            for list in [(*ps).initPlan, (*ps).subPlan] {
-                for i in 0..len(list) {
-                    let sp = nth(list, i) as *mut pg_sys::SubPlanState;
+            for subplans in [(*ps).initPlan, (*ps).subPlan] {
+                for sp in list::<pg_sys::SubPlanState>(subplans).iter_ptr() {
                     if !sp.is_null() {
                         self.planstate((*sp).planstate, depth + 1);
                     }

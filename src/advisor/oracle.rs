@@ -1,0 +1,116 @@
+//! The what-if planner as the selection's cost oracle, and the final pruning pass that asks
+//! it whether each chosen index still pays for itself.
+
+use std::collections::HashMap;
+
+use super::guard::in_subtransaction;
+use super::model::*;
+use super::output::index_ddl;
+use super::selection::{CostOracle, SelectionResult};
+use super::whatif::{self, Session};
+
+/// The what-if planner as the selection's cost oracle. It answers each (statement, indexes
+/// on the tables that statement reads) once per advice: the selection and the final pruning
+/// pass share its cache, so no statement is planned twice under the same configuration.
+pub(super) struct WhatIfOracle<'a> {
+    /// Text to plan, and whether it must call only built-in code (another role's).
+    pub(super) texts: &'a HashMap<QueryId, (String, bool)>,
+    pub(super) tables: &'a HashMap<TableId, TableInfo>,
+    /// Tables each statement reads.
+    pub(super) touches: HashMap<QueryId, Vec<TableId>>,
+    pub(super) cache: HashMap<(QueryId, Vec<String>), Option<f64>>,
+}
+
+impl CostOracle for WhatIfOracle<'_> {
+    fn workload_query_cost(&mut self, query: QueryId, config: &[IndexCandidate]) -> Option<f64> {
+        let (text, foreign) = self.texts.get(&query)?;
+        let touched = self.touches.get(&query);
+        let mut relevant: Vec<&IndexCandidate> = config
+            .iter()
+            .filter(|c| touched.is_none_or(|t| t.contains(&c.table)))
+            .collect();
+        relevant.sort_by_key(|c| c.signature());
+        relevant.dedup_by_key(|c| c.signature());
+        let mut defs = Vec::with_capacity(relevant.len());
+        for (i, c) in relevant.iter().enumerate() {
+            let table = self.tables.get(&c.table)?;
+            defs.push(index_ddl(c, table, &format!("perf_candidate_{i}"))?);
+        }
+        let key = (query, defs);
+        if let Some(cost) = self.cache.get(&key) {
+            return *cost;
+        }
+        let cost = in_subtransaction(|| {
+            let _session = Session::start(&key.1, &[]);
+            whatif::plan_checked(text, *foreign).total_cost
+        });
+        self.cache.insert(key, cost);
+        cost
+    }
+}
+
+/// Which chosen indexes to keep (by position in `result.chosen`) and the workload's cost
+/// with only those.
+pub(super) fn prune(
+    result: &SelectionResult,
+    workload: &Workload,
+    oracle: &mut WhatIfOracle,
+) -> (Vec<bool>, f64) {
+    // Prune, smallest contribution first: an index goes if removing it from the final
+    // configuration costs nothing (net of its write overhead: it is redundant, e.g. a BRIN
+    // next to a btree on the same column), or if its marginal benefit per byte is under a
+    // tenth of the configuration's average (storage spent for little, e.g. a wide index
+    // extended for a sliver of the workload). Each check plans the affected statements
+    // with and without it.
+    let total_saving = (result.baseline_workload_cost - result.final_workload_cost).max(0.0);
+    let total_size: f64 = result
+        .chosen
+        .iter()
+        .map(|c| c.size.bytes as f64)
+        .sum::<f64>()
+        .max(1.0);
+    let average_density = total_saving / total_size;
+    let mut keep = vec![true; result.chosen.len()];
+    let mut order: Vec<usize> = (0..result.chosen.len()).collect();
+    order.sort_by(|&a, &b| {
+        result.chosen[a]
+            .benefit
+            .total_cmp(&result.chosen[b].benefit)
+    });
+    let mut final_cost = result.final_workload_cost;
+    for i in order {
+        let table = result.chosen[i].candidate.table;
+        let config = |without: Option<usize>| -> Vec<IndexCandidate> {
+            result
+                .chosen
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| keep[*j] && Some(*j) != without)
+                .map(|(_, c)| c.candidate.clone())
+                .collect()
+        };
+        let (with, without) = (config(None), config(Some(i)));
+        let mut increase = 0.0;
+        for q in workload
+            .queries
+            .iter()
+            .filter(|q| q.tables.iter().any(|t| t.table == table))
+        {
+            let (Some(a), Some(b)) = (
+                oracle.workload_query_cost(q.query_id, &with),
+                oracle.workload_query_cost(q.query_id, &without),
+            ) else {
+                increase = f64::INFINITY;
+                break;
+            };
+            increase += q.calls * (b - a);
+        }
+        let net = increase - result.chosen[i].write_overhead;
+        let size = (result.chosen[i].size.bytes as f64).max(8192.0);
+        if net <= 0.0 || net / size < 0.1 * average_density {
+            keep[i] = false;
+            final_cost += increase.max(0.0);
+        }
+    }
+    (keep, final_cost)
+}

@@ -1,0 +1,276 @@
+//! The advisor's workload: the statements pg_perf captured in this database (read through
+//! stats' API, with its text-visibility rule) or an explicit list, each planned once as it
+//! is and turned into the model's [`QueryShape`]: the columns its plan filters, joins, sorts
+//! and groups on, and the rows its writes add to each table.
+
+use std::collections::HashMap;
+
+use pgrx::pg_sys::{self, Oid};
+use pgrx::PgList;
+
+use super::catalog::Catalog;
+use super::guard::in_subtransaction;
+use super::model::*;
+use super::whatif::{self, Planned};
+use crate::stats::workload;
+use crate::stats::PredicateKind;
+
+/// The table an INSERT/UPDATE/DELETE writes, from its parse tree alone: normalized texts
+/// (`$n` for constants) cannot always be planned again (ambiguous parameter types), but
+/// their writes must still count against indexes on the table.
+pub(super) fn write_target_of(text: &str) -> Option<(u32, pg_sys::CmdType::Type)> {
+    let c = std::ffi::CString::new(text).ok()?;
+    in_subtransaction(|| {
+        // SAFETY: raw parsing (no analysis) and a relation name lookup that may miss.
+        unsafe {
+            let raw = PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(c.as_ptr()));
+            if raw.len() != 1 {
+                return None;
+            }
+            let stmt = (*raw.head()?).stmt;
+            let (rv, cmd) = match (*stmt).type_ {
+                pg_sys::NodeTag::T_InsertStmt => (
+                    (*(stmt as *mut pg_sys::InsertStmt)).relation,
+                    pg_sys::CmdType::CMD_INSERT,
+                ),
+                pg_sys::NodeTag::T_UpdateStmt => (
+                    (*(stmt as *mut pg_sys::UpdateStmt)).relation,
+                    pg_sys::CmdType::CMD_UPDATE,
+                ),
+                pg_sys::NodeTag::T_DeleteStmt => (
+                    (*(stmt as *mut pg_sys::DeleteStmt)).relation,
+                    pg_sys::CmdType::CMD_DELETE,
+                ),
+                _ => return None,
+            };
+            let relid = pg_sys::RangeVarGetRelidExtended(
+                rv,
+                pg_sys::NoLock as i32,
+                pg_sys::RVROption::RVR_MISSING_OK,
+                None,
+                std::ptr::null_mut(),
+            );
+            // Only tables the caller may read: advice must not describe any other.
+            let readable = relid != Oid::INVALID
+                && pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as _)
+                    == pg_sys::AclResult::ACLCHECK_OK;
+            readable.then(|| (relid.to_u32(), cmd))
+        }
+    })
+    .flatten()
+}
+
+/// One workload statement.
+pub(super) struct WorkloadQuery {
+    pub(super) queryid: i64,
+    pub(super) text: String,
+    /// The slowest run's text with its constants, when a slow plan was captured: planned
+    /// first (real selectivities, and it always parses), the normalized text otherwise.
+    pub(super) sample: Option<String>,
+    pub(super) calls: f64,
+    /// Rows processed over all calls (rows written, for a write statement).
+    pub(super) rows: f64,
+    /// The caller ran this statement (or passed it): it may be planned even when it calls
+    /// user-defined functions. Other roles' statements are planned only when they call
+    /// nothing but built-in code (planning folds immutable calls, i.e. runs them).
+    pub(super) own: bool,
+    /// The caller may read its text (pg_stat_statements' rule).
+    pub(super) visible: bool,
+}
+
+/// The statements pg_perf captured in this database that can be planned (no utility
+/// statements, none of pg_perf's or the catalogs'), merged over roles and top level, the 200
+/// that took the most time first; each with its slowest run's sample when one was captured.
+pub(super) fn captured_workload() -> Vec<WorkloadQuery> {
+    let mut by_id: HashMap<i64, (WorkloadQuery, f64)> = HashMap::new();
+    for e in workload::statements() {
+        let lower = e.text.trim_start().to_ascii_lowercase();
+        let plannable = ["select", "with", "update", "delete", "insert"]
+            .iter()
+            .any(|k| lower.starts_with(k));
+        if e.calls == 0 || !plannable || lower.contains("perf.") || lower.contains("pg_catalog.") {
+            continue;
+        }
+        let entry = by_id.entry(e.queryid).or_insert_with(|| {
+            (
+                WorkloadQuery {
+                    queryid: e.queryid,
+                    text: e.text.clone(),
+                    sample: None,
+                    calls: 0.0,
+                    rows: 0.0,
+                    own: false,
+                    visible: false,
+                },
+                0.0,
+            )
+        });
+        entry.0.own |= e.own;
+        entry.0.visible |= e.visible;
+        entry.0.calls += e.calls as f64;
+        entry.0.rows += e.rows as f64;
+        entry.1 += e.total_time_ms;
+    }
+    for (queryid, sample) in workload::slow_run_samples() {
+        if let Some((q, _)) = by_id.get_mut(&queryid) {
+            q.sample = Some(sample);
+        }
+    }
+    let mut all: Vec<(WorkloadQuery, f64)> = by_id.into_values().collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1));
+    all.into_iter().take(200).map(|(q, _)| q).collect()
+}
+
+/// The statements of an explicit list (`perf.suggest_indexes(queries => ...)`), the caller's
+/// own: the same text given several times is one statement called several times.
+pub(super) fn explicit_workload(list: Vec<Option<String>>) -> Vec<WorkloadQuery> {
+    let mut merged: Vec<WorkloadQuery> = Vec::new();
+    for text in whatif::no_nulls(list, "queries", "statement texts") {
+        match merged.iter_mut().find(|q| q.text == text) {
+            Some(q) => {
+                q.calls += 1.0;
+                q.rows += 1.0;
+            }
+            None => merged.push(WorkloadQuery {
+                queryid: 0,
+                text,
+                sample: None,
+                calls: 1.0,
+                rows: 1.0,
+                own: true,
+                visible: true,
+            }),
+        }
+    }
+    merged
+}
+
+/// The workload planned once as it is: per planned statement (by its index in the
+/// workload) the text the oracle plans and whether it is another role's; the shapes; the
+/// tables involved; rows written per table by the workload's own write statements.
+pub(super) struct PlannedWorkload {
+    pub(super) texts: HashMap<QueryId, (String, bool)>,
+    pub(super) shapes: Vec<QueryShape>,
+    pub(super) relids: Vec<u32>,
+    pub(super) writes: HashMap<u32, (f64, f64, f64)>,
+}
+
+/// Plans every statement of the workload as it is (the slowest run's sample first).
+pub(super) fn plan_workload(
+    workload_queries: &[WorkloadQuery],
+    catalog: &mut Catalog,
+) -> PlannedWorkload {
+    let mut texts: HashMap<QueryId, (String, bool)> = HashMap::new();
+    let mut shapes = Vec::new();
+    let mut relids: Vec<u32> = Vec::new();
+    // Rows written per table by the workload's own write statements: the same period as its
+    // reads (pg_stat_all_tables would also count bulk loads and anything before).
+    let mut writes: HashMap<u32, (f64, f64, f64)> = HashMap::new();
+    for (i, q) in workload_queries.iter().enumerate() {
+        // An explicit list must plan: its errors are the caller's to see.
+        let foreign = !q.own;
+        let sample_plan = q.sample.as_ref().and_then(|t| {
+            in_subtransaction(|| whatif::plan_checked(t, foreign)).map(|p| (t.clone(), p))
+        });
+        let (plan_text, planned) = match sample_plan {
+            Some((t, p)) => (t, Some(p)),
+            None if q.queryid == 0 => (q.text.clone(), Some(whatif::plan(&q.text))),
+            None => (
+                q.text.clone(),
+                in_subtransaction(|| whatif::plan_checked(&q.text, foreign)),
+            ),
+        };
+        if let Some((relid, command)) = write_target_of(&q.text) {
+            let w = writes.entry(relid).or_default();
+            match command {
+                pg_sys::CmdType::CMD_INSERT => w.0 += q.rows,
+                pg_sys::CmdType::CMD_UPDATE => w.1 += q.rows,
+                _ => w.2 += q.rows,
+            }
+            if !relids.contains(&relid) {
+                relids.push(relid);
+            }
+        }
+        let Some(planned) = planned else { continue };
+        let id = i as QueryId;
+        let shape = shape_of(id, q.calls, &planned, catalog);
+        for t in &shape.tables {
+            if !relids.contains(&t.table) {
+                relids.push(t.table);
+            }
+        }
+        texts.insert(id, (plan_text, foreign));
+        shapes.push(shape);
+    }
+    PlannedWorkload {
+        texts,
+        shapes,
+        relids,
+        writes,
+    }
+}
+
+fn shape_of(id: QueryId, calls: f64, planned: &Planned, catalog: &mut Catalog) -> QueryShape {
+    let mut by_table: Vec<TableAccess> = Vec::new();
+    fn access(by_table: &mut Vec<TableAccess>, relid: u32) -> usize {
+        match by_table.iter().position(|t| t.table == relid) {
+            Some(i) => i,
+            None => {
+                by_table.push(TableAccess {
+                    table: relid,
+                    predicates: Vec::new(),
+                    join_columns: Vec::new(),
+                    order_by: Vec::new(),
+                    group_by: Vec::new(),
+                    referenced_columns: None,
+                });
+                by_table.len() - 1
+            }
+        }
+    }
+    for p in &planned.predicates {
+        let Some(kind) = PredicateKind::from_u8(p.kind) else {
+            continue;
+        };
+        let Some(target) = catalog.target(p) else {
+            continue;
+        };
+        let i = access(&mut by_table, p.relid);
+        match kind {
+            PredicateKind::Filter | PredicateKind::IndexCond => {
+                if let Some(operator) = catalog.predicate_operator(p, &target) {
+                    let selectivity = if p.est_selectivity >= 0.0 {
+                        p.est_selectivity as f64
+                    } else {
+                        0.1
+                    };
+                    by_table[i].predicates.push(PredicateUse {
+                        target,
+                        operator,
+                        selectivity,
+                        rare_constant: None,
+                    });
+                }
+            }
+            PredicateKind::Join => {
+                if let KeyTarget::Column(c) = target {
+                    by_table[i].join_columns.push(c);
+                }
+            }
+            PredicateKind::Sort => by_table[i].order_by.push(SortItem {
+                target,
+                direction: SortDirection::ASC,
+            }),
+            PredicateKind::Group => by_table[i].group_by.push(SortItem {
+                target,
+                direction: SortDirection::ASC,
+            }),
+        }
+    }
+    QueryShape {
+        query_id: id,
+        calls,
+        limit: planned.limited.then_some(100),
+        tables: by_table,
+    }
+}
