@@ -68,9 +68,11 @@ stage_regress() {
 
 stage_integration() {
     local venv="$REPO_ROOT/target/pytest-venv"
-    if [ ! -x "$venv/bin/pytest" ]; then
-        python3 -m venv "$venv"
+    # Reinstalled whenever requirements.txt changes (a stamp holds the file it was made from).
+    if [ ! -x "$venv/bin/pytest" ] || ! cmp -s tests/integration/requirements.txt "$venv/requirements.stamp"; then
+        [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
         "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/integration/requirements.txt
+        cp tests/integration/requirements.txt "$venv/requirements.stamp"
     fi
     PERF_TEST_PORT="$TEST_PORT" PERF_REPO_ROOT="$REPO_ROOT" \
         "$venv/bin/pytest" -q -p no:cacheprovider tests/integration

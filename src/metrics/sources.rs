@@ -104,7 +104,7 @@ pub const SOURCES: &[Source] = &[
         ],
         sql: "SELECT datname::text, \
               CASE WHEN has_database_privilege(oid, 'CONNECT') \
-                   THEN pg_database_size(oid) ELSE 'NaN' END, \
+                   THEN pg_database_size(oid)::float8 ELSE 'NaN'::float8 END, \
               age(datfrozenxid), mxid_age(datminmxid) \
               FROM pg_database WHERE datallowconn ORDER BY oid",
     },
