@@ -177,3 +177,49 @@ fn metrics() -> String {
     });
     exposition::render(&families)
 }
+
+/// pg_perf's statements rolled up per database (no query text, so any role may read it):
+/// what `perf.metrics()` exports, as rows for exporters that map query columns to metrics
+/// (postgres_exporter's custom queries: `contrib/postgres_exporter/queries.yaml`).
+#[pg_extern(volatile, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn database_stats() -> TableIterator<
+    'static,
+    (
+        name!(datname, String),
+        name!(statements, i64),
+        name!(calls, i64),
+        name!(errors, i64),
+        name!(rows, i64),
+        name!(slow_calls, i64),
+        name!(exec_seconds, f64),
+        name!(p50_seconds, Option<f64>),
+        name!(p95_seconds, Option<f64>),
+        name!(p99_seconds, Option<f64>),
+    ),
+> {
+    let names = Spi::connect(database_names);
+    let rows: Vec<_> = rollup::per_database()
+        .into_iter()
+        .map(|r| {
+            let name = names
+                .get(&r.dbid)
+                .cloned()
+                .unwrap_or_else(|| r.dbid.to_string());
+            let secs = |p: f64| r.percentile_ms(p).map(|ms| ms / 1e3);
+            (
+                name,
+                r.statements,
+                r.calls,
+                r.errors,
+                r.rows,
+                r.slow_calls,
+                r.total_exec_ms / 1e3,
+                secs(0.50),
+                secs(0.95),
+                secs(0.99),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}

@@ -167,3 +167,63 @@ def test_health_flags_an_invalid_index(connect):
     status, value, _, advice = health(c)["invalid_indexes"]
     assert status == "critical" and value >= 1 and "dup_v" in advice
     c.execute("DROP INDEX dup_v")
+
+
+def metric_names_in(text):
+    names = set()
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            names.add(line.split("{")[0].split(" ")[0])
+    return names
+
+
+def test_grafana_dashboard_uses_only_exported_names(connect):
+    import json
+    import os
+    import re
+
+    from conftest import REPO
+
+    c = connect()
+    c.execute("SELECT 1")
+    exported = metric_names_in(scrape(c)[0])
+    # Families with samples only when there is something to report (a primary with standbys,
+    # tables with dead rows); test_metrics_parse_and_cover_every_family sees the bloat one.
+    optional = {"pg_perf_replication_replay_lag_seconds", "pg_perf_table_bloat_bytes"}
+    with open(os.path.join(REPO, "contrib", "grafana", "pg_perf.json")) as f:
+        dash = json.load(f)
+    used = set()
+    for panel in dash["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\b(pg_[a-z0-9_]+)", target["expr"]))
+    assert used, "the dashboard queries nothing"
+    unknown = used - exported - optional
+    assert not unknown, unknown
+
+
+def test_postgres_exporter_queries_run_and_match_metrics_names(connect):
+    import os
+
+    import yaml
+
+    from conftest import REPO
+
+    c = connect()
+    c.execute("SELECT 1")
+    exported = metric_names_in(scrape(c)[0])
+    with open(os.path.join(REPO, "contrib", "postgres_exporter", "queries.yaml")) as f:
+        spec = yaml.safe_load(f)
+    assert {"pg_perf_statement", "pg_perf_cache", "pg_perf_health"} <= set(spec)
+    for namespace, q in spec.items():
+        cur = c.execute(q["query"])
+        columns = [d.name for d in cur.description]
+        rows = cur.fetchall()
+        declared = [next(iter(m)) for m in q["metrics"]]
+        assert columns == declared, (namespace, columns, declared)
+        assert rows, f"{namespace} returned no rows"
+        for m in q["metrics"]:
+            (col, spec_col), = m.items()
+            if spec_col["usage"] == "LABEL" or namespace == "pg_perf_health":
+                continue
+            name = f"{namespace}_{col}"
+            assert name in exported, f"{name} (postgres_exporter) is not what perf.metrics() calls it"
