@@ -37,6 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
     cache::init();
     advisor::whatif::init();
     xact::init();
+    scheduler::init();
 }
 
 /// The version of the pg_perf library that is loaded in this server.
