@@ -1,6 +1,9 @@
 -- The scheduler's SQL surface: perf.schedule()/alter_job()/unschedule()/run_job(),
 -- perf.job_next_run(), validation with SQLSTATEs, ownership. Jobs here never come due
 -- (disabled or yearly), so the output does not depend on the worker.
+SET TimeZone = 'UTC';
+SET DateStyle = 'ISO, MDY';
+SET IntervalStyle = 'postgres';
 CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE st text; msg text; hint text;
 BEGIN
