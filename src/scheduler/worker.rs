@@ -444,7 +444,9 @@ pub extern "C-unwind" fn pg_perf_scheduler_main(arg: pg_sys::Datum) {
                 }
             }
         }
-        if last_prune.is_none_or(|t| now.duration_since(t) > SignedDuration::from_secs(60)) {
+        // Prune at most once a minute (or per naptime, when shorter).
+        let every = SignedDuration::from_millis(gucs::naptime_ms().min(60_000));
+        if last_prune.is_none_or(|t| now.duration_since(t) >= every) {
             guarded("pruning job history", prune_history);
             last_prune = Some(now);
         }

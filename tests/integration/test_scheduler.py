@@ -200,16 +200,20 @@ def test_job_runs_as_the_role_that_scheduled_it(connect, fresh_db):
         with psycopg.connect(dsn(fresh_db, user=role), autocommit=True) as a:
             a.execute("SELECT perf.schedule('steal', '1 day', 'DELETE FROM secret')")
             a.execute("SELECT perf.schedule('escalate', '1 day', 'SET ROLE postgres')")
+            a.execute("SELECT perf.schedule('superuser_only', '1 day', "
+                      "'ALTER SYSTEM SET work_mem = ''1MB''')")
             a.execute(f"SELECT perf.schedule('whoami', '1 day', "
-                      f"'INSERT INTO {role}_own SELECT current_user, current_setting(''is_superuser'')')")
+                      f"'INSERT INTO {role}_own SELECT current_user, "
+                      f"pg_has_role(current_user, ''pg_read_server_files'', ''USAGE'')::text')")
             ids = [a.execute("SELECT perf.run_job(%s)", (n,)).fetchone()[0]
-                   for n in ("steal", "escalate", "whoami")]
+                   for n in ("steal", "escalate", "superuser_only", "whoami")]
             res = [wait_for(lambda i=i: finished(a, i), timeout=20) for i in ids]
         assert res[0][0] == "failed" and res[0][1] == "42501", res[0]
-        assert res[1][0] == "failed", res[1]
-        assert res[2][0] == "succeeded", res[2]
+        assert res[1][0] == "failed" and res[1][1] == "42501", res[1]
+        assert res[2][0] == "failed" and res[2][1] == "42501", res[2]
+        assert res[3][0] == "succeeded", res[3]
         assert c.execute("SELECT count(*) FROM secret").fetchone()[0] == 1
-        assert c.execute(f"SELECT who, cur FROM {role}_own").fetchone() == (role, "off")
+        assert c.execute(f"SELECT who, cur FROM {role}_own").fetchone() == (role, "false")
         # Other roles cannot change the job; the owner's role OID is recorded.
         assert c.execute(
             "SELECT owner::regrole::text FROM perf.jobs WHERE name = 'steal'").fetchone()[0] == role
