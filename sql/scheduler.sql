@@ -91,3 +91,74 @@ SELECT j.jobid,
                       WHERE r.jobid = j.jobid AND r.status = 'failed'
                       ORDER BY r.runid DESC LIMIT 1) le ON true;
 GRANT SELECT ON perf.jobs_status TO PUBLIC;
+
+-- What maintenance runs did, one row per action: by a `maintenance` job's run (runid), or
+-- by a perf.run_maintenance() call (token).
+CREATE TABLE perf.maintenance_log (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    runid       bigint REFERENCES perf.job_runs ON DELETE CASCADE,
+    token       bigint,
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    action      text NOT NULL,
+    object      text NOT NULL,
+    reason      text NOT NULL,
+    status      text NOT NULL,
+    error       text,
+    duration_ms float8
+);
+CREATE INDEX maintenance_log_runid ON perf.maintenance_log (runid);
+CREATE INDEX maintenance_log_token ON perf.maintenance_log (token);
+REVOKE ALL ON perf.maintenance_log FROM PUBLIC;
+GRANT SELECT ON perf.maintenance_log TO PUBLIC;
+
+-- Snapshots of this database's perf.statements counters (job kind `stats_snapshot`), and
+-- the change between consecutive snapshots per statement: trends over time.
+CREATE TABLE perf.statement_snapshots (
+    taken_at        timestamptz NOT NULL,
+    userid          oid NOT NULL,
+    toplevel        boolean NOT NULL,
+    queryid         bigint NOT NULL,
+    calls           bigint NOT NULL,
+    rows            bigint NOT NULL,
+    total_exec_time float8 NOT NULL,
+    shared_blks_hit bigint NOT NULL,
+    shared_blks_read bigint NOT NULL,
+    p95_exec_time   float8,
+    PRIMARY KEY (taken_at, userid, toplevel, queryid)
+);
+REVOKE ALL ON perf.statement_snapshots FROM PUBLIC;
+
+-- Saves a snapshot now; returns the statements saved. Superusers (and members of
+-- pg_read_all_stats, through a job they own) only.
+CREATE FUNCTION perf.stats_snapshot() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE n bigint;
+BEGIN
+    IF NOT pg_catalog.pg_has_role(session_user, 'pg_read_all_stats', 'USAGE')
+       AND NOT pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') THEN
+        RAISE EXCEPTION 'perf.stats_snapshot() needs the privileges of pg_read_all_stats'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'GRANT pg_read_all_stats TO the role that owns the job.';
+    END IF;
+    INSERT INTO perf.statement_snapshots
+    SELECT now(), s.userid, s.toplevel, s.queryid, s.calls, s.rows, s.total_exec_time,
+           s.shared_blks_hit, s.shared_blks_read, s.p95_exec_time
+      FROM perf.statements s
+     WHERE s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+REVOKE EXECUTE ON FUNCTION perf.stats_snapshot() FROM PUBLIC;
+
+CREATE VIEW perf.statement_trends AS
+SELECT taken_at, userid::regrole AS role, toplevel, queryid,
+       calls - lag(calls) OVER w AS calls,
+       rows - lag(rows) OVER w AS rows,
+       total_exec_time - lag(total_exec_time) OVER w AS total_exec_time_ms,
+       (total_exec_time - lag(total_exec_time) OVER w)
+           / nullif(calls - lag(calls) OVER w, 0) AS mean_exec_time_ms,
+       shared_blks_read - lag(shared_blks_read) OVER w AS shared_blks_read,
+       p95_exec_time
+  FROM perf.statement_snapshots
+WINDOW w AS (PARTITION BY userid, toplevel, queryid ORDER BY taken_at);

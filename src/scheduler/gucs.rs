@@ -27,6 +27,20 @@ pub static JOB_HISTORY_MAX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(10000)
 /// `perf.job_lock_timeout`: lock_timeout (ms) of job runs.
 pub static JOB_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60000);
 
+/// `perf.maintenance_scale`: autovacuum's scale factors are multiplied by this in
+/// pg_perf's maintenance plan (below 1: vacuum and analyze earlier than autovacuum would).
+pub static MAINTENANCE_SCALE: GucSetting<f64> = GucSetting::<f64>::new(0.5);
+/// `perf.reindex_bloat_pct`: maintenance rebuilds btrees whose estimated bloat is above this.
+pub static REINDEX_BLOAT_PCT: GucSetting<f64> = GucSetting::<f64>::new(30.0);
+
+pub fn maintenance_scale() -> f64 {
+    MAINTENANCE_SCALE.get()
+}
+
+pub fn reindex_bloat_pct() -> f64 {
+    REINDEX_BLOAT_PCT.get()
+}
+
 pub fn worker_enabled() -> bool {
     WORKER_ENABLED.get()
 }
@@ -142,6 +156,27 @@ pub fn init() {
         0,
         i32::MAX,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"perf.maintenance_scale",
+        c"Multiplies autovacuum's scale factors in pg_perf's maintenance plan.",
+        c"Below 1, maintenance jobs vacuum and analyze tables earlier than autovacuum would, \
+          inside the window they are scheduled in.",
+        &MAINTENANCE_SCALE,
+        0.0,
+        10.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"perf.reindex_bloat_pct",
+        c"Maintenance rebuilds (REINDEX CONCURRENTLY) btree indexes with more estimated bloat than this.",
+        c"",
+        &REINDEX_BLOAT_PCT,
+        0.0,
+        100.0,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

@@ -20,6 +20,7 @@ pub mod exec;
 pub mod gucs;
 pub mod interval;
 pub mod launcher;
+pub mod maintenance;
 pub mod policy;
 pub mod retry;
 pub mod runner;

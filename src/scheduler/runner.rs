@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 use super::api::Kind;
 use super::exec::{self, sys, Outcome};
 use super::gucs;
+use super::maintenance;
 use super::worker::{guarded, setup_signals};
 
 struct Claim {
@@ -103,54 +104,72 @@ fn set_guc(name: &std::ffi::CStr, value: &str) {
     }
 }
 
-/// The command of a built-in kind, as SQL run at top level.
-fn builtin_command(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Sql => "",
-        Kind::Maintenance => "SELECT perf.run_maintenance(false)",
-        Kind::StatsSnapshot => "SELECT perf.stats_snapshot()",
+/// The error fields pg_perf records: SQLSTATE and message (with DETAIL when there is one).
+pub(super) fn error_of(e: &pg_sys::panic::CaughtError) -> (String, String) {
+    match e {
+        pg_sys::panic::CaughtError::PostgresError(r)
+        | pg_sys::panic::CaughtError::ErrorReport(r)
+        | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
+            let mut m = r.message().to_string();
+            if let Some(d) = r.detail() {
+                m.push_str(&format!(" (DETAIL: {d})"));
+            }
+            (sqlstate_text(r.sql_error_code() as i32), m)
+        }
     }
 }
 
-/// Executes the claimed command in one transaction, as the owner.
-fn execute(c: &Claim) -> Ending {
-    let kind = Kind::parse(&c.kind).unwrap_or(Kind::Sql);
-    let sql = if kind == Kind::Sql {
-        c.command.clone()
-    } else {
-        builtin_command(kind).to_string()
-    };
-    let Ok(sql) = CString::new(sql) else {
-        return Ending {
-            ok: false,
-            sqlstate: Some("22023".into()),
-            error: Some("job command contains a NUL byte".into()),
-            outcome: Outcome::default(),
-        };
-    };
-    let owner = c.owner;
-    let max_ms = c
-        .max_runtime_ms
-        .filter(|m| *m > 0)
-        .map(|m| m.min(i64::from(i32::MAX)) as i32);
+/// What a built-in kind runs, given the owner and security context to run it as.
+enum Body {
+    Sql(CString),
+    Maintenance,
+    StatsSnapshot,
+}
+
+/// Executes `body` in one transaction as `owner` (maintenance: one transaction per action,
+/// the way VACUUM works), with statement_timeout = `max_ms`.
+fn execute(
+    owner: pg_sys::Oid,
+    max_ms: Option<i32>,
+    body: Body,
+) -> (Ending, Vec<maintenance::Done>) {
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_ctx = 0;
+    let mut actions = Vec::new();
     let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
         // SAFETY: the transaction and user switch of a top-level command, as
         // exec_simple_query plus SECURITY DEFINER do; undone below or by the abort.
-        unsafe {
+        let run_ctx = unsafe {
             pg_sys::SetCurrentStatementStartTimestamp();
             pg_sys::StartTransactionCommand();
             pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
-            pg_sys::SetUserIdAndSecContext(
-                owner,
-                saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-            );
+            let run_ctx = saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32;
+            pg_sys::SetUserIdAndSecContext(owner, run_ctx);
             if let Some(ms) = max_ms {
                 sys::enable_timeout_after(sys::STATEMENT_TIMEOUT, ms);
             }
-        }
-        let out = exec::run_top_level(&sql);
+            run_ctx
+        };
+        let out = match &body {
+            Body::Sql(sql) => exec::run_top_level(sql),
+            Body::StatsSnapshot => exec::run_top_level(c"SELECT perf.stats_snapshot()"),
+            Body::Maintenance => {
+                let (done, fatal) = maintenance::execute(owner, run_ctx);
+                let n = done.iter().filter(|d| d.status == "done").count();
+                actions = done;
+                if let Some((state, msg)) = fatal {
+                    pgrx::ereport!(
+                        ERROR,
+                        pgrx::PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                        format!("maintenance stopped after {n} actions: {state}: {msg}")
+                    );
+                }
+                Outcome {
+                    command_tag: "MAINTENANCE".into(),
+                    rows: n as u64,
+                }
+            }
+        };
         // SAFETY: undoing the settings above, then committing.
         unsafe {
             sys::disable_timeout(sys::STATEMENT_TIMEOUT, false);
@@ -159,28 +178,18 @@ fn execute(c: &Claim) -> Ending {
         }
         Ok(out)
     }))
-    .catch_others(|e| {
-        let (code, msg) = match &e {
-            pg_sys::panic::CaughtError::PostgresError(r)
-            | pg_sys::panic::CaughtError::ErrorReport(r)
-            | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
-                let mut m = r.message().to_string();
-                if let Some(d) = r.detail() {
-                    m.push_str(&format!(" (DETAIL: {d})"));
-                }
-                (r.sql_error_code() as i32, m)
-            }
-        };
-        Err((sqlstate_text(code), msg))
-    })
+    .catch_others(|e| Err(error_of(&e)))
     .execute();
-    match result {
-        Ok(outcome) => Ending {
-            ok: true,
-            sqlstate: None,
-            error: None,
-            outcome,
-        },
+    let ending = match result {
+        Ok(outcome) => {
+            let failed = actions.iter().filter(|d| d.status != "done").count();
+            Ending {
+                ok: true,
+                sqlstate: None,
+                error: (failed > 0).then(|| format!("{failed} maintenance actions failed or were skipped (see perf.maintenance_log)")),
+                outcome,
+            }
+        }
         Err((state, msg)) => {
             // SAFETY: leaving the failed transaction; the abort restores the user id and
             // security context saved at its start (the superuser's).
@@ -196,7 +205,40 @@ fn execute(c: &Claim) -> Ending {
                 outcome: Outcome::default(),
             }
         }
+    };
+    (ending, actions)
+}
+
+fn body_of(c: &Claim) -> Result<Body, Ending> {
+    match Kind::parse(&c.kind).unwrap_or(Kind::Sql) {
+        Kind::Sql => CString::new(c.command.as_str())
+            .map(Body::Sql)
+            .map_err(|_| Ending {
+                ok: false,
+                sqlstate: Some("22023".into()),
+                error: Some("job command contains a NUL byte".into()),
+                outcome: Outcome::default(),
+            }),
+        Kind::Maintenance => Ok(Body::Maintenance),
+        Kind::StatsSnapshot => Ok(Body::StatsSnapshot),
     }
+}
+
+/// perf.run_maintenance() in a runner: extra = "m:<token>:<role oid>".
+fn adhoc_maintenance(extra: &str) {
+    let mut parts = extra.split(':').skip(1);
+    let (Some(Ok(token)), Some(Ok(role))) = (
+        parts.next().map(str::parse::<i64>),
+        parts.next().map(str::parse::<u32>),
+    ) else {
+        return;
+    };
+    set_guc(c"application_name", "pg_perf run_maintenance");
+    set_guc(c"lock_timeout", &gucs::job_lock_timeout_ms().to_string());
+    let (_, done) = execute(pg_sys::Oid::from(role), None, Body::Maintenance);
+    guarded("recording maintenance", || {
+        maintenance::log(None, Some(token), &done)
+    });
 }
 
 /// Entry point of a job runner (argument: database OID; bgw_extra: the run id).
@@ -204,36 +246,59 @@ fn execute(c: &Claim) -> Ending {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
     let dboid = pg_sys::Oid::from(arg.value() as u32);
-    let Ok(runid) = BackgroundWorker::get_extra().trim().parse::<i64>() else {
-        return;
-    };
+    let extra = BackgroundWorker::get_extra().trim().to_string();
     setup_signals();
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
+    if extra.starts_with("m:") {
+        adhoc_maintenance(&extra);
+        return;
+    }
+    let Ok(runid) = extra.parse::<i64>() else {
+        return;
+    };
     let Some(c) = guarded("claiming a run", || claim(runid)).flatten() else {
         return;
     };
     set_guc(c"application_name", &format!("pg_perf job {}", c.name));
     set_guc(c"lock_timeout", &gucs::job_lock_timeout_ms().to_string());
-    let ending = if !c.owner_exists {
-        Ending {
-            ok: false,
-            sqlstate: Some("42704".into()),
-            error: Some(format!(
-                "the role that owns job \"{}\" no longer exists",
-                c.name
-            )),
-            outcome: Outcome::default(),
-        }
+    let max_ms = c
+        .max_runtime_ms
+        .filter(|m| *m > 0)
+        .map(|m| m.min(i64::from(i32::MAX)) as i32);
+    let (ending, done) = if !c.owner_exists {
+        (
+            Ending {
+                ok: false,
+                sqlstate: Some("42704".into()),
+                error: Some(format!(
+                    "the role that owns job \"{}\" no longer exists",
+                    c.name
+                )),
+                outcome: Outcome::default(),
+            },
+            Vec::new(),
+        )
     } else {
-        // SAFETY: reporting our activity in pg_stat_activity, as a backend does.
-        unsafe {
-            if let Ok(cmd) = CString::new(c.command.as_str()) {
-                pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, cmd.as_ptr());
+        match body_of(&c) {
+            Err(e) => (e, Vec::new()),
+            Ok(body) => {
+                // SAFETY: reporting our activity in pg_stat_activity, as a backend does.
+                unsafe {
+                    if let Ok(cmd) = CString::new(c.command.as_str()) {
+                        pg_sys::pgstat_report_activity(
+                            pg_sys::BackendState::STATE_RUNNING,
+                            cmd.as_ptr(),
+                        );
+                    }
+                }
+                execute(c.owner, max_ms, body)
             }
         }
-        execute(&c)
     };
-    guarded("recording a run", || record(runid, &ending));
+    guarded("recording a run", || {
+        record(runid, &ending);
+        maintenance::log(Some(runid), None, &done);
+    });
     // SAFETY: as above.
     unsafe {
         pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());

@@ -315,6 +315,17 @@ fn prune_history() {
                                  WHERE k.trigger = 'schedule' GROUP BY k.jobid)",
         &[days.into(), max_rows.into()],
     );
+    if days > 0 {
+        let _ = Spi::run_with_args(
+            "DELETE FROM perf.maintenance_log \
+              WHERE runid IS NULL AND at < now() - make_interval(days => $1)",
+            &[days.into()],
+        );
+        let _ = Spi::run_with_args(
+            "DELETE FROM perf.statement_snapshots WHERE taken_at < now() - make_interval(days => $1)",
+            &[days.into()],
+        );
+    }
 }
 
 fn extension_installed() -> bool {

@@ -283,3 +283,71 @@ def test_drop_extension_with_running_job_does_not_hang(connect, fresh_db):
     # Installing again starts a scheduler again.
     c.execute("CREATE EXTENSION pg_perf")
     wait_for(lambda: scheduler_pid(c, fresh_db), timeout=10)
+
+
+def test_maintenance_vacuums_a_table_past_its_threshold_and_not_one_below(connect, fresh_db):
+    c = connect()
+    for t in ("hot", "cold", "warm"):
+        c.execute(f"CREATE TABLE {t} (id int, pad text) WITH (autovacuum_enabled = off)")
+        c.execute(f"INSERT INTO {t} SELECT g, 'x' FROM generate_series(1, 10000) g")
+        c.execute(f"VACUUM ANALYZE {t}")
+    # perf.maintenance_scale 0.5: vacuum past 50 + 0.1 x 10,000 = 1,050 dead rows.
+    c.execute("DELETE FROM hot WHERE id <= 3000")
+    c.execute("DELETE FROM cold WHERE id <= 500")
+    c.execute("SELECT pg_stat_force_next_flush()")
+
+    def plan():
+        return {(a, o): (now, obs, lim) for a, o, now, obs, lim in c.execute(
+            "SELECT action, object, runs_now, observed, threshold FROM perf.maintenance_plan()")}
+
+    p = wait_for(lambda: (p := plan()) and ("vacuum", "hot") in p and p)
+    assert p[("vacuum", "hot")][0] is True
+    assert p[("vacuum", "hot")][1] == 3000 and p[("vacuum", "hot")][2] == 1050
+    assert ("vacuum", "cold") not in p
+    dry = c.execute("SELECT action, object, status FROM perf.run_maintenance(dry_run => true)").fetchall()
+    assert ("vacuum", "hot", "dry run") in dry
+    c.execute("SELECT perf.schedule('maint', '1 day', '', kind => 'maintenance')")
+    rid = c.execute("SELECT perf.run_job('maint')").fetchone()[0]
+    r = wait_for(lambda: finished(c, rid), timeout=60)
+    assert r[0] == "succeeded", r
+    log = c.execute(
+        "SELECT action, object, status FROM perf.maintenance_log WHERE runid = %s", (rid,)).fetchall()
+    assert ("vacuum", "hot", "done") in log
+    assert not [x for x in log if x[1] == "cold"]
+    c.execute("SELECT pg_stat_clear_snapshot()")
+    dead = dict(c.execute(
+        "SELECT relname, n_dead_tup FROM pg_stat_user_tables WHERE relname IN ('hot', 'cold')"))
+    assert dead["hot"] == 0 and dead["cold"] == 500
+    # perf.run_maintenance() does the same from a plain call (a runner does the VACUUM).
+    c.execute("DELETE FROM warm WHERE id <= 4000")
+    c.execute("SELECT pg_stat_force_next_flush()")
+    wait_for(lambda: ("vacuum", "warm") in plan())
+    got = c.execute("SELECT action, object, status FROM perf.run_maintenance()").fetchall()
+    assert ("vacuum", "warm", "done") in got
+    assert ("analyze", "warm", "done") in got
+
+
+def test_maintenance_skips_a_locked_table(connect, fresh_db):
+    c = connect()
+    c.execute("CREATE TABLE busy (id int) WITH (autovacuum_enabled = off)")
+    c.execute("INSERT INTO busy SELECT generate_series(1, 5000)")
+    c.execute("VACUUM ANALYZE busy")
+    c.execute("DELETE FROM busy")
+    c.execute("SELECT pg_stat_force_next_flush()")
+    wait_for(lambda: c.execute(
+        "SELECT count(*) FROM perf.maintenance_plan() WHERE object = 'busy' AND action = 'vacuum'"
+    ).fetchone()[0])
+    try:
+        set_system([("perf.job_lock_timeout", "200")])
+        locker = connect()
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE busy IN SHARE UPDATE EXCLUSIVE MODE")
+        assert c.execute(
+            "SELECT runs_now FROM perf.maintenance_plan() WHERE object = 'busy' AND action = 'vacuum'"
+        ).fetchone()[0] is False
+        got = c.execute("SELECT action, object, status, error FROM perf.run_maintenance()").fetchall()
+        v = [x for x in got if x[0] == "vacuum" and x[1] == "busy"]
+        assert v and v[0][2] == "skipped: locked" and v[0][3].startswith("55P03"), got
+        locker.execute("ROLLBACK")
+    finally:
+        set_system([("perf.job_lock_timeout", None)])
