@@ -52,6 +52,18 @@ fn raise(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
     unreachable!("ERROR-level reports do not return")
 }
 
+/// A required argument: NULL is refused with 22004 (the function cannot be STRICT, since
+/// its optional arguments default to NULL).
+fn required<T>(v: Option<T>, name: &str) -> T {
+    v.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{name} must not be NULL"),
+            "Leave the argument out to get its default.",
+        )
+    })
+}
+
 fn invalid(message: String, hint: &str) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -281,18 +293,25 @@ fn default_timezone() -> String {
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn schedule(
-    name: &str,
-    schedule: &str,
-    command: &str,
-    kind: default!(&str, "'sql'"),
+    name: Option<&str>,
+    schedule: Option<&str>,
+    command: Option<&str>,
+    kind: default!(Option<&str>, "'sql'"),
     timezone: default!(Option<&str>, "NULL"),
     max_runtime: default!(Option<Interval>, "NULL"),
-    retries: default!(i32, 0),
-    backoff: default!(Interval, "'30 seconds'"),
+    retries: default!(Option<i32>, 0),
+    backoff: default!(Option<Interval>, "'30 seconds'"),
     window_start: default!(Option<Time>, "NULL"),
     window_end: default!(Option<Time>, "NULL"),
-    enabled: default!(bool, true),
+    enabled: default!(Option<bool>, true),
 ) -> i64 {
+    let name = required(name, "name");
+    let schedule = required(schedule, "schedule");
+    let command = required(command, "command");
+    let kind = required(kind, "kind");
+    let retries = required(retries, "retries");
+    let backoff = required(backoff, "backoff");
+    let enabled = required(enabled, "enabled");
     check_name(name);
     check_schedule(schedule);
     let kind = check_kind(kind);
@@ -353,7 +372,7 @@ fn schedule(
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn alter_job(
-    name: &str,
+    name: Option<&str>,
     schedule: default!(Option<&str>, "NULL"),
     command: default!(Option<&str>, "NULL"),
     kind: default!(Option<&str>, "NULL"),
@@ -364,9 +383,12 @@ fn alter_job(
     window_start: default!(Option<Time>, "NULL"),
     window_end: default!(Option<Time>, "NULL"),
     enabled: default!(Option<bool>, "NULL"),
-    clear_max_runtime: default!(bool, false),
-    clear_window: default!(bool, false),
+    clear_max_runtime: default!(Option<bool>, false),
+    clear_window: default!(Option<bool>, false),
 ) -> bool {
+    let name = required(name, "name");
+    let clear_max_runtime = required(clear_max_runtime, "clear_max_runtime");
+    let clear_window = required(clear_window, "clear_window");
     if let Some(s) = schedule {
         check_schedule(s);
     }
@@ -438,7 +460,8 @@ fn alter_job(
 
 /// Removes a job and its run history. A run in progress finishes; it is not recorded.
 #[pg_extern(volatile, parallel_unsafe)]
-fn unschedule(name: &str) -> bool {
+fn unschedule(name: Option<&str>) -> bool {
+    let name = required(name, "name");
     let who = caller();
     let _as = AsCatalogOwner::switch();
     let job = find_job(name);
@@ -455,7 +478,8 @@ fn unschedule(name: &str) -> bool {
 /// Runs a job now (in the background, as its owner) and returns the run's id; follow it in
 /// perf.job_runs. The run starts when this transaction commits.
 #[pg_extern(volatile, parallel_unsafe)]
-fn run_job(name: &str) -> i64 {
+fn run_job(name: Option<&str>) -> i64 {
+    let name = required(name, "name");
     let who = caller();
     let _as = AsCatalogOwner::switch();
     let job = find_job(name);
@@ -487,15 +511,19 @@ fn window_of(start: Option<Time>, end: Option<Time>) -> Option<Window> {
 /// invalid schedule or time zone.
 #[pg_extern(stable, parallel_safe)]
 fn job_next_run(
-    schedule: &str,
-    timezone: &str,
-    after: TimestampWithTimeZone,
-    anchor: TimestampWithTimeZone,
+    schedule: Option<&str>,
+    timezone: Option<&str>,
+    after: Option<TimestampWithTimeZone>,
+    anchor: Option<TimestampWithTimeZone>,
     window_start: default!(Option<Time>, "NULL"),
     window_end: default!(Option<Time>, "NULL"),
 ) -> Option<TimestampWithTimeZone> {
-    let s = Schedule::parse(schedule).ok()?;
-    let tz = TimeZone::get(timezone).ok()?;
+    let s = Schedule::parse(schedule?).ok()?;
+    let tz = TimeZone::get(timezone?).ok()?;
+    let (after, anchor) = (after?, anchor?);
+    if !after.is_finite() || !anchor.is_finite() {
+        return None;
+    }
     let after = super::from_pg(after.into());
     let anchor = super::from_pg(anchor.into());
     let t = super::next_slot(&s, after, anchor, &tz, window_of(window_start, window_end))?;

@@ -269,7 +269,14 @@ pub fn plan() -> Vec<Item> {
 /// One action's ERROR is recorded and the next one runs; a statement timeout
 /// (max_runtime) ends the run.
 pub fn execute(owner: pg_sys::Oid, sec_context: i32) -> (Vec<Done>, Option<(String, String)>) {
-    let items = plan();
+    // SAFETY: the plan's queries need a snapshot; popped before any action runs (VACUUM
+    // commits the transaction it starts in).
+    let items = unsafe {
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        let items = plan();
+        pg_sys::PopActiveSnapshot();
+        items
+    };
     let mut done = Vec::new();
     let mut fatal = None;
     for item in items {
@@ -441,6 +448,9 @@ fn run_maintenance(
         unreachable!()
     };
     let _ = handle.wait_for_shutdown();
+    // The runner committed after this statement's snapshot was taken: read with a new one.
+    // SAFETY: pushed here, popped right after the query.
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
     let rows = Spi::connect(|client| {
         let t = client.select(
             "SELECT action, object, reason, status, error, duration_ms \
@@ -462,5 +472,7 @@ fn run_maintenance(
         Ok::<_, pgrx::spi::Error>(v)
     })
     .unwrap_or_default();
+    // SAFETY: pops the snapshot pushed above.
+    unsafe { pg_sys::PopActiveSnapshot() };
     TableIterator::new(rows)
 }

@@ -235,7 +235,28 @@ fn adhoc_maintenance(extra: &str) {
     };
     set_guc(c"application_name", "pg_perf run_maintenance");
     set_guc(c"lock_timeout", &gucs::job_lock_timeout_ms().to_string());
-    let (_, done) = execute(pg_sys::Oid::from(role), None, Body::Maintenance);
+    let (ending, mut done) = execute(pg_sys::Oid::from(role), None, Body::Maintenance);
+    if !ending.ok {
+        // The plan itself failed: say so instead of returning nothing.
+        done.push(maintenance::Done {
+            item: maintenance::Item {
+                action: super::policy::Action::Vacuum,
+                object: String::new(),
+                reason: "maintenance run".into(),
+                observed: 0.0,
+                limit: 0.0,
+                command: String::new(),
+                locked: false,
+            },
+            status: "failed",
+            error: Some(format!(
+                "{}: {}",
+                ending.sqlstate.unwrap_or_default(),
+                ending.error.unwrap_or_default()
+            )),
+            ms: 0.0,
+        });
+    }
     guarded("recording maintenance", || {
         maintenance::log(None, Some(token), &done)
     });

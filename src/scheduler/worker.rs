@@ -315,6 +315,11 @@ fn prune_history() {
                                  WHERE k.trigger = 'schedule' GROUP BY k.jobid)",
         &[days.into(), max_rows.into()],
     );
+}
+
+/// Ages out maintenance records and statement snapshots (perf.job_history_days).
+fn prune_extras() {
+    let days = gucs::job_history_days();
     if days > 0 {
         let _ = Spi::run_with_args(
             "DELETE FROM perf.maintenance_log \
@@ -459,6 +464,7 @@ pub extern "C-unwind" fn pg_perf_scheduler_main(arg: pg_sys::Datum) {
         let every = SignedDuration::from_millis(gucs::naptime_ms().min(60_000));
         if last_prune.is_none_or(|t| now.duration_since(t) >= every) {
             guarded("pruning job history", prune_history);
+            guarded("pruning maintenance records", prune_extras);
             last_prune = Some(now);
         }
         let mut wait_ms = gucs::naptime_ms();
