@@ -364,3 +364,34 @@ def test_maintenance_skips_a_locked_table(connect, fresh_db):
         locker.execute("ROLLBACK")
     finally:
         set_system([("perf.job_lock_timeout", None)])
+
+
+def test_overlapping_run_is_skipped_and_recorded(connect, fresh_db):
+    c = connect()
+    c.execute("SELECT perf.schedule('slow', '1 second', 'SELECT pg_sleep(2.5)')")
+    r = wait_for(lambda: [x for x in runs(c, "slow") if x[3] == "skipped"], timeout=15)
+    assert r[0][8] == "previous run still going"
+    # A skipped slot still counts as the job's slot: the schedule keeps its pace.
+    time.sleep(3)
+    rs = runs(c, "slow")
+    slots = [x[4] for x in rs if x[1] == "schedule"]
+    assert len(slots) == len(set(slots))
+    assert len([x for x in rs if x[3] in ("pending", "running")]) <= 1
+
+
+def test_at_most_max_job_workers_run_at_once(connect, fresh_db):
+    c = connect()
+    try:
+        set_system([("perf.max_job_workers", "1")])
+        time.sleep(0.5)
+        for n in ("a", "b", "d"):
+            c.execute("SELECT perf.schedule(%s, '1 day', 'SELECT pg_sleep(0.7)')", (n,))
+        ids = [c.execute("SELECT perf.run_job(%s)", (n,)).fetchone()[0] for n in ("a", "b", "d")]
+        for i in ids:
+            assert wait_for(lambda i=i: finished(c, i), timeout=20)[0] == "succeeded"
+        spans = sorted(c.execute(
+            "SELECT started_at, finished_at FROM perf.job_runs WHERE runid = ANY(%s)", (ids,)).fetchall())
+        for (s1, f1), (s2, f2) in zip(spans, spans[1:]):
+            assert s2 >= f1, spans
+    finally:
+        set_system([("perf.max_job_workers", None)])
