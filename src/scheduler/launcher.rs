@@ -14,16 +14,14 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime,
-    DynamicBackgroundWorker,
-};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
 
 use super::gucs;
 use super::shared::{self, SlotState};
-use super::worker::{guarded, reload_config_if_asked, setup_signals, sleep, SCHEDULER_TYPE};
+use super::worker::{
+    guarded, reload_config_if_asked, setup_signals, sleep, Worker, SCHEDULER_TYPE,
+};
 
 /// Registers the launcher (from `_PG_init`).
 pub fn register() {
@@ -68,32 +66,20 @@ fn databases() -> Vec<(pg_sys::Oid, String)> {
     out
 }
 
-fn start_scheduler(dboid: pg_sys::Oid, name: &str) -> Option<DynamicBackgroundWorker> {
+fn start_scheduler(dboid: pg_sys::Oid, name: &str) -> Option<Worker> {
     // SAFETY: plain read of this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
     let title = format!("pg_perf scheduler {name}");
     let title: String = title.chars().take(90).collect();
-    // SAFETY: switching to TopMemoryContext (always valid) for the registration only.
-    unsafe {
-        PgMemoryContexts::TopMemoryContext.switch_to(|_| {
-            BackgroundWorkerBuilder::new(&title)
-                .set_type(SCHEDULER_TYPE)
-                .set_library("pg_perf")
-                .set_function("pg_perf_scheduler_main")
-                .enable_spi_access()
-                .set_restart_time(None)
-                .set_argument(Some(pg_sys::Datum::from(u32::from(dboid))))
-                .set_notify_pid(me)
-                .load_dynamic()
-                .ok()
-        })
-    }
-}
-
-fn stopped(h: &DynamicBackgroundWorker) -> bool {
-    matches!(
-        h.pid(),
-        Err(BackgroundWorkerStatus::Stopped) | Err(BackgroundWorkerStatus::PostmasterDied)
+    Worker::start(
+        BackgroundWorkerBuilder::new(&title)
+            .set_type(SCHEDULER_TYPE)
+            .set_library("pg_perf")
+            .set_function("pg_perf_scheduler_main")
+            .enable_spi_access()
+            .set_restart_time(None)
+            .set_argument(Some(pg_sys::Datum::from(u32::from(dboid))))
+            .set_notify_pid(me),
     )
 }
 
@@ -105,7 +91,7 @@ pub extern "C-unwind" fn pg_perf_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(None, None);
     // SAFETY: plain read of this process's pid.
     shared::set_launcher_pid(unsafe { pg_sys::MyProcPid });
-    let mut running: HashMap<pg_sys::Oid, DynamicBackgroundWorker> = HashMap::new();
+    let mut running: HashMap<pg_sys::Oid, Worker> = HashMap::new();
     let mut last_start: HashMap<pg_sys::Oid, Instant> = HashMap::new();
     loop {
         pgrx::check_for_interrupts!();
@@ -120,7 +106,7 @@ pub extern "C-unwind" fn pg_perf_launcher_main(_arg: pg_sys::Datum) {
             .collect();
         // Forget schedulers that ended; a scheduler that did not mark its database
         // Absent (no pg_perf) died and is started again below.
-        running.retain(|_, h| !stopped(h));
+        running.retain(|_, h| !h.stopped());
         // Stop what should not run.
         let wanted: HashMap<pg_sys::Oid, &str> = if enabled {
             dbs.iter().map(|(o, n)| (*o, n.as_str())).collect()
@@ -134,7 +120,7 @@ pub extern "C-unwind" fn pg_perf_launcher_main(_arg: pg_sys::Datum) {
             .collect();
         for o in extra {
             if let Some(h) = running.remove(&o) {
-                let _ = h.terminate();
+                h.terminate();
             }
         }
         let mut wait_ms = gucs::naptime_ms();

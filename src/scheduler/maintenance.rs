@@ -18,7 +18,6 @@ use std::time::Instant;
 
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
 
 use super::exec;
 use super::gucs;
@@ -422,21 +421,17 @@ fn run_maintenance(
         .ok()
         .flatten()
         .unwrap_or(i64::from(me));
-    // SAFETY: the handle must outlive this call only; TopMemoryContext is always valid.
-    let handle = unsafe {
-        PgMemoryContexts::TopMemoryContext.switch_to(|_| {
-            BackgroundWorkerBuilder::new(super::worker::RUNNER_TYPE)
-                .set_type(super::worker::RUNNER_TYPE)
-                .set_library("pg_perf")
-                .set_function("pg_perf_runner_main")
-                .enable_spi_access()
-                .set_restart_time(None)
-                .set_argument(Some(pg_sys::Datum::from(u32::from(db))))
-                .set_extra(&format!("m:{token}:{}", u32::from(user)))
-                .set_notify_pid(me)
-                .load_dynamic()
-        })
-    };
+    // The handle lives in this call's memory context: it is needed only until the runner ends.
+    let handle = BackgroundWorkerBuilder::new(super::worker::RUNNER_TYPE)
+        .set_type(super::worker::RUNNER_TYPE)
+        .set_library("pg_perf")
+        .set_function("pg_perf_runner_main")
+        .enable_spi_access()
+        .set_restart_time(None)
+        .set_argument(Some(pg_sys::Datum::from(u32::from(db))))
+        .set_extra(&format!("m:{token}:{}", u32::from(user)))
+        .set_notify_pid(me)
+        .load_dynamic();
     let Ok(handle) = handle else {
         pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,

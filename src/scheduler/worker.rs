@@ -15,11 +15,8 @@ use std::collections::HashMap;
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
-};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
 
 use super::exec::sys;
 use super::retry::RetryPolicy;
@@ -29,6 +26,56 @@ use super::{gucs, latest_due, next_slot, shared, Schedule, Window};
 pub const SCHEDULER_TYPE: &str = "pg_perf scheduler";
 /// bgw_type of job runners.
 pub const RUNNER_TYPE: &str = "pg_perf job runner";
+
+/// A dynamic background worker we started, with its handle freed when dropped (pgrx's
+/// handle is never freed: a scheduler starting a runner a second would leak).
+pub(super) struct Worker(*mut pg_sys::BackgroundWorkerHandle);
+
+impl Worker {
+    /// Registers `b` (its bgw_notify_pid should be this process, to be woken at its exit);
+    /// None when no worker slot is free (max_worker_processes).
+    pub(super) fn start(b: BackgroundWorkerBuilder) -> Option<Worker> {
+        let mut bgw: pg_sys::BackgroundWorker = (&b).into();
+        let mut handle: *mut pg_sys::BackgroundWorkerHandle = std::ptr::null_mut();
+        // SAFETY: registration with a filled struct; the handle is palloc'd in
+        // TopMemoryContext so it outlives transactions, and freed in Drop.
+        let ok = unsafe {
+            let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+            let ok = pg_sys::RegisterDynamicBackgroundWorker(&mut bgw, &mut handle);
+            pg_sys::MemoryContextSwitchTo(old);
+            ok
+        };
+        if ok && !handle.is_null() {
+            Some(Worker(handle))
+        } else {
+            None
+        }
+    }
+
+    /// True once the worker has exited (or the postmaster died).
+    pub(super) fn stopped(&self) -> bool {
+        let mut pid: pg_sys::pid_t = 0;
+        // SAFETY: a live handle from RegisterDynamicBackgroundWorker.
+        let st = unsafe { pg_sys::GetBackgroundWorkerPid(self.0, &mut pid) };
+        st == pg_sys::BgwHandleStatus::BGWH_STOPPED
+            || st == pg_sys::BgwHandleStatus::BGWH_POSTMASTER_DIED
+    }
+
+    /// Asks the postmaster to stop the worker (SIGTERM).
+    pub(super) fn terminate(&self) {
+        // SAFETY: a live handle.
+        unsafe { pg_sys::TerminateBackgroundWorker(self.0) };
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: allocated by RegisterDynamicBackgroundWorker, freed once.
+            unsafe { pg_sys::pfree(self.0.cast()) };
+        }
+    }
+}
 
 /// SIGTERM ends the process through PostgreSQL's own `die` (FATAL at the next interrupt
 /// check, which also cancels a running statement); SIGHUP sets ConfigReloadPending.
@@ -343,26 +390,20 @@ fn extension_installed() -> bool {
     .unwrap_or(false)
 }
 
-fn start_runner(dboid: pg_sys::Oid, runid: i64) -> Option<DynamicBackgroundWorker> {
+fn start_runner(dboid: pg_sys::Oid, runid: i64) -> Option<Worker> {
     // SAFETY: plain read of this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
-    // The handle is palloc'd in the current context: keep it for the process's life.
-    // SAFETY: switching to TopMemoryContext (always valid) for the registration only.
-    unsafe {
-        PgMemoryContexts::TopMemoryContext.switch_to(|_| {
-            BackgroundWorkerBuilder::new(RUNNER_TYPE)
-                .set_type(RUNNER_TYPE)
-                .set_library("pg_perf")
-                .set_function("pg_perf_runner_main")
-                .enable_spi_access()
-                .set_restart_time(None)
-                .set_argument(Some(pg_sys::Datum::from(u32::from(dboid))))
-                .set_extra(&runid.to_string())
-                .set_notify_pid(me)
-                .load_dynamic()
-                .ok()
-        })
-    }
+    Worker::start(
+        BackgroundWorkerBuilder::new(RUNNER_TYPE)
+            .set_type(RUNNER_TYPE)
+            .set_library("pg_perf")
+            .set_function("pg_perf_runner_main")
+            .enable_spi_access()
+            .set_restart_time(None)
+            .set_argument(Some(pg_sys::Datum::from(u32::from(dboid))))
+            .set_extra(&runid.to_string())
+            .set_notify_pid(me),
+    )
 }
 
 #[pg_guard]
@@ -391,7 +432,7 @@ pub extern "C-unwind" fn pg_perf_scheduler_main(arg: pg_sys::Datum) {
     guarded("marking interrupted runs", || {
         fail_orphans(None, "server restarted")
     });
-    let mut runners: HashMap<i64, DynamicBackgroundWorker> = HashMap::new();
+    let mut runners: HashMap<i64, Worker> = HashMap::new();
     let mut last_prune: Option<Timestamp> = None;
     loop {
         pgrx::check_for_interrupts!();
@@ -402,13 +443,7 @@ pub extern "C-unwind" fn pg_perf_scheduler_main(arg: pg_sys::Datum) {
         // Reap runners that ended.
         let ended: Vec<i64> = runners
             .iter()
-            .filter(|(_, h)| {
-                matches!(
-                    h.pid(),
-                    Err(BackgroundWorkerStatus::Stopped)
-                        | Err(BackgroundWorkerStatus::PostmasterDied)
-                )
-            })
+            .filter(|(_, h)| h.stopped())
             .map(|(id, _)| *id)
             .collect();
         for id in &ended {
