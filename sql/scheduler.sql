@@ -128,18 +128,13 @@ CREATE TABLE perf.statement_snapshots (
 );
 REVOKE ALL ON perf.statement_snapshots FROM PUBLIC;
 
--- Saves a snapshot now; returns the statements saved. Superusers (and members of
--- pg_read_all_stats, through a job they own) only.
+-- Saves a snapshot now; returns the statements saved. EXECUTE is revoked from PUBLIC: it
+-- is for superusers and the roles they grant it to (a `stats_snapshot` job runs it as its
+-- owner, so the same rule applies to jobs).
 CREATE FUNCTION perf.stats_snapshot() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE n bigint;
 BEGIN
-    IF NOT pg_catalog.pg_has_role(session_user, 'pg_read_all_stats', 'USAGE')
-       AND NOT pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') THEN
-        RAISE EXCEPTION 'perf.stats_snapshot() needs the privileges of pg_read_all_stats'
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'GRANT pg_read_all_stats TO the role that owns the job.';
-    END IF;
     INSERT INTO perf.statement_snapshots
     SELECT now(), s.userid, s.toplevel, s.queryid, s.calls, s.rows, s.total_exec_time,
            s.shared_blks_hit, s.shared_blks_read, s.p95_exec_time

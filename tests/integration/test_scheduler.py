@@ -205,13 +205,15 @@ def test_job_runs_as_the_role_that_scheduled_it(connect, fresh_db):
             a.execute(f"SELECT perf.schedule('whoami', '1 day', "
                       f"'INSERT INTO {role}_own SELECT current_user, "
                       f"pg_has_role(current_user, ''pg_read_server_files'', ''USAGE'')::text')")
+            a.execute("SELECT perf.schedule('snap', '1 day', '', kind => 'stats_snapshot')")
             ids = [a.execute("SELECT perf.run_job(%s)", (n,)).fetchone()[0]
-                   for n in ("steal", "escalate", "superuser_only", "whoami")]
+                   for n in ("steal", "escalate", "superuser_only", "whoami", "snap")]
             res = [wait_for(lambda i=i: finished(a, i), timeout=20) for i in ids]
         assert res[0][0] == "failed" and res[0][1] == "42501", res[0]
         assert res[1][0] == "failed" and res[1][1] == "42501", res[1]
         assert res[2][0] == "failed" and res[2][1] == "42501", res[2]
         assert res[3][0] == "succeeded", res[3]
+        assert res[4][0] == "failed" and res[4][1] == "42501", res[4]
         assert c.execute("SELECT count(*) FROM secret").fetchone()[0] == 1
         assert c.execute(f"SELECT who, cur FROM {role}_own").fetchone() == (role, "false")
         # Other roles cannot change the job; the owner's role OID is recorded.
@@ -395,3 +397,20 @@ def test_at_most_max_job_workers_run_at_once(connect, fresh_db):
             assert s2 >= f1, spans
     finally:
         set_system([("perf.max_job_workers", None)])
+
+
+def test_stats_snapshot_job_records_trends(connect, fresh_db):
+    c = connect()
+    c.execute("CREATE TABLE s (x int)")
+    c.execute("SELECT count(*) FROM s")  # in both snapshots: the trend is their difference
+    c.execute("SELECT perf.schedule('snap', '1 day', '', kind => 'stats_snapshot')")
+    first = c.execute("SELECT perf.run_job('snap')").fetchone()[0]
+    assert wait_for(lambda: finished(c, first), timeout=20)[0] == "succeeded"
+    for _ in range(7):
+        c.execute("SELECT count(*) FROM s")
+    second = c.execute("SELECT perf.run_job('snap')").fetchone()[0]
+    assert wait_for(lambda: finished(c, second), timeout=20)[0] == "succeeded"
+    assert c.execute("SELECT count(DISTINCT taken_at) FROM perf.statement_snapshots").fetchone()[0] == 2
+    assert c.execute(
+        "SELECT max(t.calls) FROM perf.statement_trends t JOIN perf.statements s USING (queryid) "
+        "WHERE s.query LIKE 'SELECT count(*) FROM s%'").fetchone()[0] == 7
