@@ -414,3 +414,26 @@ def test_stats_snapshot_job_records_trends(connect, fresh_db):
     assert c.execute(
         "SELECT max(t.calls) FROM perf.statement_trends t JOIN perf.statements s USING (queryid) "
         "WHERE s.query LIKE 'SELECT count(*) FROM s%'").fetchone()[0] == 7
+
+
+def test_crash_marks_in_flight_run_failed(connect, fresh_db):
+    import os
+    import signal
+    c = connect()
+    c.execute("SELECT perf.schedule('victim', '1 day', 'SELECT pg_sleep(60)')")
+    runid = c.execute("SELECT perf.run_job('victim')").fetchone()[0]
+    pid = wait_for(lambda: c.execute(
+        "SELECT pid FROM perf.job_runs WHERE runid = %s AND status = 'running'", (runid,)).fetchone()
+        and c.execute("SELECT pid FROM perf.job_runs WHERE runid = %s", (runid,)).fetchone()[0])
+    c.close()
+    os.kill(pid, signal.SIGKILL)  # the postmaster resets every process (crash recovery)
+
+    def check():
+        try:
+            with psycopg.connect(dsn(fresh_db), autocommit=True) as c2:
+                return finished(c2, runid)
+        except psycopg.OperationalError:
+            return None
+
+    r = wait_for(check, timeout=60, step=0.5)
+    assert r[0] == "failed" and "server restarted" in r[2], r
