@@ -437,3 +437,24 @@ def test_crash_marks_in_flight_run_failed(connect, fresh_db):
 
     r = wait_for(check, timeout=60, step=0.5)
     assert r[0] == "failed" and "server restarted" in r[2], r
+
+
+def test_partitions_detach_concurrently_and_parent_analyze(connect, fresh_db):
+    c = connect()
+    c.execute("CREATE TABLE m (at date, v int) PARTITION BY RANGE (at)")
+    c.execute("CREATE TABLE m_2025 PARTITION OF m FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')")
+    c.execute("CREATE TABLE m_2026 PARTITION OF m FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
+    c.execute("INSERT INTO m SELECT '2025-01-01'::date + (g % 700), g FROM generate_series(1, 5000) g")
+    # The partitioned parent has never been analyzed: the plan says so (autovacuum never will).
+    plan = c.execute("SELECT action, object FROM perf.maintenance_plan()").fetchall()
+    assert ("analyze", "m") in plan, plan
+    got = c.execute("SELECT action, object, status FROM perf.run_maintenance()").fetchall()
+    assert ("analyze", "m", "done") in got, got
+    assert c.execute(
+        "SELECT count(*) FROM pg_stats WHERE tablename = 'm' AND schemaname = 'public'").fetchone()[0] > 0
+    # DETACH PARTITION CONCURRENTLY refuses to run in a transaction block or function: a job runs it.
+    c.execute("SELECT perf.schedule('detach', '1 day', 'ALTER TABLE m DETACH PARTITION m_2025 CONCURRENTLY')")
+    rid = c.execute("SELECT perf.run_job('detach')").fetchone()[0]
+    r = wait_for(lambda: finished(c, rid), timeout=30)
+    assert r[0] == "succeeded", r
+    assert c.execute("SELECT relispartition FROM pg_class WHERE relname = 'm_2025'").fetchone()[0] is False
