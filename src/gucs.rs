@@ -299,6 +299,8 @@ pub fn init() {
         GucFlags::default(),
     );
 
+    // The scheduler's GUCs (src/scheduler/gucs.rs), before the prefix is reserved.
+    crate::scheduler::gucs::init();
     // SAFETY: called from _PG_init in the postmaster (or a backend loading the library),
     // single-threaded, after the GUCs above were defined; the string is a static C string.
     unsafe {

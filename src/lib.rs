@@ -39,6 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
     advisor::whatif::init();
     metrics::init();
     xact::init();
+    scheduler::init();
 }
 
 /// The version of the pg_perf library that is loaded in this server.

@@ -35,6 +35,7 @@ unsafe extern "C-unwind" fn shmem_request() {
     }
     crate::stats::shmem::request();
     crate::cache::store::request();
+    crate::scheduler::shmem_request();
 }
 
 #[pg_guard]
@@ -47,6 +48,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
     }
     crate::stats::shmem::startup();
     crate::cache::store::startup();
+    crate::scheduler::shmem_startup();
 }
 
 /// Direct bindings to the LWLock functions, bypassing pgrx's per-call `sigsetjmp` guard

@@ -779,6 +779,7 @@ unsafe extern "C-unwind" fn process_utility(
             }
         }
     };
+    crate::scheduler::before_utility(pstmt);
     // The result cache must see every utility statement, whatever perf.track says.
     // SAFETY: valid PlannedStmt.
     let cache_operation = crate::cache::invalidate::before_utility(unsafe { (*pstmt).utilityStmt });
