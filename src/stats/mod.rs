@@ -3,6 +3,7 @@
 //! statement uses, and SQL functions that rank statements and explain why they are slow.
 
 pub mod api;
+mod dump;
 pub mod encoding;
 pub mod fingerprint;
 pub mod histogram;
@@ -18,11 +19,8 @@ pub mod why_slow;
 #[cfg(any(test, feature = "pg_test"))]
 use pgrx::pg_schema;
 
-/// Called from `_PG_init` (postmaster, preload): executor and utility hooks. Shared memory
-/// is requested and attached through `crate::shmem`.
-pub fn init() {
-    hooks::install();
-}
+// Hooks are installed by `crate::pg::hooks` (entry points in `hooks`); shared memory is
+// requested and attached through `crate::pg::shmem` (`shmem::request`/`startup`).
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]

@@ -34,7 +34,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::fingerprint;
 use super::normalize;
-use crate::backend_local::BackendLocal;
+use crate::pg::backend_local::BackendLocal;
 
 /// Memo entries per backend (direct-mapped by key).
 pub const SLOTS: usize = 1024;
