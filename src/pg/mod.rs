@@ -4,6 +4,7 @@
 //! (`list`), text helpers (`text`), and the PG_TRY machinery (`try_catch`, `raw`).
 //! Capabilities register with it: see ARCHITECTURE.md.
 
+pub mod backend;
 pub mod backend_local;
 pub mod hooks;
 pub mod list;

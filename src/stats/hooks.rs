@@ -101,29 +101,12 @@ fn tracking(nesting: i32) -> bool {
     level_ok && unsafe { pg_sys::ParallelWorkerNumber } < 0
 }
 
-/// PostgreSQL functions called without pgrx's per-call guard (a sigsetjmp, about 100
-/// instructions, and an ERROR rebuilt from a few of its fields): both only return backend
-/// state and cannot raise an ERROR.
-mod raw {
-    unsafe extern "C-unwind" {
-        pub fn GetUserId() -> pgrx::pg_sys::Oid;
-        pub fn GetCurrentTransactionNestLevel() -> i32;
-    }
-}
-
-/// The current user (`GetUserId()`), without the FFI guard.
-#[inline]
-pub(super) fn current_user_id() -> u32 {
-    // SAFETY: returns a backend global; cannot raise an ERROR.
-    unsafe { raw::GetUserId().to_u32() }
-}
-
 #[inline]
 fn current_key(queryid: i64, nesting: i32) -> StatKey {
     // SAFETY: plain reads of backend state.
     unsafe {
         StatKey {
-            userid: raw::GetUserId().to_u32(),
+            userid: crate::pg::backend::current_user_id(),
             dbid: pg_sys::MyDatabaseId.to_u32(),
             queryid,
             toplevel: nesting == 0,
@@ -416,8 +399,7 @@ pub(crate) unsafe extern "C-unwind" fn executor_start(qd: *mut QueryDesc, eflags
     // dropping if it raises an ERROR (see the section comment).
     unsafe { pg_hooks::next_executor_start(qd, eflags) };
     if let Some((key, hash)) = tracked {
-        // SAFETY: returns a field of the current transaction state; cannot raise an ERROR.
-        let level = unsafe { raw::GetCurrentTransactionNestLevel() };
+        let level = crate::pg::backend::transaction_nest_level();
         push_running(qd as usize, key, hash, level);
     }
 }
@@ -820,9 +802,8 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
 
 /// Subtransaction events (called from `crate::pg::xact`).
 pub(crate) fn on_subxact_event(event: pg_sys::SubXactEvent::Type) {
-    // SAFETY: returns a field of the current transaction state (the subtransaction the
-    // event is about); cannot raise an ERROR.
-    let level = unsafe { raw::GetCurrentTransactionNestLevel() };
+    // The level of the subtransaction the event is about.
+    let level = crate::pg::backend::transaction_nest_level();
     match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => {
             with_local(|l| l.subxact_nesting.push((level, l.nesting)));

@@ -216,7 +216,7 @@ unsafe fn statement_key(
         } else {
             std::ffi::CStr::from_ptr(pg_sys::namespace_search_path).to_bytes()
         };
-        let context = (u64::from(crate::stats::hooks::current_user_id()) << 1)
+        let context = (u64::from(crate::pg::backend::current_user_id()) << 1)
             | u64::from(pg_sys::Transform_null_equals);
         if m.templates.is_empty() {
             m.templates.resize_with(TEMPLATES, TemplateSlot::default);
