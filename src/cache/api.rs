@@ -747,13 +747,17 @@ fn cached_result(
         None => crate::gucs::cache_default_ttl() as i64 * 1_000_000,
     };
     // Conditions under which the cache is not used at all.
+    // SAFETY: plain read of a backend global.
+    let isolation = unsafe { pg_sys::XactIsoLevel };
+    let in_recovery = || {
+        // SAFETY: a plain call that reads shared state and cannot fail.
+        unsafe { pg_sys::RecoveryInProgress() }
+    };
     let pre_refusal = if !crate::gucs::cache_enabled() {
         Some(Refusal::Disabled)
-    } else if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
-        // SAFETY (above): plain read of a backend global.
+    } else if isolation >= pg_sys::XACT_REPEATABLE_READ as i32 {
         Some(Refusal::Isolation)
-    } else if unsafe { pg_sys::RecoveryInProgress() } {
-        // SAFETY (above): plain call.
+    } else if in_recovery() {
         Some(Refusal::Recovery)
     } else if track::own_global_ddl() {
         // This transaction changed something every entry may depend on.

@@ -162,6 +162,7 @@ struct Shared {
 // SAFETY: single-threaded backends; pointers into shared memory valid for the server's life;
 // concurrent access is governed by the LWLocks and atomics described in the module docs.
 unsafe impl Send for Shared {}
+// SAFETY: as for Send.
 unsafe impl Sync for Shared {}
 
 static SHARED: OnceCell<Shared> = OnceCell::new();

@@ -411,6 +411,7 @@ struct Shared {
 // SAFETY: Postgres backends are single-threaded; the pointers refer to shared memory that
 // lives as long as the postmaster, and all concurrent access goes through LWLocks/spinlocks.
 unsafe impl Send for Shared {}
+// SAFETY: as for Send.
 unsafe impl Sync for Shared {}
 
 static SHARED: OnceCell<Shared> = OnceCell::new();

@@ -193,6 +193,7 @@ unsafe fn resolve(rv: *mut pg_sys::RangeVar) -> Option<pg_sys::Oid> {
 unsafe fn note_rangevar(rv: *mut pg_sys::RangeVar, children: bool) {
     // SAFETY: per the caller.
     match unsafe { resolve(rv) } {
+        // SAFETY: an OID just resolved (or InvalidOid, which is ignored).
         Some(oid) => unsafe { note_relation(oid, children) },
         None => ddl_pending(),
     }
