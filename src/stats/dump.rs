@@ -54,6 +54,10 @@ fn check_header(data: &[u8]) -> Result<usize, String> {
             "file format {f:#x}, this version of pg_perf reads {FORMAT_VERSION:#x}"
         )),
         (Some(MAGIC), _, _) => Err("truncated header".into()),
+        // Files of pg_perf before the header began with a bare format number "PERF....".
+        _ if data.get(4..8) == Some(&b"FREP"[..]) => {
+            Err("written by an older pg_perf, without a header".into())
+        }
         _ => Err("not a pg_perf statistics file".into()),
     }
 }
@@ -233,7 +237,7 @@ mod unit_tests {
         assert!(check_header(b"garbage, not a stats file").is_err());
         // The format before the header existed: a bare FORMAT_VERSION.
         let old = 0x5045_5246_0000_0006u64.to_le_bytes();
-        assert!(check_header(&old).is_err());
+        assert!(check_header(&old).unwrap_err().contains("older pg_perf"));
         let mut other_format = header();
         other_format[4..12].copy_from_slice(&0x5045_5246_0000_0006u64.to_le_bytes());
         assert!(check_header(&other_format)
