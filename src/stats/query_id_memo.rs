@@ -354,11 +354,18 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, _relid
 }
 
 /// Registers the invalidation callbacks once per backend.
+#[inline(always)]
 fn register_callbacks() {
-    use pg_sys::SysCacheIdentifier::*;
-    if with_memo(|m| std::mem::replace(&mut m.callbacks_registered, true)) {
-        return;
+    if !with_memo(|m| m.callbacks_registered) {
+        register_callbacks_now();
     }
+}
+
+#[cold]
+#[inline(never)]
+fn register_callbacks_now() {
+    use pg_sys::SysCacheIdentifier::*;
+    with_memo(|m| m.callbacks_registered = true);
     // SAFETY: registration runs once per backend, outside any critical section.
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(

@@ -485,7 +485,7 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
             }
         }),
         // The commit is visible now, but its catalog invalidations are sent later
-        // (AtEOXact_Inval): the brackets end in `on_resource_release`.
+        // (AtEOXact_Inval): the brackets end in `on_transaction_released`.
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {}
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => end_transaction(),
         // A prepared transaction's changes become visible at COMMIT PREPARED, which
@@ -495,15 +495,9 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
     }
 }
 
-/// Resource release (called from `crate::pg::xact`): at the top-level AFTER_LOCKS phase of
-/// a commit (or abort), the transaction's catalog invalidations have been sent; end its
-/// brackets.
-pub(crate) fn on_resource_release(
-    phase: pg_sys::ResourceReleasePhase::Type,
-    _is_commit: bool,
-    is_top_level: bool,
-) {
-    if is_top_level && phase == pg_sys::ResourceReleasePhase::RESOURCE_RELEASE_AFTER_LOCKS {
-        end_transaction();
-    }
+/// The transaction ended and its catalog invalidations were sent (called from
+/// `crate::pg::xact` at the top-level AFTER_LOCKS phase of resource release, after a commit
+/// or an abort): end its brackets.
+pub(crate) fn on_transaction_released() {
+    end_transaction();
 }
