@@ -11,7 +11,7 @@ use std::mem::size_of;
 
 use pgrx::pg_sys;
 
-use crate::shmem::LwLockGuard;
+use crate::pg::shmem::{self, LwLockGuard};
 
 const SEGMENT: &std::ffi::CStr = c"pg_perf scheduler";
 const TRANCHE: &std::ffi::CStr = c"pg_perf scheduler";
@@ -66,28 +66,17 @@ static mut LOCK: *mut pg_sys::LWLock = std::ptr::null_mut();
 
 /// Requests the segment and the lock (shmem_request hook, postmaster).
 pub fn request() {
-    // SAFETY: called from the shmem_request hook in the postmaster.
-    unsafe {
-        pg_sys::RequestAddinShmemSpace(size_of::<Shared>());
-        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
-    }
+    shmem::request_segment(size_of::<Shared>(), Some((TRANCHE, 1)));
 }
 
 /// Creates or attaches the segment (shmem_startup hook).
 pub fn startup() {
-    let mut found = false;
-    // SAFETY: AddinShmemInitLock serializes creation; the size matches `request()`.
+    // SAFETY: the shmem_startup hook, with the size and tranche requested in `request()`;
+    // a zeroed table is a valid empty one, so there is nothing more to initialize.
     unsafe {
-        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let p = pg_sys::ShmemInitStruct(SEGMENT.as_ptr(), size_of::<Shared>(), &mut found)
-            as *mut Shared;
-        if !found {
-            std::ptr::write_bytes(p as *mut u8, 0, size_of::<Shared>());
-        }
-        SHARED = p;
-        LOCK = &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
-        pg_sys::LWLockRelease(init_lock);
+        let (base, _found) = shmem::attach_segment(SEGMENT, size_of::<Shared>(), |_| {});
+        SHARED = base as *mut Shared;
+        LOCK = &raw mut (*shmem::named_tranche(TRANCHE)).lock;
     }
 }
 
