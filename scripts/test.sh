@@ -4,12 +4,14 @@
 #   2. `cargo pgrx test` for in-backend #[pg_test]s (pgrx starts its own preloaded cluster)
 #   3. pg_regress expected-output tests for the SQL surface, against a cluster we start
 #   4. out-of-process integration tests (pytest + psycopg, several real connections)
-# Usage: scripts/test.sh [unit|pgrx|regress|integration]...   (default: all)
+#   (and upgrade: the previous release's SQL, ALTER EXTENSION UPDATE, same schema as a fresh
+#   install, the regress suite on the upgraded database; scripts/upgrade-test.sh)
+# Usage: scripts/test.sh [unit|pgrx|regress|upgrade|integration]...   (default: all)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_ROOT"
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(unit pgrx regress integration)
+[ ${#stages[@]} -gt 0 ] || stages=(unit pgrx regress upgrade integration)
 want() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
 bash scripts/install-deps.sh
@@ -91,9 +93,10 @@ stage_query_id_check() {
 
 want unit && run_stage unit stage_unit
 want pgrx && run_stage pgrx stage_pgrx
-if want regress || want integration; then
+if want regress || want upgrade || want integration; then
     start_test_cluster
     want regress && run_stage regress stage_regress
+    want upgrade && run_stage upgrade bash scripts/upgrade-test.sh
     want integration && run_stage integration stage_integration
     run_stage query_id_check stage_query_id_check
     bash scripts/cluster.sh stop test "$TEST_PORT"

@@ -8,24 +8,14 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_ROOT"
 
-read -r old_version old_commit <sql/upgrades/previous
-new_version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+source "$(dirname "${BASH_SOURCE[0]}")/upgrade-lib.sh"
+old_version=$OLD_VERSION
+new_version=$NEW_VERSION
 [ "$old_version" != "$new_version" ] || die "sql/upgrades/previous names the current version $new_version"
-script="sql/pg_perf--$old_version--$new_version.sql"
-[ -f "$script" ] || die "missing $script: every release ships an upgrade script from the previous one"
-
-old_sql="$REPO_ROOT/target/upgrade/pg_perf--$old_version.sql"
-if [ ! -s "$old_sql" ]; then
-    log "generating the $old_version install script from $old_commit"
-    src="$REPO_ROOT/target/upgrade/src-$old_version"
-    rm -rf "$src"
-    mkdir -p "$src"
-    git archive "$old_commit" | tar -x -C "$src"
-    (cd "$src" && CARGO_TARGET_DIR="$REPO_ROOT/target/upgrade/build" \
-        cargo pgrx schema "pg$PG_MAJOR" --pg-config "$PG_CONFIG" --out "$old_sql.tmp" >"$REPO_ROOT/target/upgrade/schema.log" 2>&1) ||
-        { tail -n 30 "$REPO_ROOT/target/upgrade/schema.log" >&2; die "cargo pgrx schema failed for $old_commit"; }
-    mv "$old_sql.tmp" "$old_sql"
-fi
+script=$UPGRADE_SCRIPT
+[ -f "$script" ] || die "missing $script: every release ships an upgrade script from the previous one (scripts/make-upgrade-sql.sh)"
+mkdir -p "$UPGRADE_DIR"
+old_sql=$(release_install_sql "$OLD_VERSION" "$OLD_COMMIT")
 extdir="$("$PG_CONFIG" --sharedir)/extension"
 cp "$old_sql" "$extdir/pg_perf--$old_version.sql"
 cp "$script" "$extdir/"
@@ -40,23 +30,68 @@ q -d pg_perf_upgraded -c "CREATE TABLE upgrade_probe (id int)" -c "SELECT perf.c
 q -d pg_perf_upgraded -c "ALTER EXTENSION pg_perf UPDATE TO '$new_version'"
 got=$(q -d pg_perf_upgraded -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_perf'")
 [ "$got" = "$new_version" ] || die "after the update the extension is at $got, not $new_version"
-tracked=$(q -d pg_perf_upgraded -c "SELECT count(*) FROM perf.cache_tracked WHERE relation = 'upgrade_probe'::regclass")
+tracked=$(q -d pg_perf_upgraded -c "SELECT count(*) FROM perf.cache_tracked WHERE relid = 'upgrade_probe'::regclass")
 [ "$tracked" = 1 ] || die "the table the old release tracked is no longer tracked after the update"
 q -d pg_perf_upgraded -c "SELECT perf.cache_untrack('upgrade_probe')" -c "DROP TABLE upgrade_probe"
 
-out="$REPO_ROOT/target/upgrade"
-dump() {
-    # Every object of the extension's schema with its ACL; comments and ownership included.
-    as_postgres "$(pgbin pg_dump)" -h 127.0.0.1 -p "$TEST_PORT" -U postgres --schema-only --schema=perf "$1" |
-        grep -v '^--' | grep -v '^$' | grep -v '^SET \|^SELECT pg_catalog.set_config'
-}
+out="$UPGRADE_DIR"
+# Every object the extension owns, described from the catalogs in a canonical order (pg_dump
+# leaves extension members out): definition, owner, ACL, and for relations their columns,
+# defaults, constraints, indexes, triggers, policies and options; plus the extension's
+# configuration tables.
+describe_sql=$(cat <<'SQL'
+WITH members AS (
+    SELECT d.classid, d.objid, pg_describe_object(d.classid, d.objid, 0) AS name
+      FROM pg_depend d
+     WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+       AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_perf')
+)
+SELECT m.name || E'\n' || CASE m.classid
+    WHEN 'pg_proc'::regclass THEN
+        (SELECT pg_get_functiondef(p.oid) || E'\nowner ' || p.proowner::regrole || ' acl ' || coalesce(p.proacl::text, '-')
+           FROM pg_proc p WHERE p.oid = m.objid)
+    WHEN 'pg_class'::regclass THEN
+        (SELECT 'kind ' || c.relkind::text || ' owner ' || c.relowner::regrole || ' acl ' || coalesce(c.relacl::text, '-')
+                || ' rls ' || c.relrowsecurity || ' options ' || coalesce(c.reloptions::text, '-')
+                || E'\n' || coalesce(pg_get_viewdef(c.oid), '')
+                || coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                                  || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+                                  || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), '')
+                                  || CASE WHEN a.attidentity <> '' THEN ' identity ' || a.attidentity::text ELSE '' END
+                                  || coalesce(' acl ' || a.attacl::text, ''), E'\n' ORDER BY a.attnum)
+                               FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
+                || coalesce(E'\n' || (SELECT string_agg(co.conname || ' ' || pg_get_constraintdef(co.oid), E'\n' ORDER BY co.conname)
+                               FROM pg_constraint co WHERE co.conrelid = c.oid), '')
+                || coalesce(E'\n' || (SELECT string_agg(pg_get_indexdef(i.indexrelid), E'\n' ORDER BY 1)
+                               FROM pg_index i WHERE i.indrelid = c.oid), '')
+                || coalesce(E'\n' || (SELECT string_agg(pg_get_triggerdef(t.oid), E'\n' ORDER BY t.tgname)
+                               FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal), '')
+                || coalesce(E'\n' || (SELECT string_agg(po.polname || ' ' || po.polcmd::text || ' ' || po.polpermissive
+                                  || ' ' || po.polroles::regrole[]::text || ' ' || coalesce(pg_get_expr(po.polqual, po.polrelid), '-')
+                                  || ' ' || coalesce(pg_get_expr(po.polwithcheck, po.polrelid), '-'), E'\n' ORDER BY po.polname)
+                               FROM pg_policy po WHERE po.polrelid = c.oid), '')
+           FROM pg_class c WHERE c.oid = m.objid)
+    ELSE ''
+  END || coalesce(E'\ncomment ' || obj_description(m.objid, m.classid::regclass::text), '')
+  FROM members m
+UNION ALL
+SELECT 'extension config ' || coalesce(extconfig::regclass[]::text, '-') || ' ' || coalesce(extcondition::text, '-')
+  FROM pg_extension WHERE extname = 'pg_perf'
+UNION ALL
+SELECT 'schema perf owner ' || nspowner::regrole || ' acl ' || coalesce(nspacl::text, '-')
+  FROM pg_namespace WHERE nspname = 'perf'
+ORDER BY 1
+SQL
+)
+dump() { q -d "$1" -c "$describe_sql"; }
 dump pg_perf_fresh >"$out/fresh.sql"
 dump pg_perf_upgraded >"$out/upgraded.sql"
 if ! diff -u "$out/fresh.sql" "$out/upgraded.sql" >"$out/schema.diff"; then
     head -n 80 "$out/schema.diff" >&2
     die "the updated schema differs from a fresh install (full diff: $out/schema.diff)"
 fi
-log "$old_version -> $new_version: same schema as a fresh install ($(wc -l <"$out/fresh.sql") lines of pg_dump)"
+log "$old_version -> $new_version: same schema as a fresh install ($(grep -c "" "$out/fresh.sql") lines describing $(q -d pg_perf_fresh -c "SELECT count(*) FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e' AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_perf')") objects)"
 
 # The regress suite (its install test aside) against the upgraded database.
 regress_out="$out/regress"
