@@ -12,6 +12,7 @@ mod backend_local;
 pub mod cache;
 pub mod error;
 pub mod gucs;
+pub mod partition;
 pub mod pg;
 pub mod scheduler;
 pub mod shmem;
@@ -37,6 +38,7 @@ pub extern "C-unwind" fn _PG_init() {
     cache::init();
     advisor::whatif::init();
     xact::init();
+    partition::init();
 }
 
 /// The version of the pg_perf library that is loaded in this server.

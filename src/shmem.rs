@@ -35,6 +35,7 @@ unsafe extern "C-unwind" fn shmem_request() {
     }
     crate::stats::shmem::request();
     crate::cache::store::request();
+    crate::partition::progress::request();
 }
 
 #[pg_guard]
@@ -47,6 +48,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
     }
     crate::stats::shmem::startup();
     crate::cache::store::startup();
+    crate::partition::progress::startup();
 }
 
 /// Direct bindings to the LWLock functions, bypassing pgrx's per-call `sigsetjmp` guard

@@ -1,0 +1,825 @@
+-- Partition sets: perf.partition_table(), perf.partition_maintenance(), their views.
+-- Design and lock order: README.md, "Partitioning". Everything here runs as the caller;
+-- only perf._partition_config_put() (Rust, src/partition/config.rs) writes the config table,
+-- after checking that the caller owns the table.
+
+-- One row per partition set. Keys are numeric: for integer sets the value itself; for time
+-- sets the epoch of the wall-clock time in the set's time zone (so that daily partitions of
+-- a timestamptz column stay aligned to local midnight, whatever the session's TimeZone).
+CREATE TABLE perf.partition_config (
+    parent            regclass PRIMARY KEY,
+    control           name NOT NULL,
+    control_type      regtype NOT NULL,
+    kind              text NOT NULL CHECK (kind IN ('time', 'integer', 'hash')),
+    step              text,            -- the interval as given ('1 day', '10000')
+    step_months       integer,         -- time sets: a step of whole months ...
+    step_seconds      numeric,         -- ... or of a fixed length; integer sets: the step
+    anchor            numeric,         -- key of one partition boundary (all others follow)
+    tz                text,            -- time zone time-set boundaries are computed in
+    premake           integer NOT NULL DEFAULT 4 CHECK (premake BETWEEN 0 AND 10000),
+    retention         text,            -- interval (time) or integer distance; NULL = keep all
+    retention_mode    text NOT NULL DEFAULT 'drop'
+                      CHECK (retention_mode IN ('drop', 'detach') OR retention_mode LIKE 'schema:_%'),
+    default_partition boolean NOT NULL DEFAULT true,
+    hash_partitions   integer,
+    template          regclass,        -- new partitions copy its storage parameters
+    created           timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON perf.partition_config FROM PUBLIC;
+GRANT SELECT ON perf.partition_config TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('perf.partition_config', '');
+
+-- The time partition maintenance treats as now: perf.partition_now if set, else now().
+CREATE FUNCTION perf.partition_now() RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting('perf.partition_now', true), '')::timestamptz, now())
+$$;
+
+-- A relation name of at most 63 bytes made of the parent's name and a suffix: the parent's
+-- part is shortened (by whole characters), never the suffix that makes the name unique.
+CREATE FUNCTION perf._partition_name(base text, suffix text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+BEGIN
+    WHILE octet_length(base || suffix) > 63 LOOP
+        base := left(base, -1);
+    END LOOP;
+    RETURN base || suffix;
+END $$;
+
+-- Key (see perf.partition_config) of a wall-clock timestamp / the timestamp of a key.
+CREATE FUNCTION perf._partition_ts_key(ts timestamp) RETURNS numeric
+LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT extract(epoch FROM ts) $$;
+CREATE FUNCTION perf._partition_key_ts(k numeric) RETURNS timestamp
+LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT 'epoch'::timestamp + k * interval '1 second' $$;
+
+-- SQL expression giving the key of the partition holding the value of expression `x`.
+CREATE FUNCTION perf._partition_bucket_expr(c perf.partition_config, x text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    loc text;
+    a timestamp;
+BEGIN
+    IF c.kind = 'integer' THEN
+        RETURN format('(%s + floor((%s - %s)::numeric / %s) * %s)', c.anchor, x, c.anchor,
+                      c.step_seconds, c.step_seconds);
+    END IF;
+    loc := CASE c.control_type
+               WHEN 'timestamptz'::regtype THEN format('(%s AT TIME ZONE %L)', x, c.tz)
+               ELSE format('(%s)::timestamp', x) END;
+    a := perf._partition_key_ts(c.anchor);
+    IF c.step_months > 0 THEN
+        RETURN format('extract(epoch FROM %L::timestamp + (floor(((extract(year FROM %s) * 12 + extract(month FROM %s)) - %s) / %s) * %s) * interval ''1 month'')',
+                      a, loc, loc, extract(year FROM a) * 12 + extract(month FROM a),
+                      c.step_months, c.step_months);
+    END IF;
+    RETURN format('(%s + floor((extract(epoch FROM %s) - %s) / %s) * %s)', c.anchor, loc,
+                  c.anchor, c.step_seconds, c.step_seconds);
+END $$;
+
+-- Key of the partition holding `v` (a value of the control column, as text).
+CREATE FUNCTION perf._partition_bucket(c perf.partition_config, v text) RETURNS numeric
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    k numeric;
+BEGIN
+    EXECUTE 'SELECT ' || perf._partition_bucket_expr(c, format('%L::%s', v, c.control_type)) INTO k;
+    RETURN k;
+END $$;
+
+-- The key following `k`.
+CREATE FUNCTION perf._partition_next(c perf.partition_config, k numeric) RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN c.kind = 'time' AND c.step_months > 0
+                THEN perf._partition_ts_key(perf._partition_key_ts(k) + make_interval(months => c.step_months))
+                ELSE k + c.step_seconds END
+$$;
+
+-- A key as a literal of the control column's type (for FOR VALUES and CHECK).
+CREATE FUNCTION perf._partition_literal(c perf.partition_config, k numeric) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN c.kind = 'integer' THEN k::bigint::text
+        WHEN c.control_type = 'timestamptz'::regtype
+            THEN format('%L::timestamptz', (perf._partition_key_ts(k) AT TIME ZONE c.tz)::text)
+        ELSE format('%L::%s', perf._partition_key_ts(k)::text, c.control_type) END
+$$;
+
+-- The name suffix of the partition starting at key `k`: _pYYYYMMDD[_HH24MI[SS]] or _pN.
+CREATE FUNCTION perf._partition_suffix(c perf.partition_config, k numeric) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN c.kind = 'integer' THEN
+            '_p' || CASE WHEN k < 0 THEN 'm' || (-k)::bigint::text ELSE k::bigint::text END
+        WHEN c.step_months > 0 OR c.step_seconds % 86400 = 0 THEN
+            '_p' || to_char(perf._partition_key_ts(k), 'YYYYMMDD')
+        WHEN c.step_seconds % 60 = 0 THEN
+            '_p' || to_char(perf._partition_key_ts(k), 'YYYYMMDD_HH24MI')
+        ELSE '_p' || to_char(perf._partition_key_ts(k), 'YYYYMMDD_HH24MISS') END
+$$;
+
+-- Bound literal of a partition bound expression ('2024-01-01 00:00:00+00' or 100): the
+-- text between the quotes, NULL for MINVALUE/MAXVALUE.
+CREATE FUNCTION perf._partition_unquote(b text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN b LIKE '''%''' THEN replace(substr(b, 2, length(b) - 2), '''''', '''')
+                WHEN b ~ '^-?[0-9]+$' THEN b END
+$$;
+
+-- Every partition of a set: its bounds as keys (NULL for the default / non-range ones).
+CREATE FUNCTION perf._partition_children(c perf.partition_config)
+RETURNS TABLE (relid oid, lo numeric, hi numeric, is_default boolean)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r record;
+    m text[];
+BEGIN
+    FOR r IN SELECT i.inhrelid AS oid, pg_get_expr(k.relpartbound, k.oid) AS b
+               FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid
+              WHERE i.inhparent = c.parent
+    LOOP
+        relid := r.oid;
+        is_default := r.b = 'DEFAULT';
+        lo := NULL;
+        hi := NULL;
+        m := regexp_match(r.b, '^FOR VALUES FROM \((.*)\) TO \((.*)\)$');
+        IF m IS NOT NULL AND c.kind <> 'hash' THEN
+            lo := perf._partition_bucket_key(c, perf._partition_unquote(m[1]));
+            hi := perf._partition_bucket_key(c, perf._partition_unquote(m[2]));
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
+-- The exact key of a bound value (not rounded to a partition boundary).
+CREATE FUNCTION perf._partition_bucket_key(c perf.partition_config, v text) RETURNS numeric
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN v IS NULL THEN NULL
+        WHEN c.kind = 'integer' THEN v::numeric
+        WHEN c.control_type = 'timestamptz'::regtype
+            THEN perf._partition_ts_key(v::timestamptz AT TIME ZONE c.tz)
+        WHEN c.control_type = 'date'::regtype THEN perf._partition_ts_key(v::date::timestamp)
+        ELSE perf._partition_ts_key(v::timestamp) END
+$$;
+
+-- Column list of a table (for INSERT ... SELECT that does not depend on column order).
+CREATE FUNCTION perf._partition_columns(rel regclass) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
+      FROM pg_attribute
+     WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+$$;
+
+-- Sleeps before lock attempt n+1 (randomized, growing, at most ~2 s).
+CREATE FUNCTION perf._partition_backoff(n integer) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT pg_sleep(least(2.0, 0.02 * power(2, least(n, 10))) * (0.5 + random()))
+$$;
+
+-- Creates the standalone table that becomes the partition [lo, hi) of set c: same columns,
+-- defaults, CHECK and NOT NULL constraints, storage and comments as the parent, the
+-- template's storage parameters and the parent's grants, plus a CHECK constraint matching
+-- the bounds so that ATTACH PARTITION skips its validation scan. Returns it.
+CREATE FUNCTION perf._partition_standalone(c perf.partition_config, lo numeric, hi numeric)
+RETURNS regclass
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    nsp text;
+    relname text;
+    opts text[];
+    t regclass;
+    g record;
+BEGIN
+    SELECT n.nspname, perf._partition_name(p.relname, perf._partition_suffix(c, lo))
+      INTO nsp, relname
+      FROM pg_class p JOIN pg_namespace n ON n.oid = p.relnamespace
+     WHERE p.oid = c.parent;
+    IF c.template IS NOT NULL THEN
+        SELECT reloptions INTO opts FROM pg_class WHERE oid = c.template;
+    END IF;
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
+                   'INCLUDING STORAGE INCLUDING COMMENTS INCLUDING GENERATED)%s',
+                   nsp, relname, c.parent,
+                   CASE WHEN opts IS NULL THEN ''
+                        ELSE format(' WITH (%s)', array_to_string(opts, ', ')) END);
+    t := format('%I.%I', nsp, relname)::regclass;
+    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT perf_partition_bound CHECK (%I IS NOT NULL AND %I >= %s AND %I < %s)',
+                   t, c.control, c.control, perf._partition_literal(c, lo),
+                   c.control, perf._partition_literal(c, hi));
+    -- The parent's grants (its owner's own rights come with ownership).
+    FOR g IN SELECT a.grantee, a.privilege_type, a.is_grantable
+               FROM pg_class p, aclexplode(p.relacl) a
+              WHERE p.oid = c.parent AND a.grantee <> p.relowner
+    LOOP
+        EXECUTE format('GRANT %s ON %s TO %s%s', g.privilege_type, t,
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END,
+                       CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+    RETURN t;
+END $$;
+
+-- Moves the rows of the default partition `d` that belong in [lo, hi) into table t.
+CREATE FUNCTION perf._partition_move(c perf.partition_config, d regclass, t regclass,
+                                     lo numeric, hi numeric) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    cols text := perf._partition_columns(c.parent);
+    n bigint;
+BEGIN
+    EXECUTE format('WITH m AS (DELETE FROM ONLY %s WHERE %I >= %s AND %I < %s RETURNING %s) '
+                   'INSERT INTO %s (%s) SELECT %s FROM m',
+                   d, c.control, perf._partition_literal(c, lo), c.control,
+                   perf._partition_literal(c, hi), cols, t, cols, cols);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+-- Maintenance of one set; see perf.partition_maintenance(). `from_key`: also create the
+-- partitions from this key on (partition_table's start).
+CREATE FUNCTION perf._partition_maintain_set(c perf.partition_config, from_key numeric DEFAULT NULL)
+RETURNS TABLE ("set" regclass, action text, object text, detail text)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    retries int := current_setting('perf.partition_lock_retries')::int;
+    saved_timeout text := current_setting('lock_timeout');
+    now_ts timestamptz := perf.partition_now();
+    d regclass;
+    ch_lo numeric[];
+    ch_hi numeric[];
+    ch_rel oid[];
+    b_lo numeric[] := '{}';
+    b_rows bigint[] := '{}';
+    cur numeric;
+    k numeric;
+    k2 numeric;
+    cutoff numeric;
+    maxval text;
+    attempt int;
+    n bigint;
+    moved bigint := 0;
+    in_default bigint := 0;
+    total int := 0;
+    ahead int := 0;
+    new_lo numeric[] := '{}';
+    new_hi numeric[] := '{}';
+    new_rows bigint[] := '{}';
+    new_rel regclass[] := '{}';
+    expired oid[] := '{}';
+    expired_name text[] := '{}';
+    has_rows boolean;
+    i int;
+BEGIN
+    IF c.kind = 'hash' THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('lock_timeout', current_setting('perf.partition_lock_timeout'), true);
+    -- 1. SHARE UPDATE EXCLUSIVE on the parent: conflicts with no reader or writer, only with
+    --    DDL, VACUUM/ANALYZE and another maintenance of the same set (which it serializes).
+    attempt := 0;
+    LOOP
+        BEGIN
+            EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', c.parent);
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            attempt := attempt + 1;
+            IF attempt >= retries THEN RAISE; END IF;
+            PERFORM perf._partition_backoff(attempt);
+        END;
+    END LOOP;
+
+    SELECT array_agg(x.lo ORDER BY x.lo) FILTER (WHERE x.lo IS NOT NULL),
+           array_agg(x.hi ORDER BY x.lo) FILTER (WHERE x.lo IS NOT NULL),
+           array_agg(x.relid ORDER BY x.lo) FILTER (WHERE x.lo IS NOT NULL),
+           (array_agg(x.relid) FILTER (WHERE x.is_default))[1]
+      INTO ch_lo, ch_hi, ch_rel, d
+      FROM perf._partition_children(c) x;
+    ch_lo := coalesce(ch_lo, '{}');
+    ch_hi := coalesce(ch_hi, '{}');
+    ch_rel := coalesce(ch_rel, '{}');
+
+    -- 2. Where "now" is: the clock for time sets, the largest value for integer sets.
+    IF c.kind = 'time' THEN
+        cur := perf._partition_bucket(c, now_ts::text);
+    ELSE
+        EXECUTE format('SELECT max(%I)::text FROM %s', c.control, c.parent) INTO maxval;
+        cur := coalesce(perf._partition_bucket(c, maxval), c.anchor);
+    END IF;
+
+    -- 3. Rows sitting in the default partition, by the partition they belong in.
+    IF d IS NOT NULL THEN
+        EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s)', d) INTO STRICT has_rows;
+        IF has_rows THEN
+            EXECUTE format('SELECT coalesce(array_agg(b ORDER BY b), ''{}''), coalesce(array_agg(n ORDER BY b), ''{}'') FROM '
+                           '(SELECT %s AS b, count(*) AS n FROM ONLY %s WHERE %I IS NOT NULL GROUP BY 1) s',
+                           perf._partition_bucket_expr(c, quote_ident(c.control)), d, c.control)
+                INTO b_lo, b_rows;
+            SELECT coalesce(sum(x), 0) INTO in_default FROM unnest(b_rows) x;
+        END IF;
+    END IF;
+
+    -- 4. Partitions to create: from from_key (or now) to premake ahead of now, and those
+    --    for rows in the default; never a range an existing partition (ours or not) covers.
+    k := least(cur, coalesce(from_key, cur));
+    LOOP
+        IF k >= cur THEN
+            EXIT WHEN ahead > c.premake;
+            ahead := ahead + 1;
+        END IF;
+        total := total + 1;
+        IF total > 10000 THEN
+            RAISE EXCEPTION 'partition set % would need more than 10000 new partitions', c.parent
+                USING ERRCODE = 'program_limit_exceeded',
+                      HINT = 'Use a later start, a longer interval or a smaller premake.';
+        END IF;
+        k2 := perf._partition_next(c, k);
+        IF k <> ALL (b_lo) AND NOT EXISTS (SELECT FROM unnest(ch_lo, ch_hi) e(lo, hi)
+                                            WHERE e.lo < k2 AND e.hi > k) THEN
+            new_lo := new_lo || k;
+            new_hi := new_hi || k2;
+            new_rows := new_rows || 0::bigint;
+        END IF;
+        k := k2;
+    END LOOP;
+    FOR i IN 1 .. cardinality(b_lo) LOOP
+        k2 := perf._partition_next(c, b_lo[i]);
+        IF NOT EXISTS (SELECT FROM unnest(ch_lo, ch_hi) e(lo, hi) WHERE e.lo < k2 AND e.hi > b_lo[i]) THEN
+            new_lo := new_lo || b_lo[i];
+            new_hi := new_hi || k2;
+            new_rows := new_rows || b_rows[i];
+        END IF;
+    END LOOP;
+
+    -- 5. Retention: partitions wholly older than the cutoff (premade ones not even created).
+    IF c.retention IS NOT NULL THEN
+        IF c.kind = 'time' THEN
+            cutoff := perf._partition_bucket_key(c, (now_ts - c.retention::interval)::text);
+        ELSE
+            cutoff := cur - c.retention::numeric;
+        END IF;
+        FOR i IN 1 .. cardinality(ch_rel) LOOP
+            IF ch_hi[i] <= cutoff THEN
+                expired := expired || ch_rel[i];
+                expired_name := expired_name || ch_rel[i]::regclass::text;
+            END IF;
+        END LOOP;
+        SELECT coalesce(array_agg(x.lo ORDER BY x.lo), '{}'), coalesce(array_agg(x.hi ORDER BY x.lo), '{}'),
+               coalesce(array_agg(x.n ORDER BY x.lo), '{}')
+          INTO new_lo, new_hi, new_rows
+          FROM unnest(new_lo, new_hi, new_rows) x(lo, hi, n) WHERE x.hi > cutoff OR x.n > 0;
+    END IF;
+
+    IF cardinality(new_lo) = 0 AND cardinality(expired) = 0 THEN
+        PERFORM set_config('lock_timeout', saved_timeout, true);
+        RETURN;  -- nothing to do: the common case, a few catalog reads
+    END IF;
+
+    -- 6. Standalone tables; rows in the default moved into them (no lock stronger than
+    --    ROW EXCLUSIVE on the default: readers and writers carry on).
+    FOR i IN 1 .. cardinality(new_lo) LOOP
+        new_rel := new_rel || perf._partition_standalone(c, new_lo[i], new_hi[i]);
+        IF new_rows[i] > 0 THEN
+            attempt := 0;
+            LOOP
+                BEGIN
+                    n := perf._partition_move(c, d, new_rel[i], new_lo[i], new_hi[i]);
+                    EXIT;
+                EXCEPTION WHEN lock_not_available THEN
+                    attempt := attempt + 1;
+                    IF attempt >= retries THEN RAISE; END IF;
+                    PERFORM perf._partition_backoff(attempt);
+                END;
+            END LOOP;
+            moved := moved + n;
+            PERFORM perf._partition_progress(c.parent, 'moving rows', moved, in_default, 0);
+        END IF;
+    END LOOP;
+
+    -- 7. Short exclusive part, all or nothing per attempt, locks in one order: parent (only
+    --    when retention must detach or drop), then the default partition, then the new
+    --    tables. A lock not granted within perf.partition_lock_timeout rolls the attempt back,
+    --    which releases the locks it took, so queued sessions go ahead before the retry.
+    attempt := 0;
+    LOOP
+        BEGIN
+            n := 0;
+            IF cardinality(expired) > 0 THEN
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', c.parent);
+            END IF;
+            IF d IS NOT NULL AND cardinality(new_rel) > 0 THEN
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', d);
+            END IF;
+            FOR i IN 1 .. cardinality(new_rel) LOOP
+                IF d IS NOT NULL THEN
+                    -- Rows written to the default since step 6.
+                    n := n + perf._partition_move(c, d, new_rel[i], new_lo[i], new_hi[i]);
+                END IF;
+                EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)',
+                               c.parent, new_rel[i], perf._partition_literal(c, new_lo[i]),
+                               perf._partition_literal(c, new_hi[i]));
+                EXECUTE format('ALTER TABLE %s DROP CONSTRAINT perf_partition_bound', new_rel[i]);
+                IF in_default > 0 THEN
+                    PERFORM perf._partition_progress(c.parent, 'attaching', moved + n, in_default, i);
+                END IF;
+            END LOOP;
+            FOR i IN 1 .. cardinality(expired) LOOP
+                IF c.retention_mode = 'drop' THEN
+                    EXECUTE format('DROP TABLE %s', expired[i]::regclass);
+                ELSE
+                    EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', c.parent, expired[i]::regclass);
+                    IF c.retention_mode LIKE 'schema:%' THEN
+                        EXECUTE format('ALTER TABLE %s SET SCHEMA %I', expired[i]::regclass,
+                                       substr(c.retention_mode, 8));
+                    END IF;
+                END IF;
+            END LOOP;
+            moved := moved + n;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            attempt := attempt + 1;
+            IF attempt >= retries THEN RAISE; END IF;
+            PERFORM perf._partition_backoff(attempt);
+        END;
+    END LOOP;
+
+    RETURN QUERY
+    SELECT c.parent, 'create', x.rel::text,
+           format('FROM (%s) TO (%s)', perf._partition_literal(c, x.lo), perf._partition_literal(c, x.hi))
+           || CASE WHEN x.n > 0 THEN format(', %s rows moved from the default partition', x.n) ELSE '' END
+      FROM unnest(new_rel, new_lo, new_hi, new_rows) x(rel, lo, hi, n);
+    RETURN QUERY
+    SELECT c.parent, CASE WHEN c.retention_mode = 'drop' THEN 'drop'
+                          WHEN c.retention_mode = 'detach' THEN 'detach' ELSE 'move' END,
+           CASE WHEN c.retention_mode = 'drop' THEN x.name ELSE x.rel::regclass::text END,
+           CASE WHEN c.retention_mode = 'drop' THEN 'retention ' || c.retention
+                WHEN c.retention_mode = 'detach' THEN 'detached, retention ' || c.retention
+                ELSE 'detached and moved to schema ' || substr(c.retention_mode, 8) END
+      FROM unnest(expired, expired_name) x(rel, name);
+    IF moved > 0 THEN
+        RETURN QUERY SELECT c.parent, 'drain'::text, d::text,
+                            format('%s rows moved out of the default partition', moved);
+    END IF;
+    -- Partitioned parents are never auto-analyzed: their statistics after a change.
+    EXECUTE format('ANALYZE %s', c.parent);
+    RETURN QUERY SELECT c.parent, 'analyze'::text, c.parent::text, NULL::text;
+    PERFORM perf._partition_progress_done();
+    PERFORM set_config('lock_timeout', saved_timeout, true);
+END $$;
+
+-- Runs one set's maintenance as the table's owner (so the DDL, and the triggers that moving
+-- rows fires, run with the owner's rights, and new partitions belong to the owner).
+CREATE FUNCTION perf._partition_as_owner(c perf.partition_config, from_key numeric DEFAULT NULL)
+RETURNS TABLE ("set" regclass, action text, object text, detail text)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    owner_name name;
+    saved_role text := current_setting('role');
+BEGIN
+    SELECT r.rolname INTO owner_name FROM pg_class k JOIN pg_roles r ON r.oid = k.relowner
+     WHERE k.oid = c.parent;
+    IF owner_name IS DISTINCT FROM current_user AND pg_has_role(owner_name, 'MEMBER') THEN
+        PERFORM set_config('role', owner_name, true);
+    END IF;
+    RETURN QUERY SELECT * FROM perf._partition_maintain_set(c, from_key);
+    PERFORM set_config('role', saved_role, true);
+END $$;
+
+-- Premakes future partitions, applies retention, drains rows that landed in the default
+-- partition into proper partitions (moved out before the partition covering them is
+-- attached, so "updated partition constraint for default partition would be violated" cannot
+-- happen), ANALYZEs the parents it changed. For one set, or every set the caller may manage
+-- (parent NULL): then a set that fails is reported as an 'error' row and the others go on.
+-- "Now" is perf.partition_now() (SET perf.partition_now = '2030-01-01' to rehearse).
+-- One transaction: the scheduler calls it once per set (perf.partition_maintenance(parent)),
+-- each in its own transaction, so no set's locks are held while another is processed.
+CREATE FUNCTION perf.partition_maintenance(parent regclass DEFAULT NULL)
+RETURNS TABLE ("set" regclass, action text, object text, detail text)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    c perf.partition_config;
+    want regclass := parent;
+BEGIN
+    IF want IS NOT NULL THEN
+        SELECT * INTO c FROM perf.partition_config WHERE partition_config.parent = want;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'table % is not a partition set', want
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Create one with perf.partition_table().';
+        END IF;
+        IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = want), 'MEMBER') THEN
+            RAISE EXCEPTION 'must be owner of table % to maintain its partitions', want
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Run it as the table''s owner, or let the scheduler run it.';
+        END IF;
+        RETURN QUERY SELECT * FROM perf._partition_as_owner(c);
+        RETURN;
+    END IF;
+    FOR c IN SELECT f.* FROM perf.partition_config f JOIN pg_class k ON k.oid = f.parent
+              WHERE pg_has_role(k.relowner, 'MEMBER')
+              ORDER BY f.parent::oid
+    LOOP
+        BEGIN
+            RETURN QUERY SELECT * FROM perf._partition_as_owner(c);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'pg_perf: partition maintenance of % failed: %', c.parent, SQLERRM;
+            RETURN QUERY SELECT c.parent, 'error'::text, c.parent::text,
+                                format('%s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+        END;
+    END LOOP;
+END $$;
+
+-- Makes `parent` a managed partition set.
+--   Range by time (timestamptz, timestamp, date column; interval '1 day', '1 month', ...) or
+--   by integer (smallint/integer/bigint column; interval '100000'). premake: partitions kept
+--   ahead of now (time) or of the largest value (integer). retention: partitions wholly
+--   older than this (an interval, or an integer distance below the largest value) are
+--   dropped, detached ('detach') or detached and moved to a schema ('schema:<name>').
+--   start: first partition's lower bound (older partitions for existing rows are made by
+--   draining). default_partition: a DEFAULT partition catches rows no partition covers.
+--   template: a table whose storage parameters new partitions copy.
+-- parent must be an empty partitioned table PARTITION BY RANGE (column) without partitions,
+-- or a plain table, which is converted (see README: which locks are taken when).
+CREATE FUNCTION perf.partition_table(parent regclass, "column" text, "interval" text,
+                                     premake integer DEFAULT 4, retention text DEFAULT NULL,
+                                     retention_mode text DEFAULT 'drop', start text DEFAULT NULL,
+                                     default_partition boolean DEFAULT true,
+                                     template regclass DEFAULT NULL)
+RETURNS TABLE ("set" regclass, action text, object text, detail text)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_variable
+DECLARE
+    p regclass := $1;
+    col text := $2;
+    step text := $3;
+    c perf.partition_config;
+    kind "char";
+    typ regtype;
+    iv interval;
+    start_key numeric;
+    nsp text;
+    pname text;
+    keydef text;
+    is_plain boolean;
+BEGIN
+    IF p IS NULL OR col IS NULL OR step IS NULL THEN
+        RAISE EXCEPTION 'parent, column and interval must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT k.relkind, n.nspname, k.relname INTO kind, nsp, pname
+      FROM pg_class k JOIN pg_namespace n ON n.oid = k.relnamespace WHERE k.oid = p;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', p USING ERRCODE = 'wrong_object_type',
+            HINT = 'Pass a plain table (to convert) or an empty partitioned table.';
+    END IF;
+    IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = p), 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', p USING ERRCODE = 'insufficient_privilege',
+            HINT = 'Run perf.partition_table() as the table''s owner.';
+    END IF;
+    IF EXISTS (SELECT FROM perf.partition_config f WHERE f.parent = p) THEN
+        RAISE EXCEPTION 'table % is already a partition set', p USING ERRCODE = 'duplicate_object',
+            HINT = 'Change it with perf.partition_forget() and perf.partition_table() again.';
+    END IF;
+    SELECT a.atttypid::regtype INTO typ FROM pg_attribute a
+     WHERE a.attrelid = p AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+    IF typ IS NULL THEN
+        RAISE EXCEPTION 'column "%" of table % does not exist', col, p
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    c.parent := p;
+    c.created := now();
+    c.control := col;
+    c.control_type := typ;
+    c.step := step;
+    c.tz := current_setting('TimeZone');
+    c.retention := retention;
+    c.retention_mode := coalesce(retention_mode, 'drop');
+    c.default_partition := coalesce(default_partition, true);
+    c.template := template;
+    c.premake := coalesce(premake, 4);
+    IF c.premake < 0 OR c.premake > 10000 THEN
+        RAISE EXCEPTION 'premake must be between 0 and 10000, not %', c.premake
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT (c.retention_mode IN ('drop', 'detach') OR c.retention_mode LIKE 'schema:_%') THEN
+        RAISE EXCEPTION 'invalid retention_mode "%"', c.retention_mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''drop'', ''detach'' or ''schema:<name>''.';
+    END IF;
+    IF typ IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype) THEN
+        c.kind := 'time';
+        BEGIN
+            iv := step::interval;
+        EXCEPTION WHEN others THEN
+            RAISE EXCEPTION 'invalid partition interval "%"', step
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A time column takes an interval such as ''1 day'' or ''1 month''.';
+        END;
+        IF iv <= interval '0' OR (extract(year FROM iv) * 12 + extract(month FROM iv) <> 0
+                                  AND iv <> make_interval(months => (extract(year FROM iv) * 12 + extract(month FROM iv))::int))
+           OR (extract(year FROM iv) * 12 + extract(month FROM iv) < 0)
+           OR (typ = 'date'::regtype AND extract(epoch FROM iv)::numeric % 86400 <> 0
+               AND extract(year FROM iv) * 12 + extract(month FROM iv) = 0) THEN
+            RAISE EXCEPTION 'invalid partition interval "%"', step
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use a positive interval of whole months (''1 month'', ''1 year'') or of fixed length (''1 day'', ''6 hours''), not a mix; whole days for a date column.';
+        END IF;
+        c.step_months := (extract(year FROM iv) * 12 + extract(month FROM iv))::int;
+        IF c.step_months = 0 THEN
+            c.step_seconds := extract(epoch FROM iv);
+            IF c.step_seconds < 1 OR c.step_seconds <> trunc(c.step_seconds) THEN
+                RAISE EXCEPTION 'invalid partition interval "%"', step
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Use whole seconds, at least ''1 second''.';
+            END IF;
+        END IF;
+        IF retention IS NOT NULL THEN
+            BEGIN
+                PERFORM retention::interval;
+            EXCEPTION WHEN others THEN
+                RAISE EXCEPTION 'invalid retention "%"', retention
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'A time partition set takes an interval such as ''30 days''.';
+            END;
+        END IF;
+        -- Anchor: the start given, else now truncated to the interval's natural unit.
+        IF start IS NOT NULL THEN
+            BEGIN
+                start_key := perf._partition_bucket_key(c, start);
+            EXCEPTION WHEN others THEN
+                RAISE EXCEPTION 'invalid start "%" for a % column', start, typ
+                    USING ERRCODE = 'invalid_parameter_value';
+            END;
+            IF c.step_months > 0 THEN
+                start_key := perf._partition_ts_key(date_trunc('month', perf._partition_key_ts(start_key)));
+            END IF;
+        ELSE
+            start_key := perf._partition_ts_key(date_trunc(
+                CASE WHEN c.step_months % 12 = 0 AND c.step_months > 0 THEN 'year'
+                     WHEN c.step_months % 3 = 0 AND c.step_months > 0 THEN 'quarter'
+                     WHEN c.step_months > 0 THEN 'month'
+                     WHEN c.step_seconds % 604800 = 0 THEN 'week'
+                     WHEN c.step_seconds % 86400 = 0 THEN 'day'
+                     WHEN c.step_seconds % 3600 = 0 THEN 'hour'
+                     WHEN c.step_seconds % 60 = 0 THEN 'minute'
+                     ELSE 'second' END,
+                perf._partition_key_ts(perf._partition_bucket_key(c, perf.partition_now()::text))));
+        END IF;
+        c.anchor := start_key;
+    ELSIF typ IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        c.kind := 'integer';
+        IF step !~ '^\s*[0-9]+\s*$' OR step::numeric <= 0 OR step::numeric > 9223372036854775807 THEN
+            RAISE EXCEPTION 'invalid partition interval "%"', step
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'An integer column takes a positive whole number, such as ''100000''.';
+        END IF;
+        c.step_seconds := step::numeric;
+        IF retention IS NOT NULL AND retention !~ '^\s*[0-9]+\s*$' THEN
+            RAISE EXCEPTION 'invalid retention "%"', retention
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'An integer partition set takes a whole number: how far below the largest value partitions are kept.';
+        END IF;
+        IF start IS NOT NULL AND start !~ '^\s*-?[0-9]+\s*$' THEN
+            RAISE EXCEPTION 'invalid start "%" for a % column', start, typ
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        c.anchor := coalesce(start::numeric, 0);
+        start_key := c.anchor;
+    ELSE
+        RAISE EXCEPTION 'cannot partition on column "%" of type %', col, typ
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Range partition sets take a timestamptz, timestamp, date, smallint, integer or bigint column; use perf.partition_table(parent, column, hash_partitions) for hash partitioning.';
+    END IF;
+
+    is_plain := kind = 'r';
+    IF NOT is_plain THEN
+        keydef := pg_get_partkeydef(p);
+        IF keydef IS DISTINCT FROM format('RANGE (%s)', quote_ident(col)) THEN
+            RAISE EXCEPTION 'table % is partitioned by %, not by RANGE (%)', p, keydef, quote_ident(col)
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Create the table with PARTITION BY RANGE on the control column.';
+        END IF;
+        IF EXISTS (SELECT FROM pg_inherits WHERE inhparent = p) THEN
+            RAISE EXCEPTION 'table % is already partitioned', p
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'perf.partition_table() takes a partitioned table without partitions, or a plain table to convert.';
+        END IF;
+    END IF;
+
+    IF is_plain THEN
+        RETURN QUERY SELECT * FROM perf._partition_convert(c, start_key);
+        RETURN;
+    END IF;
+
+    PERFORM perf._partition_config_put(p, to_jsonb(c), false);
+    IF c.default_partition THEN
+        EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s DEFAULT', nsp,
+                       perf._partition_name(pname, '_default'), p);
+        RETURN QUERY SELECT p, 'create'::text, format('%I.%I', nsp, perf._partition_name(pname, '_default')), 'DEFAULT'::text;
+    END IF;
+    RETURN QUERY SELECT * FROM perf._partition_as_owner(c, CASE WHEN start IS NOT NULL THEN start_key END);
+END $$;
+
+-- Hash partitioning: `partitions` partitions of an empty table PARTITION BY HASH (column).
+CREATE FUNCTION perf.partition_table(parent regclass, "column" text, hash_partitions integer)
+RETURNS TABLE ("set" regclass, action text, object text, detail text)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_variable
+DECLARE
+    p regclass := $1;
+    col text := $2;
+    n int := $3;
+    c perf.partition_config;
+    nsp text;
+    pname text;
+    t text;
+    i int;
+BEGIN
+    IF p IS NULL OR col IS NULL OR n IS NULL THEN
+        RAISE EXCEPTION 'parent, column and hash_partitions must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF n < 1 OR n > 1024 THEN
+        RAISE EXCEPTION 'hash_partitions must be between 1 and 1024, not %', n
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT n2.nspname, k.relname INTO nsp, pname
+      FROM pg_class k JOIN pg_namespace n2 ON n2.oid = k.relnamespace WHERE k.oid = p;
+    IF pg_get_partkeydef(p) IS DISTINCT FROM format('HASH (%s)', quote_ident(col)) THEN
+        RAISE EXCEPTION 'table % is not partitioned BY HASH (%)', p, quote_ident(col)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Create it with PARTITION BY HASH on that column first.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_inherits WHERE inhparent = p) THEN
+        RAISE EXCEPTION 'table % is already partitioned', p
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    c.parent := p;
+    c.created := now();
+    c.control := col;
+    c.control_type := (SELECT atttypid FROM pg_attribute WHERE attrelid = p AND attname = col);
+    c.kind := 'hash';
+    c.hash_partitions := n;
+    c.premake := 0;
+    c.retention_mode := 'drop';
+    c.default_partition := false;
+    PERFORM perf._partition_config_put(p, to_jsonb(c), false);
+    FOR i IN 0 .. n - 1 LOOP
+        t := format('%I.%I', nsp, perf._partition_name(pname, '_h' || i));
+        EXECUTE format('CREATE TABLE %s PARTITION OF %s FOR VALUES WITH (MODULUS %s, REMAINDER %s)',
+                       t, p, n, i);
+        RETURN QUERY SELECT p, 'create'::text, t, format('MODULUS %s, REMAINDER %s', n, i);
+    END LOOP;
+END $$;
+
+-- Stops managing a set (its partitions stay as they are).
+CREATE FUNCTION perf.partition_forget(parent regclass) RETURNS void
+LANGUAGE sql VOLATILE STRICT AS $$ SELECT perf._partition_config_put($1, NULL, true) $$;
+
+-- Exact row count of one table (not its partitions).
+CREATE FUNCTION perf._partition_count(rel regclass) RETURNS bigint
+LANGUAGE plpgsql STABLE STRICT AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM ONLY %s', rel) INTO n;
+    RETURN n;
+END $$;
+
+-- Partition sets with their settings and totals.
+CREATE VIEW perf.partition_sets AS
+SELECT f.parent, f.control AS "column", f.control_type, f.kind, f.step AS "interval",
+       f.premake, f.retention, f.retention_mode, f.default_partition, f.template,
+       (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = f.parent) AS partitions,
+       (SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0)
+          FROM pg_inherits i WHERE i.inhparent = f.parent) AS total_bytes,
+       (SELECT coalesce(sum(greatest(k.reltuples, 0)), 0)::bigint
+          FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid
+         WHERE i.inhparent = f.parent AND k.relpartbound IS NOT NULL
+           AND pg_get_expr(k.relpartbound, k.oid) = 'DEFAULT') AS rows_in_default_estimate
+  FROM perf.partition_config f
+ WHERE EXISTS (SELECT FROM pg_class k WHERE k.oid = f.parent);
+GRANT SELECT ON perf.partition_sets TO PUBLIC;
+
+-- Every partition of every set: bounds, estimated rows, size; for the default partition,
+-- the exact number of rows in it (counted only when the catalog estimate is not zero).
+CREATE VIEW perf.partitions AS
+SELECT f.parent, i.inhrelid::regclass AS partition,
+       pg_get_expr(k.relpartbound, k.oid) AS bounds,
+       greatest(k.reltuples, 0)::bigint AS rows_estimate,
+       pg_total_relation_size(k.oid) AS bytes,
+       pg_size_pretty(pg_total_relation_size(k.oid)) AS size,
+       pg_get_expr(k.relpartbound, k.oid) = 'DEFAULT' AS is_default,
+       CASE WHEN pg_get_expr(k.relpartbound, k.oid) = 'DEFAULT' AND has_table_privilege(k.oid, 'SELECT')
+            THEN perf._partition_count(k.oid::regclass) END AS rows_in_default
+  FROM perf.partition_config f
+  JOIN pg_inherits i ON i.inhparent = f.parent
+  JOIN pg_class k ON k.oid = i.inhrelid;
+GRANT SELECT ON perf.partitions TO PUBLIC;
+
+-- Long partition work running now in this database (see progress.rs).
+CREATE VIEW perf.partition_progress AS
+SELECT p.pid, p.relid::regclass AS relation, p.phase, p.rows_done, p.rows_total,
+       p.partitions_done, p.started
+  FROM perf.partition_progress_all() p
+ WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database());
+GRANT SELECT ON perf.partition_progress TO PUBLIC;
