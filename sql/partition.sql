@@ -176,6 +176,22 @@ LANGUAGE sql VOLATILE AS $$
     SELECT pg_sleep(least(2.0, 0.02 * power(2, least(n, 10))) * (0.5 + random()))
 $$;
 
+-- Grants on `dst` everything granted on `src` (the owner's own rights come with ownership).
+CREATE FUNCTION perf._partition_copy_grants(src regclass, dst regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT a.grantee, a.privilege_type, a.is_grantable
+               FROM pg_class p, aclexplode(p.relacl) a
+              WHERE p.oid = src AND a.grantee <> p.relowner
+    LOOP
+        EXECUTE format('GRANT %s ON %s TO %s%s', g.privilege_type, dst,
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END,
+                       CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END $$;
+
 -- Creates the standalone table that becomes the partition [lo, hi) of set c: same columns,
 -- defaults, CHECK and NOT NULL constraints, storage and comments as the parent, the
 -- template's storage parameters and the parent's grants, plus a CHECK constraint matching
@@ -188,7 +204,6 @@ DECLARE
     relname text;
     opts text[];
     t regclass;
-    g record;
 BEGIN
     SELECT n.nspname, perf._partition_name(p.relname, perf._partition_suffix(c, lo))
       INTO nsp, relname
@@ -206,15 +221,7 @@ BEGIN
     EXECUTE format('ALTER TABLE %s ADD CONSTRAINT perf_partition_bound CHECK (%I IS NOT NULL AND %I >= %s AND %I < %s)',
                    t, c.control, c.control, perf._partition_literal(c, lo),
                    c.control, perf._partition_literal(c, hi));
-    -- The parent's grants (its owner's own rights come with ownership).
-    FOR g IN SELECT a.grantee, a.privilege_type, a.is_grantable
-               FROM pg_class p, aclexplode(p.relacl) a
-              WHERE p.oid = c.parent AND a.grantee <> p.relowner
-    LOOP
-        EXECUTE format('GRANT %s ON %s TO %s%s', g.privilege_type, t,
-                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END,
-                       CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-    END LOOP;
+    PERFORM perf._partition_copy_grants(c.parent, t);
     RETURN t;
 END $$;
 
@@ -528,6 +535,280 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Converts the plain table c.parent into a partitioned table of the same name (see
+-- perf.partition_table() and README.md, "Converting a populated table", for the locks).
+-- Runs as the table's owner. Every refusal happens before anything is changed, and it all
+-- runs in the caller's transaction: an ERROR at any point leaves the table as it was.
+CREATE FUNCTION perf._partition_convert(c perf.partition_config, start_key numeric)
+RETURNS TABLE ("set" regclass, action text, object text, detail text)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    old regclass := c.parent;
+    retries int := current_setting('perf.partition_lock_retries')::int;
+    batch_rows bigint := current_setting('perf.partition_batch_rows')::bigint;
+    saved_timeout text := current_setting('lock_timeout');
+    saved_role text := current_setting('role');
+    nsp text;
+    pname text;
+    owner_name name;
+    tmpname text;
+    newrel regclass;
+    cols text;
+    total bigint;
+    moved bigint := 0;
+    nblocks bigint;
+    per_batch bigint;
+    b bigint := 0;
+    n bigint;
+    attempt int;
+    keys numeric[];
+    k numeric;
+    k2 numeric;
+    cur numeric;
+    ahead int := 0;
+    parts int := 0;
+    opts text[];
+    made text[] := '{}';
+    ren_from text[] := '{}';
+    ren_to text[] := '{}';
+    ren_con boolean[] := '{}';
+    def text;
+    prefix text;
+    pos int;
+    tmp text;
+    r record;
+    i int;
+BEGIN
+    SELECT n2.nspname, k.relname, ro.rolname INTO nsp, pname, owner_name
+      FROM pg_class k JOIN pg_namespace n2 ON n2.oid = k.relnamespace
+      JOIN pg_roles ro ON ro.oid = k.relowner WHERE k.oid = old;
+    -- Refusals first: nothing has been changed yet.
+    IF EXISTS (SELECT FROM pg_inherits WHERE inhrelid = old OR inhparent = old) THEN
+        RAISE EXCEPTION 'table % is part of an inheritance tree', old
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF EXISTS (SELECT FROM pg_trigger WHERE tgrelid = old AND NOT tgisinternal) THEN
+        RAISE EXCEPTION 'table % has triggers, which conversion does not carry over', old
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Drop the triggers, convert, and create them again on the partitioned table.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_depend d JOIN pg_rewrite w ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid
+                WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = old AND w.ev_class <> old) THEN
+        RAISE EXCEPTION 'views or rules depend on table %', old
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Drop the dependent views, convert, and create them again.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_constraint WHERE confrelid = old AND contype = 'f') THEN
+        RAISE EXCEPTION 'foreign keys of other tables reference table %', old
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Drop those foreign keys, convert, and add them again.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_policy WHERE polrelid = old)
+       OR (SELECT relrowsecurity FROM pg_class WHERE oid = old) THEN
+        RAISE EXCEPTION 'table % uses row-level security, which conversion does not carry over', old
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    FOR r IN SELECT x.indexrelid::regclass AS idx FROM pg_index x
+              WHERE x.indrelid = old AND x.indisunique
+                AND NOT (SELECT attnum FROM pg_attribute WHERE attrelid = old AND attname = c.control) = ANY (x.indkey)
+    LOOP
+        RAISE EXCEPTION 'unique index % does not include the partitioning column "%"', r.idx, c.control
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'A unique index or primary key of a partitioned table must include the partitioning column.';
+    END LOOP;
+
+    IF owner_name IS DISTINCT FROM current_user AND pg_has_role(owner_name, 'MEMBER') THEN
+        PERFORM set_config('role', owner_name, true);
+    END IF;
+    PERFORM set_config('lock_timeout', current_setting('perf.partition_lock_timeout'), true);
+    attempt := 0;
+    LOOP
+        BEGIN
+            EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', old);
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            attempt := attempt + 1;
+            IF attempt >= retries THEN RAISE; END IF;
+            PERFORM perf._partition_backoff(attempt);
+        END;
+    END LOOP;
+    IF NOT c.default_partition THEN
+        EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %I IS NULL', old, c.control) INTO n;
+        IF n > 0 THEN
+            RAISE EXCEPTION 'table % has % rows with NULL in "%", which no partition can hold', old, n, c.control
+                USING ERRCODE = 'not_null_violation',
+                      HINT = 'Use default_partition => true, or fix those rows first.';
+        END IF;
+    END IF;
+
+    -- The new partitioned table, with the columns, defaults, CHECK and NOT NULL constraints,
+    -- identity, storage, comments and extended statistics of the old one.
+    PERFORM perf._partition_progress(old, 'scanning', 0, 0, 0);
+    tmpname := perf._partition_name(pname, '_perf_new');
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED '
+                   'INCLUDING IDENTITY INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS) '
+                   'PARTITION BY RANGE (%I)', nsp, tmpname, old, c.control);
+    newrel := format('%I.%I', nsp, tmpname)::regclass;
+    -- Indexes and the constraints they back, under temporary names (renamed at the end).
+    FOR r IN SELECT x.indexrelid, ic.relname AS idxname, co.conname, co.oid AS conoid
+               FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid
+               LEFT JOIN pg_constraint co ON co.conindid = x.indexrelid AND co.conrelid = old
+              WHERE x.indrelid = old ORDER BY x.indexrelid
+    LOOP
+        tmp := perf._partition_name(r.idxname, '_perf_new');
+        IF r.conname IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', newrel, tmp, pg_get_constraintdef(r.conoid));
+            ren_from := ren_from || tmp;
+            ren_to := ren_to || r.conname::text;
+            ren_con := ren_con || true;
+        ELSE
+            def := pg_get_indexdef(r.indexrelid);
+            prefix := format('INDEX %I ON %I.%I ', r.idxname, nsp, pname);
+            pos := position(prefix IN def);
+            IF pos = 0 THEN
+                RAISE EXCEPTION 'cannot copy index % of table %', r.idxname, old
+                    USING ERRCODE = 'feature_not_supported', DETAIL = def;
+            END IF;
+            EXECUTE overlay(def PLACING format('INDEX %I ON %s ', tmp, newrel) FROM pos FOR length(prefix));
+            ren_from := ren_from || tmp;
+            ren_to := ren_to || r.idxname::text;
+            ren_con := ren_con || false;
+        END IF;
+    END LOOP;
+    -- Foreign keys to other tables (their names are per table: kept).
+    FOR r IN SELECT conname, oid FROM pg_constraint WHERE conrelid = old AND contype = 'f' LOOP
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', newrel, r.conname, pg_get_constraintdef(r.oid));
+    END LOOP;
+    PERFORM perf._partition_copy_grants(old, newrel);
+
+    -- Partitions: one per interval that has rows, the premade ones ahead of now (or of the
+    -- largest value), the ones from `start` on, and the default.
+    c.parent := newrel;
+    EXECUTE format('SELECT count(*), coalesce(array_agg(DISTINCT %s) FILTER (WHERE %I IS NOT NULL), ''{}'') FROM ONLY %s',
+                   perf._partition_bucket_expr(c, quote_ident(c.control)), c.control, old)
+        INTO total, keys;
+    IF c.kind = 'time' THEN
+        cur := perf._partition_bucket(c, perf.partition_now()::text);
+    ELSE
+        cur := coalesce((SELECT max(x) FROM unnest(keys) x), c.anchor);
+    END IF;
+    k := least(cur, coalesce(start_key, cur));
+    LOOP
+        IF k >= cur THEN
+            EXIT WHEN ahead > c.premake;
+            ahead := ahead + 1;
+        END IF;
+        keys := keys || k;
+        k := perf._partition_next(c, k);
+    END LOOP;
+    IF cardinality(keys) > 10000 THEN
+        RAISE EXCEPTION 'converting % would need % partitions', old, cardinality(keys)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Use a longer interval.';
+    END IF;
+    IF c.template IS NOT NULL THEN
+        SELECT reloptions INTO opts FROM pg_class WHERE oid = c.template;
+    END IF;
+    FOR k IN SELECT DISTINCT x FROM unnest(keys) x ORDER BY 1 LOOP
+        tmp := format('%I.%I', nsp, perf._partition_name(pname, perf._partition_suffix(c, k)));
+        EXECUTE format('CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%s) TO (%s)%s', tmp, newrel,
+                       perf._partition_literal(c, k), perf._partition_literal(c, perf._partition_next(c, k)),
+                       CASE WHEN opts IS NULL THEN '' ELSE format(' WITH (%s)', array_to_string(opts, ', ')) END);
+        PERFORM perf._partition_copy_grants(old, tmp::regclass);
+        made := made || tmp;
+        parts := parts + 1;
+        PERFORM perf._partition_progress(old, 'creating partitions', 0, total, parts);
+    END LOOP;
+    IF c.default_partition THEN
+        tmp := format('%I.%I', nsp, perf._partition_name(pname, '_default'));
+        EXECUTE format('CREATE TABLE %s PARTITION OF %s DEFAULT', tmp, newrel);
+        PERFORM perf._partition_copy_grants(old, tmp::regclass);
+        made := made || tmp;
+    END IF;
+
+    -- Rows, in batches of table blocks (TID range scans: each block is read once). Readers
+    -- of the old table still see every row until the end (the deletes are not committed);
+    -- writers only wait if they update or delete a row already moved.
+    cols := perf._partition_columns(old);
+    nblocks := pg_relation_size(old) / current_setting('block_size')::bigint;
+    per_batch := greatest(1, batch_rows * nblocks / greatest(total, 1));
+    WHILE b < nblocks LOOP
+        EXECUTE format('WITH m AS (DELETE FROM ONLY %s WHERE ctid >= %L::tid AND ctid < %L::tid RETURNING %s) '
+                       'INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM m',
+                       old, format('(%s,0)', b), format('(%s,0)', b + per_batch), cols, newrel, cols, cols);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        moved := moved + n;
+        b := b + per_batch;
+        PERFORM perf._partition_progress(old, 'moving rows', moved, total, parts);
+    END LOOP;
+
+    -- The swap: ACCESS EXCLUSIVE on the old table (bounded wait, retried), rows written
+    -- since moved, sequences handed over, old table dropped, names swapped.
+    attempt := 0;
+    LOOP
+        BEGIN
+            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', old);
+            PERFORM perf._partition_progress(old, 'swapping names', moved, total, parts);
+            -- Intervals of rows written meanwhile that have no partition yet.
+            EXECUTE format('SELECT coalesce(array_agg(DISTINCT %s) FILTER (WHERE %I IS NOT NULL), ''{}'') FROM ONLY %s',
+                           perf._partition_bucket_expr(c, quote_ident(c.control)), c.control, old)
+                INTO keys;
+            FOR k IN SELECT x FROM unnest(keys) x
+                      WHERE NOT EXISTS (SELECT FROM perf._partition_children(c) e
+                                         WHERE e.lo <= x AND e.hi > x) LOOP
+                tmp := format('%I.%I', nsp, perf._partition_name(pname, perf._partition_suffix(c, k)));
+                EXECUTE format('CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%s) TO (%s)', tmp, newrel,
+                               perf._partition_literal(c, k), perf._partition_literal(c, perf._partition_next(c, k)));
+                PERFORM perf._partition_copy_grants(old, tmp::regclass);
+                made := made || tmp;
+            END LOOP;
+            EXECUTE format('WITH m AS (DELETE FROM ONLY %s RETURNING %s) '
+                           'INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM m',
+                           old, cols, newrel, cols, cols);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            -- Sequences owned by the old columns (serial) now belong to the new ones;
+            -- identity sequences continue where the old ones were.
+            FOR r IN SELECT d.objid::regclass AS seq, a.attname, d.deptype
+                       FROM pg_depend d
+                       JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                      WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                        AND d.refobjid = old AND d.deptype IN ('a', 'i')
+                        AND (SELECT relkind FROM pg_class WHERE oid = d.objid) = 'S'
+            LOOP
+                IF r.deptype = 'a' THEN
+                    EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', r.seq, newrel, r.attname);
+                ELSE
+                    EXECUTE format('SELECT setval(%L, last_value, is_called) FROM %s',
+                                   pg_get_serial_sequence(newrel::text, r.attname), r.seq);
+                END IF;
+            END LOOP;
+            EXECUTE format('DROP TABLE %s', old);
+            EXECUTE format('ALTER TABLE %s RENAME TO %I', newrel, pname);
+            FOR i IN 1 .. cardinality(ren_from) LOOP
+                IF ren_con[i] THEN
+                    EXECUTE format('ALTER TABLE %s RENAME CONSTRAINT %I TO %I', newrel, ren_from[i], ren_to[i]);
+                ELSE
+                    EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', nsp, ren_from[i], ren_to[i]);
+                END IF;
+            END LOOP;
+            moved := moved + n;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            attempt := attempt + 1;
+            IF attempt >= retries THEN RAISE; END IF;
+            PERFORM perf._partition_backoff(attempt);
+        END;
+    END LOOP;
+
+    PERFORM perf._partition_config_put(newrel, to_jsonb(c), false);
+    EXECUTE format('ANALYZE %s', newrel);
+    PERFORM perf._partition_progress_done();
+    PERFORM set_config('lock_timeout', saved_timeout, true);
+    PERFORM set_config('role', saved_role, true);
+    RETURN QUERY SELECT newrel, 'create'::text, x, NULL::text FROM unnest(made) x;
+    RETURN QUERY SELECT newrel, 'convert'::text, newrel::text,
+                        format('%s rows moved into %s partitions', moved, cardinality(made));
+END $$;
+
 -- Makes `parent` a managed partition set.
 --   Range by time (timestamptz, timestamp, date column; interval '1 day', '1 month', ...) or
 --   by integer (smallint/integer/bigint column; interval '100000'). premake: partitions kept
@@ -706,7 +987,7 @@ BEGIN
     END IF;
 
     IF is_plain THEN
-        RETURN QUERY SELECT * FROM perf._partition_convert(c, start_key);
+        RETURN QUERY SELECT * FROM perf._partition_convert(c, CASE WHEN start IS NOT NULL THEN start_key END);
         RETURN;
     END IF;
 
