@@ -804,7 +804,7 @@ BEGIN
     PERFORM perf._partition_progress_done();
     PERFORM set_config('lock_timeout', saved_timeout, true);
     PERFORM set_config('role', saved_role, true);
-    RETURN QUERY SELECT newrel, 'create'::text, x, NULL::text FROM unnest(made) x;
+    RETURN QUERY SELECT newrel, 'create'::text, x::regclass::text, NULL::text FROM unnest(made) x;
     RETURN QUERY SELECT newrel, 'convert'::text, newrel::text,
                         format('%s rows moved into %s partitions', moved, cardinality(made));
 END $$;
@@ -939,9 +939,9 @@ BEGIN
                      WHEN c.step_months % 3 = 0 AND c.step_months > 0 THEN 'quarter'
                      WHEN c.step_months > 0 THEN 'month'
                      WHEN c.step_seconds % 604800 = 0 THEN 'week'
-                     WHEN c.step_seconds % 86400 = 0 THEN 'day'
-                     WHEN c.step_seconds % 3600 = 0 THEN 'hour'
-                     WHEN c.step_seconds % 60 = 0 THEN 'minute'
+                     WHEN c.step_seconds % 86400 = 0 OR 86400 % c.step_seconds = 0 THEN 'day'
+                     WHEN c.step_seconds % 3600 = 0 OR 3600 % c.step_seconds = 0 THEN 'hour'
+                     WHEN c.step_seconds % 60 = 0 OR 60 % c.step_seconds = 0 THEN 'minute'
                      ELSE 'second' END,
                 perf._partition_key_ts(perf._partition_bucket_key(c, perf.partition_now()::text))));
         END IF;
@@ -995,7 +995,8 @@ BEGIN
     IF c.default_partition THEN
         EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s DEFAULT', nsp,
                        perf._partition_name(pname, '_default'), p);
-        RETURN QUERY SELECT p, 'create'::text, format('%I.%I', nsp, perf._partition_name(pname, '_default')), 'DEFAULT'::text;
+        RETURN QUERY SELECT p, 'create'::text,
+                            format('%I.%I', nsp, perf._partition_name(pname, '_default'))::regclass::text, 'DEFAULT'::text;
     END IF;
     RETURN QUERY SELECT * FROM perf._partition_as_owner(c, CASE WHEN start IS NOT NULL THEN start_key END);
 END $$;
@@ -1048,7 +1049,7 @@ BEGIN
         t := format('%I.%I', nsp, perf._partition_name(pname, '_h' || i));
         EXECUTE format('CREATE TABLE %s PARTITION OF %s FOR VALUES WITH (MODULUS %s, REMAINDER %s)',
                        t, p, n, i);
-        RETURN QUERY SELECT p, 'create'::text, t, format('MODULUS %s, REMAINDER %s', n, i);
+        RETURN QUERY SELECT p, 'create'::text, t::regclass::text, format('MODULUS %s, REMAINDER %s', n, i);
     END LOOP;
 END $$;
 
