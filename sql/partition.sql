@@ -170,6 +170,17 @@ LANGUAGE sql STABLE AS $$
      WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
 $$;
 
+-- Sets lock_timeout for lock attempt n (0-based): perf.partition_lock_timeout doubled at each
+-- retry, up to 64 times it. A short first wait keeps the queue behind a waiting lock short;
+-- the growing ones make sure a lock held by queries longer than the first wait is still
+-- obtained (the attempt waits longer than them, new queries queue behind it).
+CREATE FUNCTION perf._partition_lock_timeout(n integer) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT set_config('lock_timeout',
+                      (extract(epoch FROM current_setting('perf.partition_lock_timeout')::interval) * 1000 * power(2, least(n, 6)))::bigint || 'ms',
+                      true)
+$$;
+
 -- Sleeps before lock attempt n+1 (randomized, growing, at most ~2 s).
 CREATE FUNCTION perf._partition_backoff(n integer) RETURNS void
 LANGUAGE sql VOLATILE AS $$
@@ -274,6 +285,7 @@ DECLARE
     expired oid[] := '{}';
     expired_name text[] := '{}';
     has_rows boolean;
+    expired_rows bigint := 0;
     i int;
 BEGIN
     IF c.kind = 'hash' THEN
@@ -285,6 +297,7 @@ BEGIN
     attempt := 0;
     LOOP
         BEGIN
+            PERFORM perf._partition_lock_timeout(attempt);
             EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', c.parent);
             EXIT;
         EXCEPTION WHEN lock_not_available THEN
@@ -312,6 +325,15 @@ BEGIN
         cur := coalesce(perf._partition_bucket(c, maxval), c.anchor);
     END IF;
 
+    -- Retention cutoff: partitions ending at or before it have expired.
+    IF c.retention IS NOT NULL THEN
+        IF c.kind = 'time' THEN
+            cutoff := perf._partition_bucket_key(c, (now_ts - c.retention::interval)::text);
+        ELSE
+            cutoff := cur - c.retention::numeric;
+        END IF;
+    END IF;
+
     -- 3. Rows sitting in the default partition, by the partition they belong in.
     IF d IS NOT NULL THEN
         EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s)', d) INTO STRICT has_rows;
@@ -327,6 +349,7 @@ BEGIN
     -- 4. Partitions to create: from from_key (or now) to premake ahead of now, and those
     --    for rows in the default; never a range an existing partition (ours or not) covers.
     k := least(cur, coalesce(from_key, cur));
+
     LOOP
         IF k >= cur THEN
             EXIT WHEN ahead > c.premake;
@@ -339,7 +362,7 @@ BEGIN
                       HINT = 'Use a later start, a longer interval or a smaller premake.';
         END IF;
         k2 := perf._partition_next(c, k);
-        IF k <> ALL (b_lo) AND NOT EXISTS (SELECT FROM unnest(ch_lo, ch_hi) e(lo, hi)
+        IF k <> ALL (b_lo) AND k2 > coalesce(cutoff, k2 - 1) AND NOT EXISTS (SELECT FROM unnest(ch_lo, ch_hi) e(lo, hi)
                                             WHERE e.lo < k2 AND e.hi > k) THEN
             new_lo := new_lo || k;
             new_hi := new_hi || k2;
@@ -349,6 +372,13 @@ BEGIN
     END LOOP;
     FOR i IN 1 .. cardinality(b_lo) LOOP
         k2 := perf._partition_next(c, b_lo[i]);
+        IF k2 <= cutoff THEN
+            -- Rows older than the retention: no partition is made for them (it would be
+            -- removed again at once, and may clash with one retention detached); they stay
+            -- in the default partition, reported below and in perf.partitions.
+            expired_rows := expired_rows + b_rows[i];
+            CONTINUE;
+        END IF;
         IF NOT EXISTS (SELECT FROM unnest(ch_lo, ch_hi) e(lo, hi) WHERE e.lo < k2 AND e.hi > b_lo[i]) THEN
             new_lo := new_lo || b_lo[i];
             new_hi := new_hi || k2;
@@ -356,25 +386,21 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- 5. Retention: partitions wholly older than the cutoff (premade ones not even created).
+    -- 5. Retention: partitions wholly older than the cutoff.
     IF c.retention IS NOT NULL THEN
-        IF c.kind = 'time' THEN
-            cutoff := perf._partition_bucket_key(c, (now_ts - c.retention::interval)::text);
-        ELSE
-            cutoff := cur - c.retention::numeric;
-        END IF;
         FOR i IN 1 .. cardinality(ch_rel) LOOP
             IF ch_hi[i] <= cutoff THEN
                 expired := expired || ch_rel[i];
                 expired_name := expired_name || ch_rel[i]::regclass::text;
             END IF;
         END LOOP;
-        SELECT coalesce(array_agg(x.lo ORDER BY x.lo), '{}'), coalesce(array_agg(x.hi ORDER BY x.lo), '{}'),
-               coalesce(array_agg(x.n ORDER BY x.lo), '{}')
-          INTO new_lo, new_hi, new_rows
-          FROM unnest(new_lo, new_hi, new_rows) x(lo, hi, n) WHERE x.hi > cutoff OR x.n > 0;
     END IF;
 
+    IF expired_rows > 0 THEN
+        RETURN QUERY SELECT c.parent, 'keep'::text, d::text,
+                            format('%s rows older than the retention (%s) left in the default partition',
+                                   expired_rows, c.retention);
+    END IF;
     IF cardinality(new_lo) = 0 AND cardinality(expired) = 0 THEN
         PERFORM set_config('lock_timeout', saved_timeout, true);
         RETURN;  -- nothing to do: the common case, a few catalog reads
@@ -388,6 +414,7 @@ BEGIN
             attempt := 0;
             LOOP
                 BEGIN
+                    PERFORM perf._partition_lock_timeout(attempt);
                     n := perf._partition_move(c, d, new_rel[i], new_lo[i], new_hi[i]);
                     EXIT;
                 EXCEPTION WHEN lock_not_available THEN
@@ -401,16 +428,22 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- 7. Short exclusive part, all or nothing per attempt, locks in one order: parent (only
-    --    when retention must detach or drop), then the default partition, then the new
-    --    tables. A lock not granted within perf.partition_lock_timeout rolls the attempt back,
+    -- 7. Short exclusive part, all or nothing per attempt, locks in one order: parent
+    --    (ACCESS EXCLUSIVE when retention must detach or drop, else SHARE when there is a
+    --    default partition), then the default partition, then the new tables. A lock not granted within perf.partition_lock_timeout rolls the attempt back,
     --    which releases the locks it took, so queued sessions go ahead before the retry.
     attempt := 0;
     LOOP
         BEGIN
+            PERFORM perf._partition_lock_timeout(attempt);
             n := 0;
             IF cardinality(expired) > 0 THEN
                 EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', c.parent);
+            ELSIF d IS NOT NULL AND cardinality(new_rel) > 0 THEN
+                -- Writers wait (readers do not): an INSERT that routed a row to the default
+                -- partition before the ATTACH would otherwise fail the default's new
+                -- partition constraint after it.
+                EXECUTE format('LOCK TABLE %s IN SHARE MODE', c.parent);
             END IF;
             IF d IS NOT NULL AND cardinality(new_rel) > 0 THEN
                 EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', d);
@@ -624,6 +657,7 @@ BEGIN
     attempt := 0;
     LOOP
         BEGIN
+            PERFORM perf._partition_lock_timeout(attempt);
             EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', old);
             EXIT;
         EXCEPTION WHEN lock_not_available THEN
@@ -746,6 +780,7 @@ BEGIN
     attempt := 0;
     LOOP
         BEGIN
+            PERFORM perf._partition_lock_timeout(attempt);
             EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', old);
             PERFORM perf._partition_progress(old, 'swapping names', moved, total, parts);
             -- Intervals of rows written meanwhile that have no partition yet.

@@ -10,7 +10,7 @@ pub static NOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new
 /// `perf.partition_lock_timeout`: milliseconds one attempt waits for a lock.
 pub static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(200);
 /// `perf.partition_lock_retries`: attempts before a set's maintenance gives up.
-pub static LOCK_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static LOCK_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(15);
 /// `perf.partition_batch_rows`: rows moved per statement when converting a table.
 pub static BATCH_ROWS: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 /// `perf.partition_notice_interval`: milliseconds between progress NOTICEs (0 = none).

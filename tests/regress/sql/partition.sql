@@ -35,13 +35,16 @@ SELECT count(*) AS actions FROM perf.partition_maintenance('ev');
 
 -- 2. Rows that landed in the default partition are moved out before their partition is
 --    attached; time passes: new partitions premade, old ones dropped.
-INSERT INTO ev (at, v) SELECT '2024-03-05'::timestamptz + g * interval '3 hours', g FROM generate_series(0, 95) g;
+INSERT INTO ev (at, v) SELECT '2024-03-11'::timestamptz + g * interval '3 hours', g FROM generate_series(0, 95) g;
+-- Two rows older than the retention: no partition is made for them, they stay in the default.
+INSERT INTO ev (at, v) VALUES ('2024-03-01 10:00+00', 1000), ('2024-03-02 10:00+00', 1000);
 SELECT rows_in_default FROM perf.partitions WHERE parent = 'ev'::regclass AND is_default;
 SELECT count(*), sum(v) FROM ev;
 SET perf.partition_now = '2024-03-13 06:00+00';
 SELECT action, object, detail FROM perf.partition_maintenance('ev') ORDER BY 1, 2;
 SELECT count(*), sum(v) FROM ev;
 SELECT rows_in_default FROM perf.partitions WHERE parent = 'ev'::regclass AND is_default;
+SET perf.partition_now = '2024-03-15 06:00+00';
 SELECT action, object FROM perf.partition_maintenance('ev') ORDER BY 1, 2;
 SELECT partition FROM perf.partitions WHERE parent = 'ev'::regclass ORDER BY 1;
 
