@@ -93,6 +93,13 @@ after_ms=$(q -At -c "SELECT round(sum(total_time_ms)::numeric, 1) FROM perf.slow
                       WHERE query ~* '^(select|update)' AND query !~ 'perf\.'")
 echo "workload execution time: ${before_ms} ms before, ${after_ms} ms after applying the suggestions"
 
+section "Partitioning events by week (converted in place): perf.partition_table('events', 'created_at', '1 week')"
+q -q -c "ALTER TABLE events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (id, created_at)"
+q -c "SELECT action, count(*) AS objects, max(detail) AS detail FROM perf.partition_table('events', 'created_at', '1 week') GROUP BY 1"
+q -c "SELECT partition, bounds, rows_estimate, size, is_default, rows_in_default FROM perf.partitions
+       WHERE parent = 'events'::regclass ORDER BY is_default, partition LIMIT 14"
+q -c "SELECT * FROM perf.partition_maintenance('events')"
+
 cat <<MSG
 
 The demo cluster keeps running: psql -h 127.0.0.1 -p $DEMO_PORT -U postgres pg_perf_demo
