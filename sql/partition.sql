@@ -125,31 +125,6 @@ LANGUAGE sql IMMUTABLE AS $$
                 WHEN b ~ '^-?[0-9]+$' THEN b END
 $$;
 
--- Every partition of a set: its bounds as keys (NULL for the default / non-range ones).
-CREATE FUNCTION perf._partition_children(c perf.partition_config)
-RETURNS TABLE (relid oid, lo numeric, hi numeric, is_default boolean)
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    r record;
-    m text[];
-BEGIN
-    FOR r IN SELECT i.inhrelid AS oid, pg_get_expr(k.relpartbound, k.oid) AS b
-               FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid
-              WHERE i.inhparent = c.parent
-    LOOP
-        relid := r.oid;
-        is_default := r.b = 'DEFAULT';
-        lo := NULL;
-        hi := NULL;
-        m := regexp_match(r.b, '^FOR VALUES FROM \((.*)\) TO \((.*)\)$');
-        IF m IS NOT NULL AND c.kind <> 'hash' THEN
-            lo := perf._partition_bucket_key(c, perf._partition_unquote(m[1]));
-            hi := perf._partition_bucket_key(c, perf._partition_unquote(m[2]));
-        END IF;
-        RETURN NEXT;
-    END LOOP;
-END $$;
-
 -- The exact key of a bound value (not rounded to a partition boundary).
 CREATE FUNCTION perf._partition_bucket_key(c perf.partition_config, v text) RETURNS numeric
 LANGUAGE sql STABLE AS $$
@@ -160,6 +135,31 @@ LANGUAGE sql STABLE AS $$
             THEN perf._partition_ts_key(v::timestamptz AT TIME ZONE c.tz)
         WHEN c.control_type = 'date'::regtype THEN perf._partition_ts_key(v::date::timestamp)
         ELSE perf._partition_ts_key(v::timestamp) END
+$$;
+
+-- Every partition of a set: its bounds as keys (NULL for the default / non-range ones).
+CREATE FUNCTION perf._partition_children(c perf.partition_config)
+RETURNS TABLE (relid oid, lo numeric, hi numeric, is_default boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT i.inhrelid, perf._partition_bucket_key(c, perf._partition_unquote(m[1])),
+           perf._partition_bucket_key(c, perf._partition_unquote(m[2])), b = 'DEFAULT'
+      FROM pg_inherits i
+      JOIN pg_class k ON k.oid = i.inhrelid
+     CROSS JOIN LATERAL pg_get_expr(k.relpartbound, k.oid) b
+     CROSS JOIN LATERAL regexp_match(b, '^FOR VALUES FROM \((.*)\) TO \((.*)\)$') m
+     WHERE i.inhparent = c.parent
+$$;
+
+-- Key of the partition holding key k (k: a value's key, see perf.partition_config).
+CREATE FUNCTION perf._partition_floor(c perf.partition_config, k numeric) RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN c.kind = 'time' AND c.step_months > 0 THEN
+            perf._partition_ts_key(perf._partition_key_ts(c.anchor) + make_interval(months =>
+                (floor(((extract(year FROM perf._partition_key_ts(k)) * 12 + extract(month FROM perf._partition_key_ts(k)))
+                        - (extract(year FROM perf._partition_key_ts(c.anchor)) * 12 + extract(month FROM perf._partition_key_ts(c.anchor))))
+                       / c.step_months) * c.step_months)::int))
+        ELSE c.anchor + floor((k - c.anchor) / c.step_seconds) * c.step_seconds END
 $$;
 
 -- Column list of a table (for INSERT ... SELECT that does not depend on column order).
@@ -319,10 +319,10 @@ BEGIN
 
     -- 2. Where "now" is: the clock for time sets, the largest value for integer sets.
     IF c.kind = 'time' THEN
-        cur := perf._partition_bucket(c, now_ts::text);
+        cur := perf._partition_floor(c, perf._partition_ts_key(now_ts AT TIME ZONE c.tz));
     ELSE
-        EXECUTE format('SELECT max(%I)::text FROM %s', c.control, c.parent) INTO maxval;
-        cur := coalesce(perf._partition_bucket(c, maxval), c.anchor);
+        EXECUTE format('SELECT max(%I)::numeric FROM %s', c.control, c.parent) INTO maxval;
+        cur := coalesce(perf._partition_floor(c, maxval::numeric), c.anchor);
     END IF;
 
     -- Retention cutoff: partitions ending at or before it have expired.
@@ -362,7 +362,7 @@ BEGIN
                       HINT = 'Use a later start, a longer interval or a smaller premake.';
         END IF;
         k2 := perf._partition_next(c, k);
-        IF k <> ALL (b_lo) AND k2 > coalesce(cutoff, k2 - 1) AND NOT EXISTS (SELECT FROM unnest(ch_lo, ch_hi) e(lo, hi)
+        IF k <> ALL (ch_lo) AND k <> ALL (b_lo) AND k2 > coalesce(cutoff, k2 - 1) AND NOT EXISTS (SELECT FROM unnest(ch_lo, ch_hi) e(lo, hi)
                                             WHERE e.lo < k2 AND e.hi > k) THEN
             new_lo := new_lo || k;
             new_hi := new_hi || k2;
@@ -498,9 +498,12 @@ BEGIN
         RETURN QUERY SELECT c.parent, 'drain'::text, d::text,
                             format('%s rows moved out of the default partition', moved);
     END IF;
-    -- Partitioned parents are never auto-analyzed: their statistics after a change.
-    EXECUTE format('ANALYZE %s', c.parent);
-    RETURN QUERY SELECT c.parent, 'analyze'::text, c.parent::text, NULL::text;
+    -- Partitioned parents are never auto-analyzed: their statistics after rows moved or
+    -- partitions left (new empty partitions change nothing).
+    IF moved > 0 OR cardinality(expired) > 0 THEN
+        EXECUTE format('ANALYZE %s', c.parent);
+        RETURN QUERY SELECT c.parent, 'analyze'::text, c.parent::text, NULL::text;
+    END IF;
     PERFORM perf._partition_progress_done();
     PERFORM set_config('lock_timeout', saved_timeout, true);
 END $$;
@@ -844,6 +847,82 @@ BEGIN
                         format('%s rows moved into %s partitions', moved, cardinality(made));
 END $$;
 
+-- The first partitions of a new, empty set (from `from_key` or now to premake ahead, then
+-- the default): CREATE TABLE ... PARTITION OF, one statement each. It takes ACCESS EXCLUSIVE on
+-- the parent, which is fine for a table without partitions (nothing can be reading it);
+-- maintenance later attaches partitions without that lock.
+CREATE FUNCTION perf._partition_create_initial(c perf.partition_config, nsp text, pname text, from_key numeric)
+RETURNS TABLE ("set" regclass, action text, object text, detail text)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    cur numeric;
+    k numeric;
+    k2 numeric;
+    ahead int := 0;
+    total int := 0;
+    opts text := '';
+    grants boolean;
+    t text;
+    lo text;
+    hi text;
+BEGIN
+    IF c.template IS NOT NULL THEN
+        SELECT coalesce(format(' WITH (%s)', array_to_string(reloptions, ', ')), '') INTO opts
+          FROM pg_class WHERE oid = c.template;
+    END IF;
+    SELECT relacl IS NOT NULL INTO grants FROM pg_class WHERE oid = c.parent;
+    IF c.kind = 'time' THEN
+        cur := perf._partition_floor(c, perf._partition_ts_key(perf.partition_now() AT TIME ZONE c.tz));
+    ELSE
+        cur := c.anchor;
+    END IF;
+    k := least(cur, coalesce(from_key, cur));
+    -- Count first: refuse before creating anything.
+    k2 := k;
+    LOOP
+        IF k2 >= cur THEN
+            EXIT WHEN ahead > c.premake;
+            ahead := ahead + 1;
+        END IF;
+        total := total + 1;
+        IF total > 10000 THEN
+            RAISE EXCEPTION 'partition set % would need more than 10000 new partitions', c.parent
+                USING ERRCODE = 'program_limit_exceeded',
+                      HINT = 'Use a later start, a longer interval or a smaller premake.';
+        END IF;
+        k2 := perf._partition_next(c, k2);
+    END LOOP;
+    ahead := 0;
+    LOOP
+        IF k >= cur THEN
+            EXIT WHEN ahead > c.premake;
+            ahead := ahead + 1;
+        END IF;
+        k2 := perf._partition_next(c, k);
+        t := format('%I.%I', nsp, perf._partition_name(pname, perf._partition_suffix(c, k)));
+        lo := perf._partition_literal(c, k);
+        hi := perf._partition_literal(c, k2);
+        EXECUTE format('CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%s) TO (%s)%s', t, c.parent, lo, hi, opts);
+        IF grants THEN
+            PERFORM perf._partition_copy_grants(c.parent, t::regclass);
+        END IF;
+        "set" := c.parent;
+        action := 'create';
+        object := t::regclass::text;
+        detail := format('FROM (%s) TO (%s)', lo, hi);
+        RETURN NEXT;
+        k := k2;
+    END LOOP;
+    IF c.default_partition THEN
+        t := format('%I.%I', nsp, perf._partition_name(pname, '_default'));
+        EXECUTE format('CREATE TABLE %s PARTITION OF %s DEFAULT%s', t, c.parent, opts);
+        IF grants THEN
+            PERFORM perf._partition_copy_grants(c.parent, t::regclass);
+        END IF;
+        RETURN QUERY SELECT c.parent, 'create'::text, t::regclass::text, 'DEFAULT'::text;
+    END IF;
+END $$;
+
 -- Makes `parent` a managed partition set.
 --   Range by time (timestamptz, timestamp, date column; interval '1 day', '1 month', ...) or
 --   by integer (smallint/integer/bigint column; interval '100000'). premake: partitions kept
@@ -1027,13 +1106,8 @@ BEGIN
     END IF;
 
     PERFORM perf._partition_config_put(p, to_jsonb(c), false);
-    IF c.default_partition THEN
-        EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s DEFAULT', nsp,
-                       perf._partition_name(pname, '_default'), p);
-        RETURN QUERY SELECT p, 'create'::text,
-                            format('%I.%I', nsp, perf._partition_name(pname, '_default'))::regclass::text, 'DEFAULT'::text;
-    END IF;
-    RETURN QUERY SELECT * FROM perf._partition_as_owner(c, CASE WHEN start IS NOT NULL THEN start_key END);
+    RETURN QUERY SELECT * FROM perf._partition_create_initial(c, nsp, pname,
+                                                              CASE WHEN start IS NOT NULL THEN start_key END);
 END $$;
 
 -- Hash partitioning: `partitions` partitions of an empty table PARTITION BY HASH (column).

@@ -46,7 +46,7 @@ SELECT count(*), sum(v) FROM ev;
 SELECT rows_in_default FROM perf.partitions WHERE parent = 'ev'::regclass AND is_default;
 SET perf.partition_now = '2024-03-15 06:00+00';
 SELECT action, object FROM perf.partition_maintenance('ev') ORDER BY 1, 2;
-SELECT partition FROM perf.partitions WHERE parent = 'ev'::regclass ORDER BY 1;
+SELECT partition FROM perf.partitions WHERE parent = 'ev'::regclass ORDER BY partition::text;
 
 -- 3. Retention by detaching, and by moving to a schema.
 CREATE TABLE ev2 (at date NOT NULL) PARTITION BY RANGE (at);
@@ -72,10 +72,10 @@ CREATE TABLE past (at timestamptz NOT NULL) PARTITION BY RANGE (at);
 SET perf.partition_now = '2024-03-10 12:00+00';
 SELECT count(*) AS partitions FROM perf.partition_table('past', 'at', '1 month', premake => 1, start => '2023-11-20')
  WHERE action = 'create';
-SELECT partition FROM perf.partitions WHERE parent = 'past'::regclass ORDER BY 1;
+SELECT partition FROM perf.partitions WHERE parent = 'past'::regclass ORDER BY partition::text;
 CREATE TABLE h (id int, v text) PARTITION BY HASH (id);
 SELECT action, object, detail FROM perf.partition_table('h', 'id', 4) ORDER BY 2;
-SELECT parent, "column", kind, "interval", partitions FROM perf.partition_sets ORDER BY 1::text;
+SELECT parent, "column", kind, "interval", partitions FROM perf.partition_sets ORDER BY parent::text;
 
 -- 5. Long names are shortened, the suffix kept, and quoted.
 CREATE TABLE "A very long ""quoted"" table name that goes on and on and on" (at date NOT NULL) PARTITION BY RANGE (at);
@@ -92,7 +92,7 @@ SET perf.partition_batch_rows = 500;
 SELECT action, object, detail FROM perf.partition_table('conv', 'at', '1 week', premake => 1) ORDER BY 1, 2;
 SELECT count(*), sum(hashtext(c::text)) FROM conv c;
 SELECT relkind FROM pg_class WHERE oid = 'conv'::regclass;
-SELECT indexrelid::regclass FROM pg_index WHERE indrelid = 'conv'::regclass ORDER BY 1;
+SELECT indexrelid::regclass FROM pg_index WHERE indrelid = 'conv'::regclass ORDER BY indexrelid::regclass::text;
 SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'conv'::regclass ORDER BY 1;
 SELECT has_table_privilege('regress_part_other', 'conv', 'SELECT') AS granted;
 INSERT INTO conv (v) VALUES (1) RETURNING id, at;
