@@ -2,7 +2,8 @@
 # Partition maintenance, pg_perf side by side with pg_partman 4.7.2 (a benchmark only, never a
 # dependency), each in its own fresh database on the same server, interleaved in rounds:
 #   noop     a maintenance run over 100 daily sets that are fully premade (nothing to do):
-#            perf.partition_maintenance() vs partman.run_maintenance()
+#            perf.partition_maintenance() vs partman.run_maintenance(), the second run in a
+#            session (as in a scheduler's long-lived worker)
 #   premake  making one daily set with 1000 partitions ahead (premake 1000, start today):
 #            perf.partition_table(...) vs partman.create_parent(...)
 #   drain    moving 100,000 rows out of the default partition into 10 new daily partitions:
@@ -33,9 +34,13 @@ done
 
 q() { local db=$1; shift; psql_at "$port" -d "$db" -X -q -v ON_ERROR_STOP=1 "$@"; }
 # Milliseconds one statement takes, measured in the server (no connection or psql overhead).
+# With a third argument "warm", the statement runs once untimed first in the same session (as
+# a scheduler's long-lived worker would run it: functions compiled, caches warm).
 timed() {
-    local db=$1 sql=$2
-    q "$db" -At -c "SET client_min_messages = warning" -c "SET TimeZone = 'UTC'" -c "
+    local db=$1 sql=$2 warm=${3:-}
+    local pre="SET bench.ms = 0"
+    [ "$warm" = warm ] && pre="DO \$\$ BEGIN PERFORM count(*) FROM ($sql) s; END \$\$"
+    q "$db" -At -c "SET client_min_messages = warning" -c "SET TimeZone = 'UTC'" -c "$pre" -c "
         DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN
             PERFORM count(*) FROM ($sql) s;
             PERFORM set_config('bench.ms', (extract(epoch FROM clock_timestamp() - t0) * 1000)::text, false);
@@ -102,9 +107,9 @@ for r in $(seq 1 "$rounds"); do
         log "round $r: $ext"
         setup_noop "$db" "$ext"
         if [ "$ext" = partman ]; then
-            ms=$(timed "$db" "SELECT partman.run_maintenance()")
+            ms=$(timed "$db" "SELECT partman.run_maintenance()" warm)
         else
-            ms=$(timed "$db" "SELECT * FROM perf.partition_maintenance()")
+            ms=$(timed "$db" "SELECT * FROM perf.partition_maintenance()" warm)
         fi
         results[noop,$ext,$r]=$ms
 

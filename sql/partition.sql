@@ -286,26 +286,40 @@ DECLARE
     expired_name text[] := '{}';
     has_rows boolean;
     expired_rows bigint := 0;
+    locked boolean := false;
+    saved_role text := current_setting('role');
+    owner_name name;
     i int;
 BEGIN
     IF c.kind = 'hash' THEN
         RETURN;
     END IF;
-    PERFORM set_config('lock_timeout', current_setting('perf.partition_lock_timeout'), true);
-    -- 1. SHARE UPDATE EXCLUSIVE on the parent: conflicts with no reader or writer, only with
-    --    DDL, VACUUM/ANALYZE and another maintenance of the same set (which it serializes).
-    attempt := 0;
+
+    -- The analysis (steps 2-5) runs first without any lock: a no-op run, the common case,
+    -- reads the catalogs and returns. When there is work, step 1 is taken and the analysis
+    -- done again under it, since another session may have changed the set meanwhile.
+    <<analysis>>
     LOOP
-        BEGIN
-            PERFORM perf._partition_lock_timeout(attempt);
-            EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', c.parent);
-            EXIT;
-        EXCEPTION WHEN lock_not_available THEN
-            attempt := attempt + 1;
-            IF attempt >= retries THEN RAISE; END IF;
-            PERFORM perf._partition_backoff(attempt);
-        END;
-    END LOOP;
+    IF locked THEN
+        -- 1. SHARE UPDATE EXCLUSIVE on the parent: conflicts with no reader or writer, only
+        --    with DDL, VACUUM/ANALYZE and another maintenance of the same set (serialized).
+        PERFORM set_config('lock_timeout', current_setting('perf.partition_lock_timeout'), true);
+        attempt := 0;
+        LOOP
+            BEGIN
+                PERFORM perf._partition_lock_timeout(attempt);
+                EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', c.parent);
+                EXIT;
+            EXCEPTION WHEN lock_not_available THEN
+                attempt := attempt + 1;
+                IF attempt >= retries THEN RAISE; END IF;
+                PERFORM perf._partition_backoff(attempt);
+            END;
+        END LOOP;
+        b_lo := '{}'; b_rows := '{}'; in_default := 0; total := 0; ahead := 0;
+        new_lo := '{}'; new_hi := '{}'; new_rows := '{}'; expired := '{}'; expired_name := '{}';
+        expired_rows := 0;
+    END IF;
 
     SELECT array_agg(x.lo ORDER BY x.lo) FILTER (WHERE x.lo IS NOT NULL),
            array_agg(x.hi ORDER BY x.lo) FILTER (WHERE x.lo IS NOT NULL),
@@ -349,7 +363,13 @@ BEGIN
     -- 4. Partitions to create: from from_key (or now) to premake ahead of now, and those
     --    for rows in the default; never a range an existing partition (ours or not) covers.
     k := least(cur, coalesce(from_key, cur));
-
+    -- Fast path (the common case): every partition from now to premake ahead exists.
+    IF k = cur AND (SELECT count(*) FROM unnest(ch_lo) x
+                     WHERE x >= cur AND x <= CASE WHEN c.kind = 'time' AND c.step_months > 0
+                         THEN perf._partition_ts_key(perf._partition_key_ts(cur) + make_interval(months => c.step_months * c.premake))
+                         ELSE cur + c.step_seconds * c.premake END) = c.premake + 1 THEN
+        ahead := c.premake + 1;
+    END IF;
     LOOP
         IF k >= cur THEN
             EXIT WHEN ahead > c.premake;
@@ -396,14 +416,30 @@ BEGIN
         END LOOP;
     END IF;
 
+    IF cardinality(new_lo) = 0 AND cardinality(expired) = 0 THEN
+        IF expired_rows > 0 THEN
+            RETURN QUERY SELECT c.parent, 'keep'::text, d::text,
+                                format('%s rows older than the retention (%s) left in the default partition',
+                                       expired_rows, c.retention);
+        END IF;
+        PERFORM set_config('lock_timeout', saved_timeout, true);
+        PERFORM set_config('role', saved_role, true);
+        RETURN;  -- nothing to do: the common case, a few catalog reads and no lock
+    END IF;
+    EXIT analysis WHEN locked;
+    locked := true;
+    -- Work to do: as the table's owner (so the DDL, and the triggers that moving rows fires,
+    -- run with the owner's rights, and new partitions belong to the owner).
+    SELECT r.rolname INTO owner_name FROM pg_class k JOIN pg_roles r ON r.oid = k.relowner
+     WHERE k.oid = c.parent;
+    IF owner_name IS DISTINCT FROM current_user AND pg_has_role(owner_name, 'MEMBER') THEN
+        PERFORM set_config('role', owner_name, true);
+    END IF;
+    END LOOP analysis;
     IF expired_rows > 0 THEN
         RETURN QUERY SELECT c.parent, 'keep'::text, d::text,
                             format('%s rows older than the retention (%s) left in the default partition',
                                    expired_rows, c.retention);
-    END IF;
-    IF cardinality(new_lo) = 0 AND cardinality(expired) = 0 THEN
-        PERFORM set_config('lock_timeout', saved_timeout, true);
-        RETURN;  -- nothing to do: the common case, a few catalog reads
     END IF;
 
     -- 6. Standalone tables; rows in the default moved into them (no lock stronger than
@@ -506,23 +542,6 @@ BEGIN
     END IF;
     PERFORM perf._partition_progress_done();
     PERFORM set_config('lock_timeout', saved_timeout, true);
-END $$;
-
--- Runs one set's maintenance as the table's owner (so the DDL, and the triggers that moving
--- rows fires, run with the owner's rights, and new partitions belong to the owner).
-CREATE FUNCTION perf._partition_as_owner(c perf.partition_config, from_key numeric DEFAULT NULL)
-RETURNS TABLE ("set" regclass, action text, object text, detail text)
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    owner_name name;
-    saved_role text := current_setting('role');
-BEGIN
-    SELECT r.rolname INTO owner_name FROM pg_class k JOIN pg_roles r ON r.oid = k.relowner
-     WHERE k.oid = c.parent;
-    IF owner_name IS DISTINCT FROM current_user AND pg_has_role(owner_name, 'MEMBER') THEN
-        PERFORM set_config('role', owner_name, true);
-    END IF;
-    RETURN QUERY SELECT * FROM perf._partition_maintain_set(c, from_key);
     PERFORM set_config('role', saved_role, true);
 END $$;
 
@@ -554,7 +573,7 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'Run it as the table''s owner, or let the scheduler run it.';
         END IF;
-        RETURN QUERY SELECT * FROM perf._partition_as_owner(c);
+        RETURN QUERY SELECT * FROM perf._partition_maintain_set(c);
         RETURN;
     END IF;
     FOR c IN SELECT f.* FROM perf.partition_config f JOIN pg_class k ON k.oid = f.parent
@@ -562,7 +581,7 @@ BEGIN
               ORDER BY f.parent::oid
     LOOP
         BEGIN
-            RETURN QUERY SELECT * FROM perf._partition_as_owner(c);
+            RETURN QUERY SELECT * FROM perf._partition_maintain_set(c);
         EXCEPTION WHEN OTHERS THEN
             RAISE WARNING 'pg_perf: partition maintenance of % failed: %', c.parent, SQLERRM;
             RETURN QUERY SELECT c.parent, 'error'::text, c.parent::text,
