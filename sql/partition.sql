@@ -20,6 +20,12 @@ CREATE TABLE perf.partition_config (
     retention         text,            -- interval (time) or integer distance; NULL = keep all
     retention_mode    text NOT NULL DEFAULT 'drop'
                       CHECK (retention_mode IN ('drop', 'detach') OR retention_mode LIKE 'schema:_%'),
+    CHECK (kind <> 'time' OR (control_type IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype)
+                              AND tz IS NOT NULL AND anchor IS NOT NULL
+                              AND (step_months > 0 OR (coalesce(step_months, 0) = 0 AND step_seconds >= 1)))),
+    CHECK (kind <> 'integer' OR (control_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+                                 AND anchor IS NOT NULL AND step_seconds >= 1)),
+    CHECK (kind <> 'hash' OR hash_partitions BETWEEN 1 AND 1024),
     default_partition boolean NOT NULL DEFAULT true,
     hash_partitions   integer,
     template          regclass,        -- new partitions copy its storage parameters
@@ -295,6 +301,14 @@ BEGIN
         RETURN;
     END IF;
 
+    -- Everything runs as the table's owner (so the DDL, the triggers that moving rows fires
+    -- and any function the control column's type brings run with the owner's rights, never
+    -- a superuser scheduler's, and new partitions belong to the owner).
+    SELECT r.rolname INTO owner_name FROM pg_class k JOIN pg_roles r ON r.oid = k.relowner
+     WHERE k.oid = c.parent;
+    IF owner_name IS DISTINCT FROM current_user AND pg_has_role(owner_name, 'MEMBER') THEN
+        PERFORM set_config('role', owner_name, true);
+    END IF;
     -- The analysis (steps 2-5) runs first without any lock: a no-op run, the common case,
     -- reads the catalogs and returns. When there is work, step 1 is taken and the analysis
     -- done again under it, since another session may have changed the set meanwhile.
@@ -428,13 +442,6 @@ BEGIN
     END IF;
     EXIT analysis WHEN locked;
     locked := true;
-    -- Work to do: as the table's owner (so the DDL, and the triggers that moving rows fires,
-    -- run with the owner's rights, and new partitions belong to the owner).
-    SELECT r.rolname INTO owner_name FROM pg_class k JOIN pg_roles r ON r.oid = k.relowner
-     WHERE k.oid = c.parent;
-    IF owner_name IS DISTINCT FROM current_user AND pg_has_role(owner_name, 'MEMBER') THEN
-        PERFORM set_config('role', owner_name, true);
-    END IF;
     END LOOP analysis;
     IF expired_rows > 0 THEN
         RETURN QUERY SELECT c.parent, 'keep'::text, d::text,

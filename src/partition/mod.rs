@@ -13,9 +13,11 @@
 //! tables nobody else can see yet. Every wait is bounded by `perf.partition_lock_timeout`;
 //! a timed-out attempt is rolled back (releasing what it locked) and retried.
 //!
-//! For the scheduler: run [`MAINTENANCE_SQL`] once per set, each in its own transaction
-//! (list the sets with [`SETS_SQL`]); or `CALL`-free, `perf.partition_maintenance()` once
-//! for all sets in one transaction.
+//! For the scheduler (job kind `partition_maintenance`, every `perf.partition_interval`): run
+//! [`MAINTENANCE_SQL`] once per set, each in its own transaction, so that no set's locks are
+//! held while another is processed (list the sets with [`SETS_SQL`]). A no-op run of a set
+//! takes no lock at all. `perf.partition_maintenance()` without an argument does every set
+//! in one transaction instead (for a manual run).
 
 pub mod config;
 pub mod gucs;
