@@ -863,7 +863,7 @@ BEGIN
         END;
     END LOOP;
 
-    PERFORM perf._partition_config_put(newrel, to_jsonb(c), false);
+    PERFORM perf._partition_config_put(newrel, to_jsonb(c)::text, false);
     EXECUTE format('ANALYZE %s', newrel);
     PERFORM perf._partition_progress_done();
     PERFORM set_config('lock_timeout', saved_timeout, true);
@@ -1131,7 +1131,7 @@ BEGIN
         RETURN;
     END IF;
 
-    PERFORM perf._partition_config_put(p, to_jsonb(c), false);
+    PERFORM perf._partition_config_put(p, to_jsonb(c)::text, false);
     RETURN QUERY SELECT * FROM perf._partition_create_initial(c, nsp, pname,
                                                               CASE WHEN start IS NOT NULL THEN start_key END);
 END $$;
@@ -1179,7 +1179,7 @@ BEGIN
     c.premake := 0;
     c.retention_mode := 'drop';
     c.default_partition := false;
-    PERFORM perf._partition_config_put(p, to_jsonb(c), false);
+    PERFORM perf._partition_config_put(p, to_jsonb(c)::text, false);
     FOR i IN 0 .. n - 1 LOOP
         t := format('%I.%I', nsp, perf._partition_name(pname, '_h' || i));
         EXECUTE format('CREATE TABLE %s PARTITION OF %s FOR VALUES WITH (MODULUS %s, REMAINDER %s)',

@@ -7,7 +7,6 @@
 //! at a schema they could not use themselves.
 
 use pgrx::prelude::*;
-use pgrx::JsonB;
 
 use crate::error::PerfError;
 
@@ -51,25 +50,37 @@ fn require_owner(rel: pg_sys::Oid, what: &str) {
 /// `perf.partition_config` as jsonb. The caller must own `parent` (and `template`), and have
 /// CREATE on a `schema:<name>` retention target.
 #[pg_extern(volatile, parallel_unsafe, name = "_partition_config_put")]
-fn partition_config_put(parent: pg_sys::Oid, config: Option<JsonB>, forget: bool) {
+fn partition_config_put(parent: Option<pg_sys::Oid>, config: Option<&str>, forget: Option<bool>) {
+    let (Some(parent), Some(forget)) = (parent, forget) else {
+        crate::error::invalid_argument(
+            "parent and forget must not be NULL",
+            "perf._partition_config_put() is internal: use perf.partition_table().",
+        )
+    };
+    if config.is_none() && !forget {
+        crate::error::invalid_argument(
+            "config must not be NULL",
+            "perf._partition_config_put() is internal: use perf.partition_table().",
+        );
+    }
     require_owner(parent, "partitioned table");
-    if let Some(JsonB(ref v)) = config {
-        if let Some(t) = v.get("template").and_then(|t| t.as_str()) {
-            let toid = Spi::get_one_with_args::<pg_sys::Oid>(
-                "SELECT $1::regclass::oid",
-                &[t.to_string().into()],
-            )
-            .ok()
-            .flatten();
+    if let Some(config) = config {
+        // Parsed by PostgreSQL (as the caller): bad JSON is a clean 22P02.
+        let (template, mode) = Spi::get_two_with_args::<String, String>(
+            "SELECT $1::jsonb->>'template', $1::jsonb->>'retention_mode'",
+            &[config.into()],
+        )
+        .unwrap_or((None, None));
+        if let Some(t) = template {
+            let toid =
+                Spi::get_one_with_args::<pg_sys::Oid>("SELECT $1::regclass::oid", &[t.into()])
+                    .ok()
+                    .flatten();
             if let Some(toid) = toid {
                 require_owner(toid, "template table");
             }
         }
-        if let Some(schema) = v
-            .get("retention_mode")
-            .and_then(|m| m.as_str())
-            .and_then(|m| m.strip_prefix("schema:"))
-        {
+        if let Some(schema) = mode.as_deref().and_then(|m| m.strip_prefix("schema:")) {
             let ok = Spi::get_one_with_args::<bool>(
                 "SELECT has_schema_privilege(n.oid, 'CREATE') FROM pg_catalog.pg_namespace n \
                  WHERE n.nspname = $1",
@@ -118,7 +129,7 @@ fn partition_config_put(parent: pg_sys::Oid, config: Option<JsonB>, forget: bool
             client.update(
                 "INSERT INTO perf.partition_config \
                  SELECT (jsonb_populate_record(NULL::perf.partition_config, \
-                         $2 || jsonb_build_object('parent', $1::oid::text))).*",
+                         $2::jsonb || jsonb_build_object('parent', $1::oid::text))).*",
                 None,
                 &[parent.into(), row.into()],
             )?;
