@@ -108,6 +108,12 @@ q -c "SELECT action, object, reason, runs_now FROM perf.maintenance_plan()"
 q -q -c "SELECT perf.schedule('analyze-orders', '1 day', 'ANALYZE orders')" -c "SELECT perf.run_job('analyze-orders')" >/dev/null
 sleep 1
 q -c "SELECT name, schedule, next_run, last_status, last_run FROM perf.jobs_status ORDER BY name"
+section "Partitioning events by week (converted in place): perf.partition_table('events', 'created_at', '1 week')"
+q -q -c "ALTER TABLE events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (id, created_at)"
+q -c "SELECT action, count(*) AS objects, max(detail) AS detail FROM perf.partition_table('events', 'created_at', '1 week') GROUP BY 1"
+q -c "SELECT partition, bounds, rows_estimate, size, is_default, rows_in_default FROM perf.partitions
+       WHERE parent = 'events'::regclass ORDER BY is_default, partition LIMIT 14"
+q -c "SELECT * FROM perf.partition_maintenance('events')"
 
 cat <<MSG
 

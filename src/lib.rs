@@ -13,6 +13,7 @@ pub mod cache;
 pub mod error;
 pub mod gucs;
 pub mod metrics;
+pub mod partition;
 pub mod pg;
 pub mod scheduler;
 pub mod stats;
@@ -39,6 +40,7 @@ pub extern "C-unwind" fn _PG_init() {
     pg::xact::init();
     metrics::init();
     scheduler::init();
+    partition::init();
 }
 
 /// The version of the pg_perf library that is loaded in this server.

@@ -56,6 +56,7 @@ unsafe extern "C-unwind" fn shmem_request() {
     crate::track::request();
     crate::cache::store::request();
     crate::scheduler::shmem_request();
+    crate::partition::progress::request();
 }
 
 #[pg_guard]
@@ -70,6 +71,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
     crate::track::startup();
     crate::cache::store::startup();
     crate::scheduler::shmem_startup();
+    crate::partition::progress::startup();
 }
 
 /// Reserves `bytes` of shared memory and, with `tranche = Some((name, n))`, a named tranche

@@ -72,17 +72,17 @@ pgrx::extension_sql_file!(
 );
 
 /// Called from `_PG_init` (postmaster, preload): registers the launcher. GUCs are defined
-/// by `crate::gucs::init` (through `gucs::init` here), shared memory through `crate::shmem`.
+/// by `crate::gucs::init` (through `gucs::init` here), shared memory through `crate::pg::shmem`.
 pub fn init() {
     launcher::register();
 }
 
-/// shmem_request hook callout (from `crate::shmem`).
+/// shmem_request hook callout (from `crate::pg::shmem`).
 pub fn shmem_request() {
     shared::request();
 }
 
-/// shmem_startup hook callout (from `crate::shmem`).
+/// shmem_startup hook callout (from `crate::pg::shmem`).
 pub fn shmem_startup() {
     shared::startup();
 }

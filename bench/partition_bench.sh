@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Partition maintenance, pg_perf side by side with pg_partman 4.7.2 (a benchmark only, never a
+# dependency), each in its own fresh database on the same server, interleaved in rounds:
+#   noop     a maintenance run over 100 daily sets that are fully premade (nothing to do):
+#            perf.partition_maintenance() vs partman.run_maintenance(), the second run in a
+#            session (as in a scheduler's long-lived worker)
+#   premake  making one daily set with 1000 partitions ahead (premake 1000, start today):
+#            perf.partition_table(...) vs partman.create_parent(...)
+#   drain    moving 100,000 rows out of the default partition into 10 new daily partitions:
+#            perf.partition_maintenance(set) vs partman.partition_data_time(set, 100)
+# Reported as ratios pg_perf / pg_partman (bench/README.md: this machine's speed swings, so
+# only side-by-side ratios count); the median over the rounds, next to every round's value.
+# Targets: noop and premake <= 0.20, drain <= 0.50.
+#
+# Usage: bench/partition_bench.sh [--port PORT] [--rounds N]
+#   --port PORT  server on 127.0.0.1:PORT (default $TEST_PORT, the test cluster), preloading
+#                pg_perf, with pg_partman's extension files installed in its share directory:
+#                apt-get download postgresql-15-partman; dpkg -x postgresql-15-partman_*.deb x;
+#                cp x/usr/share/postgresql/15/extension/pg_partman* "$($PG_CONFIG --sharedir)/extension/"
+#   --rounds N   rounds (default 3)
+# Creates and drops the databases bench_part_perf and bench_part_partman there.
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
+cd "$REPO_ROOT"
+
+port=${TEST_PORT:-55433}
+rounds=3
+while [ $# -gt 0 ]; do
+    case $1 in
+    --port) port=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    *) die "unknown argument $1" ;;
+    esac
+done
+
+q() { local db=$1; shift; psql_at "$port" -d "$db" -X -q -v ON_ERROR_STOP=1 "$@"; }
+# Milliseconds one statement takes, measured in the server (no connection or psql overhead).
+# With a third argument "warm", the statement runs once untimed first in the same session (as
+# a scheduler's long-lived worker would run it: functions compiled, caches warm).
+timed() {
+    local db=$1 sql=$2 warm=${3:-}
+    local pre="SET bench.ms = 0"
+    [ "$warm" = warm ] && pre="DO \$\$ BEGIN PERFORM count(*) FROM ($sql) s; END \$\$"
+    q "$db" -At -c "SET client_min_messages = warning" -c "SET TimeZone = 'UTC'" -c "$pre" -c "
+        DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN
+            PERFORM count(*) FROM ($sql) s;
+            PERFORM set_config('bench.ms', (extract(epoch FROM clock_timestamp() - t0) * 1000)::text, false);
+        END \$\$" -c "SELECT round(current_setting('bench.ms')::numeric, 1)"
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+fresh_db() {
+    local db=$1 ext=$2
+    psql_at "$port" -d postgres -X -q -c "SET client_min_messages = warning" \
+        -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+    if [ "$ext" = partman ]; then
+        q "$db" -c "CREATE SCHEMA partman" -c "CREATE EXTENSION pg_partman SCHEMA partman"
+    else
+        q "$db" -c "CREATE EXTENSION pg_perf"
+    fi
+}
+
+# noop: 100 daily sets, premade 4 ahead; the first maintenance run does any work left, the
+# timed one has nothing to do.
+setup_noop() {
+    local db=$1 ext=$2 i
+    fresh_db "$db" "$ext"
+    for i in $(seq 1 100); do
+        echo "CREATE TABLE t$i (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at);"
+        echo "CREATE INDEX ON t$i (at);"
+        if [ "$ext" = partman ]; then
+            echo "SELECT partman.create_parent('public.t$i', 'at', 'native', 'daily', p_premake := 4);"
+        else
+            echo "SELECT count(*) FROM perf.partition_table('t$i', 'at', '1 day', premake => 4);"
+        fi
+    done | q "$db" >/dev/null
+    if [ "$ext" = partman ]; then
+        q "$db" -c "SELECT partman.run_maintenance()" >/dev/null
+    else
+        q "$db" -c "SELECT count(*) FROM perf.partition_maintenance()" >/dev/null
+    fi
+}
+
+# drain: a set made today with 4 premade partitions and a default; 100,000 rows 20..11 days
+# ago land in the default partition.
+setup_drain() {
+    local db=$1 ext=$2
+    fresh_db "$db" "$ext"
+    q "$db" -c "CREATE TABLE d (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)" \
+        -c "CREATE INDEX ON d (at)"
+    if [ "$ext" = partman ]; then
+        q "$db" -c "SELECT partman.create_parent('public.d', 'at', 'native', 'daily', p_premake := 4,
+                                                 p_start_partition := to_char(now(), 'YYYY-MM-DD'))" >/dev/null
+    else
+        q "$db" -c "SELECT count(*) FROM perf.partition_table('d', 'at', '1 day', premake => 4)" >/dev/null
+    fi
+    q "$db" -c "INSERT INTO d SELECT g, date_trunc('day', now()) - interval '20 days' + (g % 10) * interval '1 day'
+                                        + (g % 86400) * interval '1 second', g
+                  FROM generate_series(1, 100000) g" -c "VACUUM ANALYZE d"
+}
+
+declare -A results
+for r in $(seq 1 "$rounds"); do
+    order="perf partman"
+    [ $((r % 2)) = 0 ] && order="partman perf"
+    for ext in $order; do
+        db=bench_part_$ext
+        log "round $r: $ext"
+        setup_noop "$db" "$ext"
+        if [ "$ext" = partman ]; then
+            ms=$(timed "$db" "SELECT partman.run_maintenance()" warm)
+        else
+            ms=$(timed "$db" "SELECT * FROM perf.partition_maintenance()" warm)
+        fi
+        results[noop,$ext,$r]=$ms
+
+        fresh_db "$db" "$ext"
+        q "$db" -c "CREATE TABLE p (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at)"
+        if [ "$ext" = partman ]; then
+            ms=$(timed "$db" "SELECT partman.create_parent('public.p', 'at', 'native', 'daily', p_premake := 1000,
+                                                          p_start_partition := to_char(now(), 'YYYY-MM-DD'))")
+        else
+            ms=$(timed "$db" "SELECT * FROM perf.partition_table('p', 'at', '1 day', premake => 1000)")
+        fi
+        n=$(q "$db" -At -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 'p'::regclass")
+        [ "$n" -ge 1001 ] || die "$ext made $n partitions, not 1001+"
+        results[premake,$ext,$r]=$ms
+
+        setup_drain "$db" "$ext"
+        if [ "$ext" = partman ]; then
+            ms=$(timed "$db" "SELECT partman.partition_data_time('public.d', p_batch_count := 100)")
+        else
+            ms=$(timed "$db" "SELECT * FROM perf.partition_maintenance('d')")
+        fi
+        left=$(q "$db" -At -c "SELECT count(*) FROM ONLY d_default")
+        total=$(q "$db" -At -c "SELECT count(*) FROM d")
+        [ "$left" = 0 ] && [ "$total" = 100000 ] || die "$ext drain left $left rows in the default ($total in total)"
+        results[drain,$ext,$r]=$ms
+    done
+done
+
+printf '\n%-8s %12s %12s %8s   %s\n' case "pg_perf ms" "partman ms" ratio "rounds (pg_perf/partman)"
+for c in noop premake drain; do
+    ratios=()
+    perf_ms=()
+    pm_ms=()
+    for r in $(seq 1 "$rounds"); do
+        ratios+=("$(awk -v a="${results[$c,perf,$r]}" -v b="${results[$c,partman,$r]}" 'BEGIN {printf "%.3f", a / b}')")
+        perf_ms+=("${results[$c,perf,$r]}")
+        pm_ms+=("${results[$c,partman,$r]}")
+    done
+    printf '%-8s %12s %12s %8s   %s\n' "$c" \
+        "$(printf '%s\n' "${perf_ms[@]}" | median)" "$(printf '%s\n' "${pm_ms[@]}" | median)" \
+        "$(printf '%s\n' "${ratios[@]}" | median)" "${ratios[*]}"
+done
+for ext in perf partman; do
+    psql_at "$port" -d postgres -X -q -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS bench_part_$ext WITH (FORCE)"
+done
