@@ -437,7 +437,9 @@ BEGIN
                                        expired_rows, c.retention);
         END IF;
         PERFORM set_config('lock_timeout', saved_timeout, true);
-        PERFORM set_config('role', saved_role, true);
+        IF current_setting('role') IS DISTINCT FROM saved_role THEN  -- (never SET inside a job's restricted context)
+            PERFORM set_config('role', saved_role, true);
+        END IF;
         RETURN;  -- nothing to do: the common case, a few catalog reads and no lock
     END IF;
     EXIT analysis WHEN locked;
@@ -549,7 +551,9 @@ BEGIN
     END IF;
     PERFORM perf._partition_progress_done();
     PERFORM set_config('lock_timeout', saved_timeout, true);
-    PERFORM set_config('role', saved_role, true);
+    IF current_setting('role') IS DISTINCT FROM saved_role THEN  -- (never SET inside a job's restricted context)
+        PERFORM set_config('role', saved_role, true);
+    END IF;
 END $$;
 
 -- Premakes future partitions, applies retention, drains rows that landed in the default
@@ -867,7 +871,9 @@ BEGIN
     EXECUTE format('ANALYZE %s', newrel);
     PERFORM perf._partition_progress_done();
     PERFORM set_config('lock_timeout', saved_timeout, true);
-    PERFORM set_config('role', saved_role, true);
+    IF current_setting('role') IS DISTINCT FROM saved_role THEN  -- (never SET inside a job's restricted context)
+        PERFORM set_config('role', saved_role, true);
+    END IF;
     RETURN QUERY SELECT newrel, 'create'::text, x::regclass::text, NULL::text FROM unnest(made) x;
     RETURN QUERY SELECT newrel, 'convert'::text, newrel::text,
                         format('%s rows moved into %s partitions', moved, cardinality(made));

@@ -10,7 +10,7 @@ CREATE TABLE perf.jobs (
     schedule       text NOT NULL,
     command        text NOT NULL,
     kind           text NOT NULL DEFAULT 'sql'
-                   CHECK (kind IN ('sql', 'maintenance', 'stats_snapshot')),
+                   CHECK (kind IN ('sql', 'maintenance', 'stats_snapshot', 'partition_maintenance')),
     timezone       text NOT NULL,
     max_runtime    interval,
     retries        integer NOT NULL DEFAULT 0 CHECK (retries >= 0),

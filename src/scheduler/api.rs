@@ -24,6 +24,8 @@ pub enum Kind {
     Maintenance,
     /// A snapshot of perf.statements for trends.
     StatsSnapshot,
+    /// `perf.partition_maintenance()` of every partition set, one transaction per set.
+    PartitionMaintenance,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
             "sql" => Some(Kind::Sql),
             "maintenance" => Some(Kind::Maintenance),
             "stats_snapshot" => Some(Kind::StatsSnapshot),
+            "partition_maintenance" => Some(Kind::PartitionMaintenance),
             _ => None,
         }
     }
@@ -41,6 +44,7 @@ impl Kind {
             Kind::Sql => "sql",
             Kind::Maintenance => "maintenance",
             Kind::StatsSnapshot => "stats_snapshot",
+            Kind::PartitionMaintenance => "partition_maintenance",
         }
     }
 }
@@ -98,7 +102,7 @@ fn check_kind(kind: &str) -> Kind {
     Kind::parse(kind).unwrap_or_else(|| {
         invalid(
             format!("unknown job kind \"{kind}\""),
-            "Kinds are 'sql' (the default), 'maintenance' and 'stats_snapshot'.",
+            "Kinds are 'sql' (the default), 'maintenance', 'stats_snapshot' and 'partition_maintenance'.",
         )
     })
 }
@@ -285,7 +289,7 @@ fn default_timezone() -> String {
 
 /// Schedules `command` to run on `schedule` (cron: 5 fields or 6 with seconds, @macros;
 /// or an interval such as '30 seconds') and returns the new job's id. The job runs as the
-/// calling role. Options: `kind` ('sql', 'maintenance', 'stats_snapshot'), `timezone` of
+/// calling role. Options: `kind` ('sql', 'maintenance', 'stats_snapshot', 'partition_maintenance'), `timezone` of
 /// cron fields (default perf.scheduler_timezone, else TimeZone), `max_runtime` (the
 /// run's statement_timeout), `retries` after a failure with exponential `backoff`, a daily
 /// window [`window_start`, `window_end`) outside which scheduled runs do not start, and

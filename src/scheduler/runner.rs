@@ -124,6 +124,8 @@ enum Body {
     Sql(CString),
     Maintenance,
     StatsSnapshot,
+    /// Every partition set, each in its own transaction (see `partition_sets`).
+    PartitionMaintenance,
 }
 
 /// Executes `body` in one transaction as `owner` (maintenance: one transaction per action,
@@ -153,6 +155,8 @@ fn execute(
         let out = match &body {
             Body::Sql(sql) => exec::run_top_level(sql),
             Body::StatsSnapshot => exec::run_top_level(c"SELECT perf.stats_snapshot()"),
+            // Split into one Body::Sql per set by `execute_partition_maintenance`.
+            Body::PartitionMaintenance => Outcome::default(),
             Body::Maintenance => {
                 let (done, fatal) = maintenance::execute(owner, run_ctx);
                 let n = done.iter().filter(|d| d.status == "done").count();
@@ -209,6 +213,90 @@ fn execute(
     (ending, actions)
 }
 
+/// The partition sets whose parent `owner` owns (or is a member of the owning role), in the
+/// partition capability's order (call inside `guarded`, which gives it a transaction).
+fn partition_sets(owner: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+    let sql = format!(
+        "SELECT s.parent FROM ({}) s JOIN pg_catalog.pg_class r ON r.oid = s.parent \
+         WHERE pg_catalog.pg_has_role({}::oid, r.relowner, 'USAGE') ORDER BY s.parent",
+        crate::partition::SETS_SQL,
+        owner.to_u32()
+    );
+    let mut sets = Vec::new();
+    let _ = Spi::connect(|client| -> Result<(), pgrx::spi::Error> {
+        for row in client.select(&sql, None, &[])? {
+            if let Some(oid) = row.get::<pg_sys::Oid>(1)? {
+                sets.push(oid);
+            }
+        }
+        Ok(())
+    });
+    sets
+}
+
+/// `partition_maintenance` jobs: `perf.partition_maintenance(set)` for every set, each in
+/// its own transaction so no set's locks are held while another is maintained. The run
+/// fails with the first set's error but still maintains the others; rows = sets maintained.
+fn execute_partition_maintenance(
+    owner: pg_sys::Oid,
+    max_ms: Option<i32>,
+) -> (Ending, Vec<maintenance::Done>) {
+    let sets = match guarded("listing partition sets", || partition_sets(owner)) {
+        Some(s) => s,
+        None => {
+            return (
+                Ending {
+                    ok: false,
+                    sqlstate: Some("55000".into()),
+                    error: Some("could not list the partition sets".into()),
+                    outcome: Outcome::default(),
+                },
+                Vec::new(),
+            )
+        }
+    };
+    let mut rows = 0u64;
+    let mut first_error: Option<Ending> = None;
+    let mut failed = 0usize;
+    for set in &sets {
+        // A decimal OID in quotes: never a NUL byte.
+        let sql = CString::new(
+            crate::partition::MAINTENANCE_SQL.replace("$1", &format!("'{}'", set.to_u32())),
+        )
+        .unwrap_or_default();
+        let (ending, _) = execute(owner, max_ms, Body::Sql(sql));
+        if ending.ok {
+            rows += 1;
+        } else {
+            failed += 1;
+            first_error.get_or_insert(ending);
+        }
+    }
+    match first_error {
+        Some(mut e) => {
+            e.error = Some(format!(
+                "{} of {} partition sets failed; first: {}",
+                failed,
+                sets.len(),
+                e.error.unwrap_or_default()
+            ));
+            (e, Vec::new())
+        }
+        None => (
+            Ending {
+                ok: true,
+                sqlstate: None,
+                error: None,
+                outcome: Outcome {
+                    command_tag: "PARTITION MAINTENANCE".into(),
+                    rows,
+                },
+            },
+            Vec::new(),
+        ),
+    }
+}
+
 fn body_of(c: &Claim) -> Result<Body, Ending> {
     match Kind::parse(&c.kind).unwrap_or(Kind::Sql) {
         Kind::Sql => CString::new(c.command.as_str())
@@ -221,6 +309,7 @@ fn body_of(c: &Claim) -> Result<Body, Ending> {
             }),
         Kind::Maintenance => Ok(Body::Maintenance),
         Kind::StatsSnapshot => Ok(Body::StatsSnapshot),
+        Kind::PartitionMaintenance => Ok(Body::PartitionMaintenance),
     }
 }
 
@@ -312,7 +401,10 @@ pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
                         );
                     }
                 }
-                execute(c.owner, max_ms, body)
+                match body {
+                    Body::PartitionMaintenance => execute_partition_maintenance(c.owner, max_ms),
+                    body => execute(c.owner, max_ms, body),
+                }
             }
         }
     };

@@ -458,3 +458,34 @@ def test_partitions_detach_concurrently_and_parent_analyze(connect, fresh_db):
     r = wait_for(lambda: finished(c, rid), timeout=30)
     assert r[0] == "succeeded", r
     assert c.execute("SELECT relispartition FROM pg_class WHERE relname = 'm_2025'").fetchone()[0] is False
+
+
+def test_partition_maintenance_job_drains_default_of_the_owners_sets_only(connect, fresh_db):
+    admin = connect()
+    admin.execute("DROP ROLE IF EXISTS part_owner")
+    admin.execute("CREATE ROLE part_owner LOGIN")
+    admin.execute("GRANT CREATE ON SCHEMA public TO part_owner")
+    try:
+        with psycopg.connect(dsn(fresh_db, user="part_owner"), autocommit=True) as c:
+            c.execute("CREATE TABLE ev (at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)")
+            c.execute("SELECT count(*) FROM perf.partition_table('ev', 'at', '1 day', premake => 2)")
+            # A row for a day no partition covers yet lands in the default partition.
+            c.execute("INSERT INTO ev VALUES (now() + interval '30 days', 1)")
+            assert c.execute("SELECT count(*) FROM ev_default").fetchone()[0] == 1
+            # Another role's set: the job must neither touch it nor fail because of it.
+            admin.execute("CREATE TABLE other (at timestamptz NOT NULL) PARTITION BY RANGE (at)")
+            admin.execute("SELECT count(*) FROM perf.partition_table('other', 'at', '1 day', premake => 2)")
+            admin.execute("INSERT INTO other VALUES (now() + interval '30 days')")
+            c.execute("SELECT perf.schedule('partitions', '1 hour', '', kind => 'partition_maintenance')")
+            runid = c.execute("SELECT perf.run_job('partitions')").fetchone()[0]
+            status, sqlstate, error = wait_for(lambda: finished(c, runid), timeout=30)
+            assert (status, sqlstate, error) == ("succeeded", None, None)
+            assert c.execute("SELECT count(*) FROM ev_default").fetchone()[0] == 0
+            assert c.execute("SELECT count(*) FROM ev").fetchone()[0] == 1
+            assert admin.execute("SELECT count(*) FROM other_default").fetchone()[0] == 1
+            rows = c.execute("SELECT rows FROM perf.job_runs WHERE runid = %s", (runid,)).fetchone()[0]
+            assert rows == 1  # one set maintained: its own
+    finally:
+        admin.execute("DROP TABLE IF EXISTS ev, other")
+        admin.execute("DROP OWNED BY part_owner")
+        admin.execute("DROP ROLE part_owner")
