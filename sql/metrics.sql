@@ -143,6 +143,18 @@ BEGIN
              ELSE format('Job %s has failed %s times in a row: see SELECT * FROM perf.job_runs WHERE status = ''failed'' ORDER BY runid DESC, fix the command or perf.alter_job(...).',
                          detail, v::int) END;
 
+    -- Rows piling up in the default partitions of managed partition sets.
+    SELECT max(coalesce(p.rows_in_default, p.rows_estimate))::float8,
+           (array_agg(p.parent::text ORDER BY coalesce(p.rows_in_default, p.rows_estimate) DESC))[1]
+      INTO v, detail FROM perf.partitions p WHERE p.is_default;
+    w := current_setting('perf.health_default_partition_rows_warn')::float8;
+    c := current_setting('perf.health_default_partition_rows_critical')::float8;
+    st := perf._health_status(coalesce(v, 0), w, c, true);
+    RETURN QUERY SELECT 'default_partition_rows', st, coalesce(v, 0), CASE st WHEN 'critical' THEN c ELSE w END,
+        CASE WHEN st = 'ok' THEN 'No rows wait in a managed default partition.'
+             ELSE format('%s rows sit in the default partition of %s (scans of the set read them all, and a new partition for their range cannot be attached until they move): SELECT * FROM perf.partition_maintenance(%L) moves them into proper partitions; schedule it with kind => ''partition_maintenance''.',
+                         v::bigint, detail, detail) END;
+
     -- Indexes left invalid by a failed CREATE INDEX CONCURRENTLY / REINDEX CONCURRENTLY.
     SELECT count(*)::float8, string_agg(x.indexrelid::regclass::text, ', ' ORDER BY x.indexrelid::regclass::text)
       INTO v, detail FROM pg_index x WHERE NOT x.indisvalid;

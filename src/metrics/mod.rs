@@ -17,5 +17,10 @@ pub fn init() {
 pgrx::extension_sql_file!(
     "../../sql/metrics.sql",
     name = "metrics_sql",
-    requires = [metrics::api::metrics, "cache_sql", "scheduler_sql"]
+    requires = [
+        metrics::api::metrics,
+        "cache_sql",
+        "scheduler_sql",
+        "partition_sql"
+    ]
 );

@@ -332,6 +332,28 @@ pub const SOURCES: &[Source] = &[
               JOIN perf.jobs j USING (jobid) GROUP BY 1, 2 ORDER BY 1, 2",
     },
     Source {
+        labels: &["parent"],
+        columns: &[
+            gauge(
+                "pg_perf_partition_set_partitions",
+                "Partitions of a managed partition set (default partition included).",
+            ),
+            gauge(
+                "pg_perf_partition_set_bytes",
+                "Total size of a set's partitions.",
+            ),
+            gauge(
+                "pg_perf_partition_default_rows",
+                "Rows sitting in the set's default partition (perf.partition_maintenance() \
+                 moves them out).",
+            ),
+        ],
+        sql: "SELECT s.parent::text, s.partitions, s.total_bytes, \
+              coalesce((SELECT coalesce(p.rows_in_default, p.rows_estimate) FROM perf.partitions p \
+                         WHERE p.parent = s.parent AND p.is_default), 0) \
+              FROM perf.partition_sets s ORDER BY 1",
+    },
+    Source {
         labels: &[],
         columns: &[
             gauge("pg_perf_cache_entries", "Results held by the result cache."),

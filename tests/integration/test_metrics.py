@@ -250,3 +250,19 @@ def test_health_and_metrics_flag_a_failing_job(connect):
     assert fails["always_fails"] >= 2
     runs = {(s.labels["job"], s.labels["status"]): s.value for s in fams["pg_perf_job_runs"].samples}
     assert runs[("always_fails", "failed")] >= 2
+
+
+def test_health_and_metrics_flag_rows_in_a_default_partition(connect):
+    c = connect()
+    c.execute("CREATE TABLE ev (at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)")
+    c.execute("SELECT count(*) FROM perf.partition_table('ev', 'at', '1 day', premake => 2)")
+    assert health(c)["default_partition_rows"][0] == "ok"
+    c.execute("INSERT INTO ev SELECT now() + interval '40 days', g FROM generate_series(1, 5) g")
+    status, value, threshold, advice = health(c)["default_partition_rows"]
+    assert status == "warn" and value == 5 and threshold == 1, (status, value)
+    assert "partition_maintenance('public.ev')" in advice
+    _, fams = scrape(c)
+    rows = {s.labels["parent"]: s.value for s in fams["pg_perf_partition_default_rows"].samples}
+    assert rows["ev"] == 5
+    c.execute("SELECT count(*) FROM perf.partition_maintenance('ev')")
+    assert health(c)["default_partition_rows"][0] == "ok"
