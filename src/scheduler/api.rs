@@ -215,8 +215,23 @@ struct AsCatalogOwner {
     context: i32,
 }
 
+/// Refuses work that writes the scheduler's catalog or needs its workers on a hot standby
+/// (both are replicated from the primary; the workers start after a promotion).
+pub(super) fn refuse_in_recovery(what: &str) {
+    // SAFETY: plain read of shared recovery state.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        raise(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("cannot {what} on a standby server (it is in recovery)"),
+            "Run it on the primary: jobs replicate to standbys, and a promoted standby's \
+             scheduler runs them.",
+        );
+    }
+}
+
 impl AsCatalogOwner {
     fn switch() -> Self {
+        refuse_in_recovery("change scheduled jobs");
         let mut user = pg_sys::InvalidOid;
         let mut context = 0;
         // SAFETY: saving and switching the current user id, as SECURITY DEFINER does.
@@ -280,10 +295,25 @@ fn check_owner(name: &str, job: &JobRow, who: pg_sys::Oid) {
 
 fn default_timezone() -> String {
     gucs::scheduler_timezone().unwrap_or_else(|| {
-        Spi::get_one::<String>("SELECT current_setting('TimeZone')")
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| "UTC".into())
+        // The session's TimeZone, read directly (no SPI: a query here would also run on a
+        // standby, where perf.schedule() must fail with its own clear error instead).
+        // SAFETY: session_timezone is set at backend start; pg_get_timezone_name returns a
+        // pointer into it (or null), copied before anything can change it.
+        unsafe {
+            let tz = pg_sys::session_timezone;
+            let name = if tz.is_null() {
+                std::ptr::null()
+            } else {
+                pg_sys::pg_get_timezone_name(tz)
+            };
+            if name.is_null() {
+                "UTC".into()
+            } else {
+                std::ffi::CStr::from_ptr(name)
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        }
     })
 }
 

@@ -415,6 +415,7 @@ fn run_maintenance(
                 .collect::<Vec<_>>(),
         );
     }
+    super::api::refuse_in_recovery("run maintenance");
     // SAFETY: plain reads of backend globals.
     let (db, me, user) = unsafe { (pg_sys::MyDatabaseId, pg_sys::MyProcPid, pg_sys::GetUserId()) };
     let token = Spi::get_one::<i64>("SELECT (random() * 9e18)::bigint")

@@ -141,6 +141,47 @@ def test_cache_bypasses_during_recovery_and_never_serves_stale_rows(pair):
     assert refusals.get("recovery", 0) >= 2, refusals
 
 
+def scrape(c):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = c.execute("SELECT perf.metrics()").fetchone()[0]
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_metrics_and_health_on_both_sides(pair):
+    primary, standby = pair
+    on_standby = scrape(standby)
+    assert on_standby["pg_replication_is_replica"].samples[0].value == 1
+    assert "pg_replication_lag_seconds" in on_standby
+    on_primary = scrape(primary)
+    assert on_primary["pg_replication_is_replica"].samples[0].value == 0
+    diff = on_primary["pg_stat_replication_pg_wal_lsn_diff"].samples
+    assert len(diff) == 1 and diff[0].value >= 0, diff
+    assert "pg_perf_replication_replay_lag_seconds" in on_primary
+    for side in (primary, standby):
+        checks = dict(side.execute("SELECT check_name, status FROM perf.health()").fetchall())
+        assert checks["replication_lag"] == "ok", checks
+        assert set(checks.values()) <= {"ok", "warn", "critical"}
+
+
+def test_scheduler_stays_idle_on_the_standby(pair):
+    primary, standby = pair
+    kinds = {r[0] for r in standby.execute(
+        "SELECT backend_type FROM pg_stat_activity WHERE backend_type LIKE 'pg_perf%'").fetchall()}
+    assert not kinds, f"pg_perf background workers run on a standby: {kinds}"
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        standby.execute("SELECT perf.schedule('x', '1 minute', 'SELECT 1')")
+    # The primary's scheduler runs (it has pg_perf installed in this database).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        kinds = {r[0] for r in primary.execute(
+            "SELECT backend_type FROM pg_stat_activity WHERE backend_type LIKE 'pg_perf%'").fetchall()}
+        if "pg_perf scheduler" in kinds:
+            break
+        time.sleep(0.1)
+    assert "pg_perf launcher" in kinds and "pg_perf scheduler" in kinds, kinds
+
+
 def test_standby_keeps_its_statistics_across_a_restart(pair):
     # Last in this file: the restart ends the module's standby connection.
     _, standby = pair
@@ -152,3 +193,18 @@ def test_standby_keeps_its_statistics_across_a_restart(pair):
         ).fetchone()
         assert calls == (1,)
         assert again.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+
+
+def test_promoted_standby_starts_its_scheduler():
+    # After the restart test: the module's connections are gone, so connect afresh.
+    with connect(STANDBY_PORT) as standby:
+        assert standby.execute("SELECT pg_promote(wait => true)").fetchone()[0]
+        deadline = time.monotonic() + 15
+        kinds = set()
+        while time.monotonic() < deadline and "pg_perf scheduler" not in kinds:
+            kinds = {r[0] for r in standby.execute(
+                "SELECT backend_type FROM pg_stat_activity WHERE backend_type LIKE 'pg_perf%'").fetchall()}
+            time.sleep(0.1)
+        assert "pg_perf scheduler" in kinds, kinds
+        jobid = standby.execute("SELECT perf.schedule('after_promotion', '1 minute', 'SELECT 1')").fetchone()[0]
+        assert jobid > 0
