@@ -76,7 +76,7 @@ AS 'MODULE_PATHNAME', 'partition_progress_done_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:377
+-- src/scheduler/api.rs:407
 -- pg_perf::scheduler::api::alter_job
 CREATE  FUNCTION "alter_job"(
 	"name" TEXT, /* Option < & str > */
@@ -218,7 +218,7 @@ AS 'MODULE_PATHNAME', 'database_stats_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:516
+-- src/scheduler/api.rs:546
 -- pg_perf::scheduler::api::job_next_run
 CREATE  FUNCTION "job_next_run"(
 	"schedule" TEXT, /* Option < & str > */
@@ -713,7 +713,8 @@ END $$;
 
 -- Maintenance of one set; see perf.partition_maintenance(). `from_key`: also create the
 -- partitions from this key on (partition_table's start).
-CREATE FUNCTION perf._partition_maintain_set(c perf.partition_config, from_key numeric DEFAULT NULL)
+CREATE FUNCTION perf._partition_maintain_set(c perf.partition_config, from_key numeric DEFAULT NULL,
+                                             owner name DEFAULT NULL)
 RETURNS TABLE ("set" regclass, action text, object text, detail text)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -747,7 +748,7 @@ DECLARE
     expired_rows bigint := 0;
     locked boolean := false;
     saved_role text := current_setting('role');
-    owner_name name;
+    owner_name name := owner;
     i int;
 BEGIN
     IF c.kind = 'hash' THEN
@@ -757,8 +758,10 @@ BEGIN
     -- Everything runs as the table's owner (so the DDL, the triggers that moving rows fires
     -- and any function the control column's type brings run with the owner's rights, never
     -- a superuser scheduler's, and new partitions belong to the owner).
-    SELECT r.rolname INTO owner_name FROM pg_class k JOIN pg_roles r ON r.oid = k.relowner
-     WHERE k.oid = c.parent;
+    IF owner_name IS NULL THEN
+        SELECT r.rolname INTO owner_name FROM pg_class k JOIN pg_roles r ON r.oid = k.relowner
+         WHERE k.oid = c.parent;
+    END IF;
     IF owner_name IS DISTINCT FROM current_user AND pg_has_role(owner_name, 'MEMBER') THEN
         PERFORM set_config('role', owner_name, true);
     END IF;
@@ -1023,6 +1026,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     c perf.partition_config;
+    r record;
     want regclass := parent;
 BEGIN
     IF want IS NOT NULL THEN
@@ -1040,12 +1044,15 @@ BEGIN
         RETURN QUERY SELECT * FROM perf._partition_maintain_set(c);
         RETURN;
     END IF;
-    FOR c IN SELECT f.* FROM perf.partition_config f JOIN pg_class k ON k.oid = f.parent
+    FOR r IN SELECT f AS cfg, o.rolname AS owner
+               FROM perf.partition_config f JOIN pg_class k ON k.oid = f.parent
+               JOIN pg_roles o ON o.oid = k.relowner
               WHERE pg_has_role(k.relowner, 'MEMBER')
               ORDER BY f.parent::oid
     LOOP
+        c := r.cfg;
         BEGIN
-            RETURN QUERY SELECT * FROM perf._partition_maintain_set(c);
+            RETURN QUERY SELECT * FROM perf._partition_maintain_set(c, NULL, r.owner);
         EXCEPTION WHEN OTHERS THEN
             RAISE WARNING 'pg_perf: partition maintenance of % failed: %', c.parent, SQLERRM;
             RETURN QUERY SELECT c.parent, 'error'::text, c.parent::text,
@@ -1977,7 +1984,7 @@ REVOKE EXECUTE ON FUNCTION perf.reset_stats(oid, oid, bigint) FROM PUBLIC;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:484
+-- src/scheduler/api.rs:514
 -- pg_perf::scheduler::api::run_job
 CREATE  FUNCTION "run_job"(
 	"name" TEXT /* Option < & str > */
@@ -2006,7 +2013,7 @@ AS 'MODULE_PATHNAME', 'run_maintenance_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:298
+-- src/scheduler/api.rs:328
 -- pg_perf::scheduler::api::schedule
 CREATE  FUNCTION "schedule"(
 	"name" TEXT, /* Option < & str > */
@@ -2027,7 +2034,7 @@ AS 'MODULE_PATHNAME', 'schedule_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:538
+-- src/scheduler/api.rs:568
 -- pg_perf::scheduler::api::scheduler_wake
 CREATE  FUNCTION "scheduler_wake"() RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -2134,7 +2141,7 @@ AS 'MODULE_PATHNAME', 'suggest_indexes_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:466
+-- src/scheduler/api.rs:496
 -- pg_perf::scheduler::api::unschedule
 CREATE  FUNCTION "unschedule"(
 	"name" TEXT /* Option < & str > */
