@@ -43,15 +43,8 @@ unsafe fn parse(sql: &CStr) -> *mut pg_sys::List {
 
 /// The statements of a raw parse list.
 unsafe fn statements(list: *mut pg_sys::List) -> Vec<*mut pg_sys::RawStmt> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: a valid pointer List of RawStmt nodes.
-    unsafe {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).ptr_value as *mut pg_sys::RawStmt)
-            .collect()
-    }
+    // SAFETY: a valid (or NIL) pointer List of RawStmt nodes, walked while it lives.
+    unsafe { crate::pg::list::ptrs::<pg_sys::RawStmt>(list).collect() }
 }
 
 /// How a job command is shaped, for validation.

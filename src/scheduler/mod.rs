@@ -147,13 +147,9 @@ pub unsafe fn before_utility(pstmt: *mut pgrx::pg_sys::PlannedStmt) {
 /// True when a DROP EXTENSION object list names pg_perf (a List of String nodes).
 unsafe fn names_pg_perf(list: *mut pgrx::pg_sys::List) -> bool {
     use pgrx::pg_sys;
-    if list.is_null() {
-        return false;
-    }
-    // SAFETY: a List of String nodes (DROP EXTENSION's object names).
+    // SAFETY: a (possibly NIL) List of String nodes (DROP EXTENSION's object names).
     unsafe {
-        (0..(*list).length as usize).any(|i| {
-            let n = (*(*list).elements.add(i)).ptr_value as *mut pg_sys::Node;
+        crate::pg::list::ptrs::<pg_sys::Node>(list).any(|n| {
             if n.is_null() || (*n).type_ != pg_sys::NodeTag::T_String {
                 return false;
             }
