@@ -25,6 +25,11 @@ use pgrx::{PgList, PgTryBuilder};
 
 /// Runs `f` in a subtransaction; an ERROR inside rolls it back and yields None.
 pub(crate) fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Option<T> {
+    try_in_subtransaction(f).ok()
+}
+
+/// Runs `f` in a subtransaction; an ERROR inside rolls it back and yields its message.
+pub(crate) fn try_in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     // SAFETY: the standard internal-subtransaction pattern (as PL/pgSQL's exception blocks):
     // remember memory context and resource owner, begin, and on success release / on error
     // roll back, restoring both either way.
@@ -39,14 +44,20 @@ pub(crate) fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Option<T> {
             pg_sys::ReleaseCurrentSubTransaction();
             pg_sys::MemoryContextSwitchTo(ctx);
             pg_sys::CurrentResourceOwner = owner;
-            Some(r)
+            Ok(r)
         }))
         .catch_others(move |e| {
             pgrx::debug1!("pg_perf advisor: skipped after an error: {e:?}");
             pg_sys::RollbackAndReleaseCurrentSubTransaction();
             pg_sys::MemoryContextSwitchTo(ctx);
             pg_sys::CurrentResourceOwner = owner;
-            None
+            Err(match &e {
+                pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+                | pgrx::pg_sys::panic::CaughtError::ErrorReport(r)
+                | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
+                    r.message().to_string()
+                }
+            })
         })
         .execute()
     }

@@ -1,0 +1,465 @@
+//! Normalized statement texts made plannable again (pure Rust, no pgrx).
+//!
+//! Statement capture replaces each constant with `$n`. A typed literal such as
+//! `timestamptz '2023-06-01'`, `date '2024-01-31'` or `interval '2 hours'` then becomes
+//! `timestamptz $2`, `date $1`, `interval $3`, which is not valid SQL (the `type 'string'`
+//! syntax takes a string constant only), so the what-if planner could not plan it.
+//! [`plannable_text`] rewrites each `typename $n` into `$n::typename` (same type, same
+//! meaning: a typed literal is a cast of an unknown-typed string), including multi-word
+//! types (`timestamp with time zone`, `double precision`, `character varying(20)`),
+//! qualified names (`pg_catalog.date`) and interval fields (`interval $1 day to second`).
+//!
+//! In valid SQL a word can stand right before `$n` only when it is a keyword that takes an
+//! expression (`WHERE $1`, `LIMIT $1`, `AND $2`, `AT TIME ZONE $1`, ...): those are left
+//! alone. Every other word before `$n` is a type name of a normalized typed literal.
+
+/// Keywords after which an expression (hence `$n`) may follow in valid SQL.
+const BEFORE_EXPRESSION: &[&str] = &[
+    "all",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "at",
+    "between",
+    "both",
+    "by",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "default",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "escape",
+    "except",
+    "exists",
+    "fetch",
+    "filter",
+    "first",
+    "following",
+    "for",
+    "from",
+    "group",
+    "groups",
+    "having",
+    "ilike",
+    "in",
+    "intersect",
+    "into",
+    "is",
+    "isnull",
+    "last",
+    "leading",
+    "like",
+    "limit",
+    "next",
+    "not",
+    "notnull",
+    "null",
+    "nulls",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "over",
+    "overlaps",
+    "placing",
+    "preceding",
+    "range",
+    "return",
+    "returning",
+    "row",
+    "rows",
+    "select",
+    "set",
+    "similar",
+    "some",
+    "symmetric",
+    "then",
+    "to",
+    "trailing",
+    "uescape",
+    "union",
+    "using",
+    "values",
+    "when",
+    "where",
+    "window",
+    "with",
+    "within",
+    "zone",
+];
+
+/// Interval field words that may follow `interval $n`.
+const INTERVAL_FIELDS: &[&str] = &["year", "month", "day", "hour", "minute", "second", "to"];
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    /// An unquoted word, lowercased.
+    Word(String),
+    /// A double-quoted identifier (as written).
+    Quoted,
+    /// `$n`.
+    Param,
+    /// A number.
+    Number,
+    /// Any other single character (operators, punctuation) or a string literal.
+    Other(char),
+}
+
+/// A token and its byte span in the text.
+#[derive(Debug, Clone)]
+struct Span {
+    tok: Tok,
+    start: usize,
+    end: usize,
+}
+
+fn tokenize(text: &str) -> Vec<Span> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let start = i;
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                i += 1;
+            }
+            i = (i + 2).min(b.len());
+            continue;
+        }
+        if c == b'\'' || c == b'"' {
+            // A string literal or quoted identifier; a doubled quote is an escaped quote.
+            i += 1;
+            loop {
+                if i >= b.len() {
+                    break;
+                }
+                if b[i] == c {
+                    if b.get(i + 1) == Some(&c) {
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                i += 1;
+            }
+            let tok = if c == b'"' {
+                Tok::Quoted
+            } else {
+                Tok::Other('\'')
+            };
+            out.push(Span { tok, start, end: i });
+            continue;
+        }
+        if c == b'$' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            out.push(Span {
+                tok: Tok::Param,
+                start,
+                end: i,
+            });
+            continue;
+        }
+        if c == b'$' {
+            // A dollar-quoted string: $tag$ ... $tag$.
+            let mut j = i + 1;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                j += 1;
+            }
+            if b.get(j) == Some(&b'$') {
+                let tag = &text[i..=j];
+                let body = j + 1;
+                let close = text[body..]
+                    .find(tag)
+                    .map_or(b.len(), |p| body + p + tag.len());
+                out.push(Span {
+                    tok: Tok::Other('\''),
+                    start,
+                    end: close,
+                });
+                i = close;
+                continue;
+            }
+        }
+        if c.is_ascii_digit() {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                i += 1;
+            }
+            out.push(Span {
+                tok: Tok::Number,
+                start,
+                end: i,
+            });
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
+            {
+                i += 1;
+            }
+            out.push(Span {
+                tok: Tok::Word(text[start..i].to_ascii_lowercase()),
+                start,
+                end: i,
+            });
+            continue;
+        }
+        // Any other character; step over a whole UTF-8 sequence.
+        let ch = text[i..].chars().next().unwrap_or(' ');
+        i += ch.len_utf8();
+        out.push(Span {
+            tok: Tok::Other(ch),
+            start,
+            end: i,
+        });
+    }
+    out
+}
+
+fn word(t: &Span) -> Option<&str> {
+    match &t.tok {
+        Tok::Word(w) => Some(w.as_str()),
+        _ => None,
+    }
+}
+
+/// Where the type name before the token at `p` (a `$n`) starts, as a token index, when
+/// the `$n` is a normalized typed literal.
+fn type_start(toks: &[Span], p: usize) -> Option<usize> {
+    let mut k = p.checked_sub(1)?;
+    // A type modifier: `varchar(20) $1`, `numeric(10, 2) $1`, `timestamp(3) $1`.
+    if toks[k].tok == Tok::Other(')') {
+        let mut j = k.checked_sub(1)?;
+        while matches!(toks[j].tok, Tok::Number | Tok::Other(',')) {
+            j = j.checked_sub(1)?;
+        }
+        if toks[j].tok != Tok::Other('(') {
+            return None;
+        }
+        k = j.checked_sub(1)?;
+        word(&toks[k])?;
+    }
+    let w = word(&toks[k])?;
+    // Multi-word types end in a word that is otherwise a keyword (`zone`).
+    if w == "zone" {
+        let time = k
+            .checked_sub(1)
+            .filter(|&j| word(&toks[j]) == Some("time"))?;
+        let with = time
+            .checked_sub(1)
+            .filter(|&j| matches!(word(&toks[j]), Some("with" | "without")))?;
+        let mut s = with.checked_sub(1)?;
+        if toks[s].tok == Tok::Other(')') {
+            while toks[s].tok != Tok::Other('(') {
+                s = s.checked_sub(1)?;
+            }
+            s = s.checked_sub(1)?;
+        }
+        return matches!(word(&toks[s]), Some("timestamp" | "time")).then_some(s);
+    }
+    if BEFORE_EXPRESSION.contains(&w) {
+        return None;
+    }
+    let mut s = k;
+    match w {
+        "precision" => {
+            if s > 0 && word(&toks[s - 1]) == Some("double") {
+                s -= 1;
+            }
+        }
+        "varying" => {
+            if s > 0 && matches!(word(&toks[s - 1]), Some("character" | "char" | "bit")) {
+                s -= 1;
+                if s > 0 && word(&toks[s - 1]) == Some("national") {
+                    s -= 1;
+                }
+            }
+        }
+        _ => {}
+    }
+    // A qualified name: schema.type (the schema may be quoted).
+    while s >= 2
+        && toks[s - 1].tok == Tok::Other('.')
+        && matches!(toks[s - 2].tok, Tok::Word(_) | Tok::Quoted)
+    {
+        s -= 2;
+    }
+    Some(s)
+}
+
+/// The text with every `typename $n` (a normalized typed literal) rewritten as
+/// `$n::typename`, or None when there is none (the text is left as it is).
+pub fn plannable_text(text: &str) -> Option<String> {
+    let toks = tokenize(text);
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut copied = 0;
+    let mut p = 0;
+    let mut changed = false;
+    while p < toks.len() {
+        if toks[p].tok != Tok::Param {
+            p += 1;
+            continue;
+        }
+        let Some(s) = type_start(&toks, p) else {
+            p += 1;
+            continue;
+        };
+        if toks[s].start < copied {
+            p += 1;
+            continue;
+        }
+        let type_text = &text[toks[s].start..toks[p - 1].end];
+        let param = &text[toks[p].start..toks[p].end];
+        // Interval fields after the parameter belong to the type.
+        let mut end = p;
+        let is_interval = word(&toks[p - 1]) == Some("interval");
+        if is_interval {
+            while end + 1 < toks.len()
+                && word(&toks[end + 1]).is_some_and(|w| INTERVAL_FIELDS.contains(&w))
+            {
+                end += 1;
+                if word(&toks[end]) == Some("second")
+                    && toks.get(end + 1).is_some_and(|t| t.tok == Tok::Other('('))
+                    && toks.get(end + 2).is_some_and(|t| t.tok == Tok::Number)
+                    && toks.get(end + 3).is_some_and(|t| t.tok == Tok::Other(')'))
+                {
+                    end += 3;
+                }
+            }
+        }
+        out.push_str(&text[copied..toks[s].start]);
+        out.push_str(param);
+        out.push_str("::");
+        out.push_str(type_text);
+        if end > p {
+            out.push(' ');
+            out.push_str(&text[toks[p + 1].start..toks[end].end]);
+        }
+        copied = toks[end].end;
+        changed = true;
+        p = end + 1;
+    }
+    if !changed {
+        return None;
+    }
+    out.push_str(&text[copied..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::plannable_text;
+
+    fn r(t: &str) -> String {
+        plannable_text(t).unwrap_or_else(|| t.to_string())
+    }
+
+    #[test]
+    fn typed_literals_become_casts() {
+        assert_eq!(
+            r("SELECT * FROM t WHERE created_at >= timestamptz $2 AND id = $1"),
+            "SELECT * FROM t WHERE created_at >= $2::timestamptz AND id = $1"
+        );
+        assert_eq!(
+            r("select count(*) from t where d = date $1"),
+            "select count(*) from t where d = $1::date"
+        );
+        assert_eq!(
+            r("SELECT 1 FROM t WHERE c > timestamptz $1 - interval $2"),
+            "SELECT 1 FROM t WHERE c > $1::timestamptz - $2::interval"
+        );
+        assert_eq!(
+            r("SELECT 1 FROM t WHERE c > TIMESTAMP WITH TIME ZONE $1"),
+            "SELECT 1 FROM t WHERE c > $1::TIMESTAMP WITH TIME ZONE"
+        );
+        assert_eq!(
+            r("SELECT 1 FROM t WHERE c > timestamp(3) without time zone $1"),
+            "SELECT 1 FROM t WHERE c > $1::timestamp(3) without time zone"
+        );
+        assert_eq!(
+            r("SELECT double precision $1"),
+            "SELECT $1::double precision"
+        );
+        assert_eq!(
+            r("SELECT character varying(20) $1"),
+            "SELECT $1::character varying(20)"
+        );
+        assert_eq!(r("SELECT numeric(10, 2) $1"), "SELECT $1::numeric(10, 2)");
+        assert_eq!(r("SELECT pg_catalog.date $1"), "SELECT $1::pg_catalog.date");
+        assert_eq!(
+            r("SELECT now() - interval $1 day to second(3) AS x"),
+            "SELECT now() - $1::interval day to second(3) AS x"
+        );
+        assert_eq!(
+            r("SELECT interval $1 hour, 2"),
+            "SELECT $1::interval hour, 2"
+        );
+    }
+
+    #[test]
+    fn valid_sql_is_left_alone() {
+        for t in [
+            "SELECT * FROM t WHERE a = $1 AND b IN ($2, $3) LIMIT $4 OFFSET $5",
+            "SELECT $1",
+            "SELECT CASE WHEN a THEN $1 ELSE $2 END FROM t",
+            "SELECT ts AT TIME ZONE $1 FROM t",
+            "SELECT * FROM t WHERE a BETWEEN $1 AND $2 OR b LIKE $3 ESCAPE $4",
+            "SELECT * FROM t WHERE a IS DISTINCT FROM $1",
+            "SELECT * FROM t FETCH FIRST $1 ROWS ONLY",
+            "UPDATE t SET a = $1 WHERE id = $2 RETURNING $3",
+            "INSERT INTO t VALUES ($1, $2::date)",
+            "SELECT 'date $1', \"x y\" FROM t -- timestamptz $1\n WHERE a = $1",
+            "SELECT substring(a from $1 for $2) FROM t",
+            "SELECT a OPERATOR(pg_catalog.=) $1",
+            "SELECT $tag$ date $1 $tag$",
+        ] {
+            assert_eq!(plannable_text(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for t in [
+            "",
+            "$",
+            "$1",
+            ") $1",
+            "( ) $1",
+            "zone $1",
+            "time zone $1",
+            "'unterminated $1",
+            "\"q",
+            "/* x",
+            "é $1",
+            "$$",
+            "$a$ x",
+        ] {
+            let _ = plannable_text(t);
+        }
+    }
+}
