@@ -48,16 +48,26 @@ pub(crate) fn try_in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, Strin
         }))
         .catch_others(move |e| {
             pgrx::debug1!("pg_perf advisor: skipped after an error: {e:?}");
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-            pg_sys::MemoryContextSwitchTo(ctx);
-            pg_sys::CurrentResourceOwner = owner;
-            Err(match &e {
+            // The message first: the rollback may free what the error points into.
+            let message = match &e {
+                pgrx::pg_sys::panic::CaughtError::RustPanic { payload, .. }
+                    if payload.is::<crate::pg::try_catch::CaughtError>() =>
+                {
+                    payload
+                        .downcast_ref::<crate::pg::try_catch::CaughtError>()
+                        .map(|c| c.message())
+                        .unwrap_or_default()
+                }
                 pgrx::pg_sys::panic::CaughtError::PostgresError(r)
                 | pgrx::pg_sys::panic::CaughtError::ErrorReport(r)
                 | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
                     r.message().to_string()
                 }
-            })
+            };
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(ctx);
+            pg_sys::CurrentResourceOwner = owner;
+            Err(message)
         })
         .execute()
     }
