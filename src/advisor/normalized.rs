@@ -371,9 +371,54 @@ pub fn plannable_text(text: &str) -> Option<String> {
     Some(out)
 }
 
+/// A second try for a text whose `$n` types the planner cannot infer (`date $1 + $2` from
+/// `date '2024-01-12' + 1`: "operator is not unique: date + unknown"): every bare `$n`
+/// next to an arithmetic operator becomes `$n::integer`, the type of the integer literals
+/// such parameters stand for. None when there is no such parameter.
+pub fn arithmetic_params_as_integer(text: &str) -> Option<String> {
+    let toks = tokenize(text);
+    let arith = |t: Option<&Span>| {
+        t.is_some_and(|t| matches!(t.tok, Tok::Other('+' | '-' | '*' | '/' | '%')))
+    };
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut copied = 0;
+    for (i, t) in toks.iter().enumerate() {
+        if t.tok != Tok::Param {
+            continue;
+        }
+        let next = toks.get(i + 1);
+        let cast_follows = next.is_some_and(|n| n.tok == Tok::Other(':'));
+        let prev = i.checked_sub(1).and_then(|p| toks.get(p));
+        if cast_follows || !(arith(prev) || arith(next)) {
+            continue;
+        }
+        out.push_str(&text[copied..t.end]);
+        out.push_str("::integer");
+        copied = t.end;
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&text[copied..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod unit_tests {
-    use super::plannable_text;
+    use super::{arithmetic_params_as_integer, plannable_text};
+
+    #[test]
+    fn arithmetic_params_get_integer_type() {
+        assert_eq!(
+            arithmetic_params_as_integer("SELECT 1 FROM t WHERE d < $2::date + $3 AND x = $4"),
+            Some("SELECT 1 FROM t WHERE d < $2::date + $3::integer AND x = $4".into())
+        );
+        assert_eq!(
+            arithmetic_params_as_integer("SELECT $1 * $2::numeric"),
+            Some("SELECT $1::integer * $2::numeric".into())
+        );
+        assert_eq!(arithmetic_params_as_integer("SELECT 1 FROM t WHERE a = $1"), None);
+    }
 
     fn r(t: &str) -> String {
         plannable_text(t).unwrap_or_else(|| t.to_string())

@@ -11,7 +11,7 @@ use pgrx::PgList;
 use super::catalog::Catalog;
 use super::guard::{in_subtransaction, try_in_subtransaction};
 use super::model::*;
-use super::normalized::plannable_text;
+use super::normalized::{arithmetic_params_as_integer, plannable_text};
 use super::whatif::{self, Planned};
 use crate::stats::workload;
 use crate::stats::PredicateKind;
@@ -222,10 +222,17 @@ pub(super) fn plan_workload(
             None if q.queryid == 0 => (text.clone(), Some(whatif::plan(&text))),
             None => match try_in_subtransaction(|| whatif::plan_checked(&text, foreign)) {
                 Ok(p) => (text.clone(), Some(p)),
-                Err(message) => {
-                    skipped.push((i, format!("could not be planned: {message}")));
-                    (text.clone(), None)
-                }
+                // Parameters whose type the planner cannot infer (`$2::date + $3`): once
+                // more with integers next to arithmetic operators.
+                Err(message) => match arithmetic_params_as_integer(&text).and_then(|t| {
+                    in_subtransaction(|| whatif::plan_checked(&t, foreign)).map(|p| (t, p))
+                }) {
+                    Some((t, p)) => (t, Some(p)),
+                    None => {
+                        skipped.push((i, format!("could not be planned: {message}")));
+                        (text.clone(), None)
+                    }
+                },
             },
         };
         if let Some((relid, command)) = write_target_of(&text) {
