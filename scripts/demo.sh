@@ -93,6 +93,22 @@ after_ms=$(q -At -c "SELECT round(sum(total_time_ms)::numeric, 1) FROM perf.slow
                       WHERE query ~* '^(select|update)' AND query !~ 'perf\.'")
 echo "workload execution time: ${before_ms} ms before, ${after_ms} ms after applying the suggestions"
 
+section "Scheduler: a nightly maintenance job, its plan, and a job run now"
+q -q -c "SELECT perf.unschedule(name) FROM perf.jobs" >/dev/null
+q -c "SELECT perf.schedule('maintenance', '0 3 * * *', '', kind => 'maintenance',
+                           window_start => '01:00', window_end => '05:00') AS jobid"
+# A table with half its rows deleted since its last VACUUM, so the plan has work to show.
+# (Separate sessions: each flushes its table statistics when it ends.)
+q -q -c "DROP TABLE IF EXISTS demo_events" \
+     -c "CREATE TABLE demo_events AS SELECT g AS id, now() AS at FROM generate_series(1, 20000) g" >/dev/null 2>&1
+q -q -c "VACUUM ANALYZE demo_events"
+q -q -c "DELETE FROM demo_events WHERE id % 2 = 0" >/dev/null
+sleep 1
+q -c "SELECT action, object, reason, runs_now FROM perf.maintenance_plan()"
+q -q -c "SELECT perf.schedule('analyze-orders', '1 day', 'ANALYZE orders')" -c "SELECT perf.run_job('analyze-orders')" >/dev/null
+sleep 1
+q -c "SELECT name, schedule, next_run, last_status, last_run FROM perf.jobs_status ORDER BY name"
+
 cat <<MSG
 
 The demo cluster keeps running: psql -h 127.0.0.1 -p $DEMO_PORT -U postgres pg_perf_demo

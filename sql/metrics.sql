@@ -131,6 +131,18 @@ BEGIN
              ELSE format('%s%% of the rows of %s are dead: VACUUM %s, and check why autovacuum falls behind (long transactions, autovacuum_vacuum_scale_factor for large tables).',
                          round((v * 100)::numeric, 1), detail, detail) END;
 
+    -- Jobs of this database that keep failing (those the caller may see).
+    SELECT max(consecutive_failures)::float8,
+           (array_agg(format('%s (%s: %s)', name, last_sqlstate, left(last_error, 200)) ORDER BY consecutive_failures DESC))[1]
+      INTO v, detail FROM perf.jobs_status WHERE consecutive_failures > 0;
+    w := current_setting('perf.health_failing_jobs_warn')::float8;
+    c := current_setting('perf.health_failing_jobs_critical')::float8;
+    st := perf._health_status(coalesce(v, 0), w, c, true);
+    RETURN QUERY SELECT 'failing_jobs', st, coalesce(v, 0), CASE st WHEN 'critical' THEN c ELSE w END,
+        CASE WHEN st = 'ok' THEN 'No scheduled job is failing.'
+             ELSE format('Job %s has failed %s times in a row: see SELECT * FROM perf.job_runs WHERE status = ''failed'' ORDER BY runid DESC, fix the command or perf.alter_job(...).',
+                         detail, v::int) END;
+
     -- Indexes left invalid by a failed CREATE INDEX CONCURRENTLY / REINDEX CONCURRENTLY.
     SELECT count(*)::float8, string_agg(x.indexrelid::regclass::text, ', ' ORDER BY x.indexrelid::regclass::text)
       INTO v, detail FROM pg_index x WHERE NOT x.indisvalid;

@@ -108,6 +108,7 @@ LANGUAGE sql STABLE AS $$
       FROM pg_catalog.pg_index i
       JOIN pg_catalog.pg_stat_user_indexes s ON s.indexrelid = i.indexrelid
      WHERE s.idx_scan = 0
+       AND s.schemaname <> 'perf'  -- pg_perf's own tables (the scheduler's job history)
        AND i.indisvalid
        AND NOT i.indisunique
        AND NOT i.indisprimary

@@ -1,14 +1,14 @@
 //! Every `perf.*` configuration parameter, registered once in `_PG_init`.
 //!
-//! Each GUC is a documented static with a typed accessor, so the rest of the code never
-//! touches `GucSetting` directly. The `perf` prefix is reserved: a typo such as
+//! Each GUC is a private, documented static with a typed accessor function, so the rest of
+//! the code never touches `GucSetting` directly. The `perf` prefix is reserved: a typo such as
 //! `SET perf.enabld = off` is an error instead of a silently ignored placeholder.
 
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 /// `perf.enabled`: master switch. Off means every hook returns straight to the next one.
-pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 // Hot-path accessors. `GucSetting::get()` checks that it runs on the main thread (a TLS
 // lookup each time); the hooks run on the backend's only thread by construction, so they
@@ -79,43 +79,106 @@ pub enum TrackLevel {
 }
 
 /// `perf.track`: none | top (statements sent by clients) | all (also those run inside functions).
-pub static TRACK: GucSetting<TrackLevel> = GucSetting::<TrackLevel>::new(TrackLevel::Top);
+static TRACK: GucSetting<TrackLevel> = GucSetting::<TrackLevel>::new(TrackLevel::Top);
 /// `perf.track_utility`: also record utility statements (DDL, VACUUM, COPY, ...).
-pub static TRACK_UTILITY: GucSetting<bool> = GucSetting::<bool>::new(true);
+static TRACK_UTILITY: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `perf.max_statements`: statement entries kept in shared memory (restart to change).
-pub static MAX_STATEMENTS: GucSetting<i32> = GucSetting::<i32>::new(5000);
+static MAX_STATEMENTS: GucSetting<i32> = GucSetting::<i32>::new(5000);
 /// `perf.max_query_text`: bytes of normalized query text kept per statement (restart to change).
-pub static MAX_QUERY_TEXT: GucSetting<i32> = GucSetting::<i32>::new(2048);
+static MAX_QUERY_TEXT: GucSetting<i32> = GucSetting::<i32>::new(2048);
 /// `perf.slow_query_ms`: runs at least this slow get their plan captured; -1 disables.
-pub static SLOW_QUERY_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static SLOW_QUERY_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// `perf.plan_sample_rate`: fraction of executions run with per-node instrumentation.
-pub static PLAN_SAMPLE_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.01);
+static PLAN_SAMPLE_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.01);
 /// `perf.max_plans`: captured slow plans kept in shared memory (restart to change).
-pub static MAX_PLANS: GucSetting<i32> = GucSetting::<i32>::new(500);
+static MAX_PLANS: GucSetting<i32> = GucSetting::<i32>::new(500);
 /// `perf.max_plan_size`: bytes kept per captured plan (restart to change).
-pub static MAX_PLAN_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16384);
+static MAX_PLAN_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16384);
 /// `perf.capture_predicates`: record the columns each statement filters, joins and sorts on.
-pub static CAPTURE_PREDICATES: GucSetting<bool> = GucSetting::<bool>::new(true);
+static CAPTURE_PREDICATES: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `perf.verify_query_ids`: jumble statements whose queryId came from the per-backend memo
 /// too, and warn if the two differ (a check for the memo, off by default).
-pub static VERIFY_QUERY_IDS: GucSetting<bool> = GucSetting::<bool>::new(false);
+static VERIFY_QUERY_IDS: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `perf.track_planning`: also time planning (installs a planner hook; restart to change).
-pub static TRACK_PLANNING: GucSetting<bool> = GucSetting::<bool>::new(false);
+static TRACK_PLANNING: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `perf.cache_enabled`: serve and store results in perf.cached()/perf.cached_json()/
 /// perf.cached_json_text().
-pub static CACHE_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+static CACHE_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `perf.cache_size_mb`: shared memory for cached results (restart to change).
-pub static CACHE_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
+static CACHE_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
 /// `perf.cache_max_entry_kb`: larger results are not cached.
-pub static CACHE_MAX_ENTRY_KB: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static CACHE_MAX_ENTRY_KB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 /// `perf.cache_default_ttl`: seconds a cached result lives (0 = until invalidated).
-pub static CACHE_DEFAULT_TTL: GucSetting<i32> = GucSetting::<i32>::new(300);
+static CACHE_DEFAULT_TTL: GucSetting<i32> = GucSetting::<i32>::new(300);
 /// `perf.cache_strict`: a refusal to cache is an ERROR instead of a direct execution.
-pub static CACHE_STRICT: GucSetting<bool> = GucSetting::<bool>::new(false);
+static CACHE_STRICT: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `perf.advisor_budget_mb`: total size of the indexes perf.suggest_indexes() may propose.
-pub static ADVISOR_BUDGET_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static ADVISOR_BUDGET_MB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 /// `perf.save`: keep statistics across clean server restarts.
-pub static SAVE: GucSetting<bool> = GucSetting::<bool>::new(true);
+static SAVE: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+// Accessors for the settings read off the per-statement path (`GucSetting::get`, with its
+// main-thread check). Restart-only settings are fixed for the server's life.
+
+/// `perf.max_statements` (restart to change).
+pub fn max_statements() -> i32 {
+    MAX_STATEMENTS.get()
+}
+
+/// `perf.max_query_text`, in bytes (restart to change).
+pub fn max_query_text() -> i32 {
+    MAX_QUERY_TEXT.get()
+}
+
+/// `perf.max_plans` (restart to change).
+pub fn max_plans() -> i32 {
+    MAX_PLANS.get()
+}
+
+/// `perf.max_plan_size`, in bytes (restart to change).
+pub fn max_plan_size() -> i32 {
+    MAX_PLAN_SIZE.get()
+}
+
+/// `perf.track_planning` (restart to change: the planner hook is installed only when on).
+pub fn track_planning() -> bool {
+    TRACK_PLANNING.get()
+}
+
+/// `perf.cache_enabled`.
+pub fn cache_enabled() -> bool {
+    CACHE_ENABLED.get()
+}
+
+/// `perf.cache_size_mb`, in megabytes (restart to change).
+pub fn cache_size_mb() -> i32 {
+    CACHE_SIZE_MB.get()
+}
+
+/// `perf.cache_max_entry_kb`, in kilobytes.
+pub fn cache_max_entry_kb() -> i32 {
+    CACHE_MAX_ENTRY_KB.get()
+}
+
+/// `perf.cache_default_ttl`, in seconds (0 = until invalidated).
+pub fn cache_default_ttl() -> i32 {
+    CACHE_DEFAULT_TTL.get()
+}
+
+/// `perf.cache_strict`.
+pub fn cache_strict() -> bool {
+    CACHE_STRICT.get()
+}
+
+/// `perf.advisor_budget_mb`, in megabytes.
+pub fn advisor_budget_mb() -> i32 {
+    ADVISOR_BUDGET_MB.get()
+}
+
+/// `perf.save`: keep statistics across clean restarts.
+pub fn save() -> bool {
+    SAVE.get()
+}
 
 /// Registers all GUCs and reserves the `perf.` prefix. Called from `_PG_init` only.
 pub fn init() {
@@ -299,6 +362,8 @@ pub fn init() {
         GucFlags::default(),
     );
 
+    // The scheduler's GUCs (src/scheduler/gucs.rs), before the prefix is reserved.
+    crate::scheduler::gucs::init();
     // SAFETY: called from _PG_init in the postmaster (or a backend loading the library),
     // single-threaded, after the GUCs above were defined; the string is a static C string.
     unsafe {

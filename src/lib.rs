@@ -1,23 +1,22 @@
 //! pg_perf: a PostgreSQL extension that makes a database tune itself.
 //!
 //! This file only wires things together: module magic, the preload check, GUC
-//! registration and each capability's `init()`. The capabilities live in their folders.
+//! registration and the PostgreSQL layer (`pg`), which installs every hook and calls the
+//! capabilities. The capabilities live in their folders; see ARCHITECTURE.md.
 
 #![deny(ffi_unwind_calls)]
 
 use pgrx::prelude::*;
 
 pub mod advisor;
-mod backend_local;
 pub mod cache;
 pub mod error;
 pub mod gucs;
 pub mod metrics;
 pub mod pg;
 pub mod scheduler;
-pub mod shmem;
 pub mod stats;
-mod xact;
+pub mod track;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -33,12 +32,13 @@ pub extern "C-unwind" fn _PG_init() {
         error::PerfError::NotPreloaded.raise();
     }
     gucs::init();
-    shmem::init();
-    stats::init();
-    cache::init();
-    advisor::whatif::init();
+    // The PostgreSQL layer installs every hook and callback; each calls the capabilities'
+    // entry points in a fixed order (see src/pg/hooks.rs, shmem.rs, xact.rs).
+    pg::shmem::init();
+    pg::hooks::install();
+    pg::xact::init();
     metrics::init();
-    xact::init();
+    scheduler::init();
 }
 
 /// The version of the pg_perf library that is loaded in this server.

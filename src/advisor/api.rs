@@ -96,7 +96,7 @@ fn suggest_indexes_impl(
             .collect::<Vec<_>>()
     );
     let settings = SelectionSettings {
-        storage_budget_bytes: crate::gucs::ADVISOR_BUDGET_MB.get().max(1) as u64 * 1024 * 1024,
+        storage_budget_bytes: crate::gucs::advisor_budget_mb().max(1) as u64 * 1024 * 1024,
         ..SelectionSettings::default()
     };
     let mut oracle = WhatIfOracle {

@@ -39,8 +39,8 @@ use pgrx::{PgList, PgLogLevel, PgSqlErrorCode};
 use super::guard;
 use super::model::{AttrWidth, TypeAlign};
 use super::size;
-use crate::backend_local::BackendLocal;
 use crate::error::PerfError;
+use crate::pg::backend_local::BackendLocal;
 use crate::pg::quote::quote_identifier;
 use crate::pg::raw;
 use crate::pg::try_catch::{rethrowing, try_capture_query};
@@ -104,9 +104,6 @@ fn session() -> &'static mut Option<SessionState> {
     unsafe { SESSION.get() }
 }
 
-static mut PREV_GET_RELATION_INFO: pg_sys::get_relation_info_hook_type = None;
-static mut PREV_EXPLAIN_INDEX_NAME: pg_sys::explain_get_index_name_hook_type = None;
-static mut PREV_GET_INDEX_STATS: pg_sys::get_index_stats_hook_type = None;
 /// Numbers the expression-sample tables of this backend.
 static mut SAMPLE_TABLES: u64 = 0;
 
@@ -121,19 +118,6 @@ static SAMPLES: BackendLocal<Option<std::collections::HashMap<(u32, String), Oid
 fn samples() -> &'static mut std::collections::HashMap<(u32, String), Oid> {
     // SAFETY: single-threaded backend; borrows are short and never overlap.
     unsafe { SAMPLES.get().get_or_insert_with(Default::default) }
-}
-
-/// Installs the planner hooks (from `_PG_init`).
-pub fn init() {
-    // SAFETY: _PG_init is single-threaded; previous hooks are saved and chained.
-    unsafe {
-        PREV_GET_RELATION_INFO = pg_sys::get_relation_info_hook;
-        pg_sys::get_relation_info_hook = Some(get_relation_info);
-        PREV_EXPLAIN_INDEX_NAME = pg_sys::explain_get_index_name_hook;
-        pg_sys::explain_get_index_name_hook = Some(explain_index_name);
-        PREV_GET_INDEX_STATS = pg_sys::get_index_stats_hook;
-        pg_sys::get_index_stats_hook = Some(get_index_stats);
-    }
 }
 
 /// Transaction events (called from `crate::xact`).
@@ -305,7 +289,7 @@ unsafe extern "C-unwind" fn release_stats_tuple(tuple: pg_sys::HeapTuple) {
 
 /// Statistics of a hypothetical expression index's columns: those of its sample table.
 #[pg_guard]
-unsafe extern "C-unwind" fn get_index_stats(
+pub(crate) unsafe extern "C-unwind" fn get_index_stats(
     root: *mut pg_sys::PlannerInfo,
     index_oid: Oid,
     attnum: pg_sys::AttrNumber,
@@ -339,7 +323,7 @@ unsafe extern "C-unwind" fn get_index_stats(
     }
     // SAFETY: chaining to the previous hook.
     unsafe {
-        match PREV_GET_INDEX_STATS {
+        match crate::pg::hooks::prev_get_index_stats() {
             Some(prev) => prev(root, index_oid, attnum, vardata),
             None => false,
         }
@@ -394,15 +378,13 @@ fn distinct_keys(h: &HypoIndex, reltuples: f64) -> Option<f64> {
 /// Runs for every relation of every query planned, so the common case (no what-if session,
 /// no other extension's hook) returns without entering pgrx's guard: it only compares two
 /// values and cannot panic or raise.
-unsafe extern "C-unwind" fn get_relation_info(
+pub(crate) unsafe extern "C-unwind" fn get_relation_info(
     root: *mut pg_sys::PlannerInfo,
     relid: Oid,
     inhparent: bool,
     rel: *mut pg_sys::RelOptInfo,
 ) {
-    // SAFETY: plain reads of backend-local statics.
-    if unsafe { std::ptr::read(&raw const PREV_GET_RELATION_INFO) }.is_none() && session().is_none()
-    {
+    if crate::pg::hooks::prev_get_relation_info().is_none() && session().is_none() {
         return;
     }
     // SAFETY: same arguments, handed on to the guarded implementation.
@@ -418,7 +400,7 @@ unsafe extern "C-unwind" fn get_relation_info_guarded(
 ) {
     // SAFETY: chaining to the previous hook with the arguments we were given.
     unsafe {
-        if let Some(prev) = PREV_GET_RELATION_INFO {
+        if let Some(prev) = crate::pg::hooks::prev_get_relation_info() {
             prev(root, relid, inhparent, rel);
         }
     }
@@ -450,7 +432,7 @@ unsafe extern "C-unwind" fn get_relation_info_guarded(
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn explain_index_name(oid: Oid) -> *const std::ffi::c_char {
+pub(crate) unsafe extern "C-unwind" fn explain_index_name(oid: Oid) -> *const std::ffi::c_char {
     if let Some(state) = session() {
         if let Some(h) = state.indexes.iter().find(|h| h.oid == oid) {
             // SAFETY: pstrdup copies into the current memory context.
@@ -459,7 +441,7 @@ unsafe extern "C-unwind" fn explain_index_name(oid: Oid) -> *const std::ffi::c_c
     }
     // SAFETY: chaining to the previous hook.
     unsafe {
-        match PREV_EXPLAIN_INDEX_NAME {
+        match crate::pg::hooks::prev_explain_index_name() {
             Some(prev) => prev(oid),
             None => std::ptr::null(),
         }

@@ -12,9 +12,11 @@ use pgrx::prelude::*;
 use super::invalidate;
 use super::key;
 use super::store::{self, CacheKey, Counter, Format, Lookup, NewEntry, Refusal, RelDep};
-use crate::backend_local::BackendLocal;
 use crate::error::PerfError;
+use crate::pg::backend_local::BackendLocal;
+use crate::pg::list;
 use crate::pg::try_catch::{rethrowing, try_capture, try_capture_query};
+use crate::track;
 
 /// Declares a result type for a varlena datum handed to PostgreSQL as is (no round trip
 /// through serde): the datum is always of SQL type `$sql` (OID `$oid`).
@@ -176,7 +178,7 @@ fn jsonb_text(jsonb: &[u8]) -> Vec<u8> {
 static BUFFER: BackendLocal<Vec<u8>> = BackendLocal::new(Vec::new());
 
 fn max_entry_bytes() -> usize {
-    crate::gucs::CACHE_MAX_ENTRY_KB.get().max(1) as usize * 1024
+    crate::gucs::cache_max_entry_kb().max(1) as usize * 1024
 }
 
 fn now_us() -> i64 {
@@ -193,7 +195,7 @@ fn interval_us(i: &Interval) -> i64 {
 
 fn refuse(r: Refusal) {
     store::count_refusal(r);
-    if crate::gucs::CACHE_STRICT.get() {
+    if crate::gucs::cache_strict() {
         PerfError::NotCacheable { reason: r.as_str() }.raise();
     }
 }
@@ -258,7 +260,7 @@ fn prepare(query: &str, params: &[serde_json::Value], format: Format) -> Prepare
                 "Pass a single SELECT, without a second statement after a semicolon.",
             );
         }
-        let stmt = (*(*raw).elements).ptr_value as *mut pg_sys::RawStmt;
+        let stmt = list::first::<pg_sys::RawStmt>(raw).unwrap_or(std::ptr::null_mut());
         let mut ptypes: *mut pg_sys::Oid = std::ptr::null_mut();
         let mut nparams: i32 = 0;
         let (pt, np) = (&raw mut ptypes, &raw mut nparams);
@@ -337,7 +339,7 @@ fn analyze(p: &Prepared) -> Result<Vec<u32>, Refusal> {
         if rewritten.is_null() || (*rewritten).length != 1 {
             return Err(Refusal::NotReadOnly);
         }
-        let q = (*(*rewritten).elements).ptr_value as *mut pg_sys::Query;
+        let q = list::first::<pg_sys::Query>(rewritten).unwrap_or(std::ptr::null_mut());
         if (*q).commandType != pg_sys::CmdType::CMD_SELECT {
             return Err(Refusal::NotReadOnly);
         }
@@ -362,12 +364,10 @@ fn analyze(p: &Prepared) -> Result<Vec<u32>, Refusal> {
         let plan = user_query_step(src, || raw::pg_plan_query(q, src, 0, params));
         let oids = (*plan).relationOids;
         let mut relids = Vec::new();
-        if !oids.is_null() {
-            for i in 0..(*oids).length as usize {
-                let oid = (*(*oids).elements.add(i)).oid_value.to_u32();
-                if !relids.contains(&oid) {
-                    relids.push(oid);
-                }
+        for oid in list::oids(oids) {
+            let oid = oid.to_u32();
+            if !relids.contains(&oid) {
+                relids.push(oid);
             }
         }
         Ok(relids)
@@ -479,14 +479,9 @@ fn execute_checked(p: &Prepared) -> (Vec<u8>, Vec<u32>) {
         let rc = try_capture(|| raw::SPI_execute_plan(plan, values, nulls, false, 0))
             .unwrap_or_else(|e| e.raise());
         let mut rels = Vec::new();
-        for src in list_ptrs(pg_sys::SPI_plan_get_plan_sources(plan)) {
-            let src = src as *mut pg_sys::CachedPlanSource;
-            let oids = (*src).relationOids;
-            if !oids.is_null() {
-                for i in 0..(*oids).length as usize {
-                    rels.push((*(*oids).elements.add(i)).oid_value.to_u32());
-                }
-            }
+        let sources = pg_sys::SPI_plan_get_plan_sources(plan);
+        for src in list::ptrs::<pg_sys::CachedPlanSource>(sources) {
+            rels.extend(list::oids((*src).relationOids).map(|o| o.to_u32()));
         }
         let mut out = Vec::new();
         if rc == pg_sys::SPI_OK_SELECT as i32 && pg_sys::SPI_processed == 1 {
@@ -508,19 +503,6 @@ fn execute_checked(p: &Prepared) -> (Vec<u8>, Vec<u32>) {
         }
         // A packed (1-byte header) varlena must become a 4-byte header one to be returned.
         (normalize_varlena(out), rels)
-    }
-}
-
-/// The pointers of a List (empty for NIL).
-unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: a valid pointer List.
-    unsafe {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).ptr_value)
-            .collect()
     }
 }
 
@@ -762,18 +744,22 @@ fn cached_result(
             }
             us
         }
-        None => crate::gucs::CACHE_DEFAULT_TTL.get() as i64 * 1_000_000,
+        None => crate::gucs::cache_default_ttl() as i64 * 1_000_000,
     };
     // Conditions under which the cache is not used at all.
-    let pre_refusal = if !crate::gucs::CACHE_ENABLED.get() {
+    // SAFETY: plain read of a backend global.
+    let isolation = unsafe { pg_sys::XactIsoLevel };
+    let in_recovery = || {
+        // SAFETY: a plain call that reads shared state and cannot fail.
+        unsafe { pg_sys::RecoveryInProgress() }
+    };
+    let pre_refusal = if !crate::gucs::cache_enabled() {
         Some(Refusal::Disabled)
-    } else if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
-        // SAFETY (above): plain read of a backend global.
+    } else if isolation >= pg_sys::XACT_REPEATABLE_READ as i32 {
         Some(Refusal::Isolation)
-    } else if unsafe { pg_sys::RecoveryInProgress() } {
-        // SAFETY (above): plain call.
+    } else if in_recovery() {
         Some(Refusal::Recovery)
-    } else if invalidate::own_global_ddl() {
+    } else if track::own_global_ddl() {
         // This transaction changed something every entry may depend on.
         Some(Refusal::OwnWrites)
     } else {
@@ -794,15 +780,24 @@ fn cached_result(
     let now = now_us();
 
     if pre_refusal.is_none() {
-        // SAFETY: backend-local buffer; no other borrow is live.
-        let buf = unsafe { BUFFER.get() };
-        if buf.capacity() < max_entry_bytes() {
-            buf.reserve(max_entry_bytes() - buf.len());
-        }
-        match store::lookup(&cache_key, now, invalidate::written_slots(), buf) {
+        let max = max_entry_bytes();
+        // SAFETY: the only use of BUFFER; the closure does not reach it again.
+        let (lookup, hit) = unsafe {
+            BUFFER.with(|buf| {
+                if buf.capacity() < max {
+                    buf.reserve(max - buf.len());
+                }
+                let lookup = crate::track::with_written_slots(|written| {
+                    store::lookup(&cache_key, now, written, buf)
+                });
+                let hit = (lookup == Lookup::Hit).then(|| datum_from_bytes(buf));
+                (lookup, hit)
+            })
+        };
+        match lookup {
             Lookup::Hit => {
                 store::count(Counter::Hits);
-                return datum_from_bytes(buf);
+                return hit.unwrap_or_else(pg_sys::Datum::null);
             }
             Lookup::OwnWrites => {
                 refuse(Refusal::OwnWrites);
@@ -835,7 +830,7 @@ fn cached_result(
     };
     let mut deps = Vec::with_capacity(relids.len());
     for &relid in &relids {
-        let Some(slot) = store::registry_slot(dbid, relid, true) else {
+        let Some(slot) = track::relation_slot(dbid, relid, true) else {
             refuse(Refusal::CacheFull);
             return executed(&p, format);
         };
@@ -845,18 +840,17 @@ fn cached_result(
             generation: 0,
         });
     }
-    let written = invalidate::written_slots();
-    if deps.iter().any(|d| written.contains(&d.slot)) {
+    if crate::track::with_written_slots(|written| deps.iter().any(|d| written.contains(&d.slot))) {
         refuse(Refusal::OwnWrites);
         return executed(&p, format);
     }
 
     // Generations and committing writers before the relations are checked and the query
     // planned and run ...
-    let (global_before, global_busy_before) = store::global_state();
+    let (global_before, global_busy_before) = track::global_state();
     let mut busy = global_busy_before > 0;
     for d in deps.iter_mut() {
-        let (generation, committing) = store::table_state(d.slot);
+        let (generation, committing) = track::relation_state(d.slot);
         d.generation = generation;
         busy |= committing > 0;
     }
@@ -878,10 +872,10 @@ fn cached_result(
     // ... and after it: store only if no generation moved and nobody was committing. A
     // writer whose commit overlapped the snapshot is caught by one of the two checks; one
     // that commits later bumps the generation before its changes become visible.
-    let (global_after, global_busy_after) = store::global_state();
+    let (global_after, global_busy_after) = track::global_state();
     busy |= global_busy_after > 0 || global_after != global_before;
     for d in &deps {
-        let (generation, committing) = store::table_state(d.slot);
+        let (generation, committing) = track::relation_state(d.slot);
         busy |= committing > 0 || generation != d.generation;
     }
     if busy {
@@ -1054,8 +1048,8 @@ fn cache_invalidate_oid(rel: pg_sys::Oid) -> i64 {
         .raise();
     }
     let relid = rel.to_u32();
-    if let Some(slot) = store::registry_slot(db, relid, false) {
-        store::bump_generation(slot);
+    if let Some(slot) = track::relation_slot(db, relid, false) {
+        track::bump(slot);
     }
     store::invalidate(|dbid, deps| dbid == db && deps.iter().any(|d| d.relid == relid)) as i64
 }
@@ -1063,7 +1057,7 @@ fn cache_invalidate_oid(rel: pg_sys::Oid) -> i64 {
 /// Drops every cached result; returns how many.
 #[pg_extern(volatile)]
 fn cache_flush() -> i64 {
-    store::global_begin();
-    store::global_end();
+    track::global_begin();
+    track::global_end();
     store::invalidate(|_, _| true) as i64
 }

@@ -1,7 +1,7 @@
 //! Shared-memory result cache: `perf.cached()` / `perf.cached_json()` /
 //! `perf.cached_json_text()` serve query results
-//! from shared memory, invalidated at commit by statement-level triggers on the source
-//! tables. Design contract and guarantees: docs/cache-design.md.
+//! from shared memory, invalidated at commit through change tracking (`crate::track`), fed
+//! by statement-level triggers on the source tables. Design contract and guarantees: docs/cache-design.md.
 
 pub mod api;
 pub mod invalidate;
@@ -12,11 +12,8 @@ pub mod store;
 #[cfg(any(test, feature = "pg_test"))]
 use pgrx::pg_schema;
 
-/// Called from `_PG_init` (postmaster, preload). Shared memory is requested and attached
-/// through `crate::shmem`; the transaction callback is `crate::xact`'s.
-pub fn init() {
-    invalidate::register_callbacks();
-}
+// Shared memory is requested and attached through `crate::pg::shmem`
+// (`store::request`/`startup`); invalidation comes from `crate::track`'s generations.
 
 pgrx::extension_sql_file!(
     "../../sql/cache.sql",

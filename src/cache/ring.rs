@@ -403,16 +403,19 @@ impl Part {
             // SAFETY: b < nbuckets.
             let mut link = unsafe { self.buckets.add(b) };
             let mut steps = self.h().entries + 1;
-            // SAFETY (loop): links are bucket heads or hnext fields of records checked by
-            // `at`; exclusive lock.
+            // Links are bucket heads or hnext fields of records checked by `at`; the caller
+            // holds the exclusive lock.
             while steps > 0 {
                 steps -= 1;
+                // SAFETY: `link` is a bucket head or a live record's hnext (see above).
                 let r = unsafe { *link };
                 let Some(e) = self.at(r) else { break };
+                // SAFETY: `at` checked that `r` is a live record inside the ring.
                 let e = unsafe { &mut *e };
                 if keep(e) {
                     link = &raw mut e.hnext;
                 } else {
+                    // SAFETY: as above; unlinks the record from its chain.
                     unsafe { *link = e.hnext };
                     e.state = DEAD;
                     e.hnext = NONE;

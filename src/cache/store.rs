@@ -1,9 +1,8 @@
-//! Shared memory of the result cache: a table registry (per source table: generation and
-//! writers in progress) and a partitioned entry store.
+//! Shared memory of the result cache: a partitioned entry store. Each entry records the
+//! change generations (`crate::track`) of the relations it read; it is valid while none
+//! of them moved.
 //!
 //! Invariants:
-//! - The registry is lock-free: a slot's key (dbid, relid) is claimed once with a CAS and
-//!   never changes; generation and in-progress counts are atomics. Readers never lock it.
 //! - Entries live in `PARTITIONS` partitions chosen by key hash, each with its own LWLock:
 //!   a hit takes only its partition's lock SHARED (no global lock, no exclusive lock);
 //!   storing, evicting and invalidating take one partition's lock EXCLUSIVE.
@@ -20,19 +19,18 @@
 use core::ffi::CStr;
 use std::mem::size_of;
 use std::ptr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use once_cell::sync::OnceCell;
 use pgrx::pg_sys;
 
 use super::ring::{self, align8, Part, PREVIEW_PARAMS, PREVIEW_TEXT};
 pub use super::ring::{RelDep, MAX_RELS};
-use crate::shmem::LwLockGuard;
+use crate::pg::shmem::{self as pg_shmem, LwLockGuard};
+use crate::track;
 
 /// Entry-store partitions, each with its own LWLock.
 pub const PARTITIONS: usize = 32;
-/// Tables (and views) the registry can hold, over all databases.
-pub const REGISTRY_SLOTS: usize = 16384;
 const TRANCHE: &CStr = c"pg_perf_cache";
 const SEGMENT: &CStr = c"pg_perf result cache";
 
@@ -147,28 +145,12 @@ impl Refusal {
 struct Header {
     part_cap: u64,
     part_buckets: u64,
-    /// Bumped by DDL, privilege changes and COMMIT PREPARED: invalidates every entry.
-    global_generation: AtomicU64,
-    /// DDL commits and COMMIT PREPARED in flight: no entry may be stored meanwhile.
-    global_in_progress: AtomicU32,
     counters: [AtomicU64; NCOUNTERS],
     refusals: [AtomicU64; NREFUSALS],
 }
 
-/// One source table's state.
-#[repr(C)]
-pub struct RegistrySlot {
-    /// `(dbid << 32) | relid`; 0 = free.
-    key: AtomicU64,
-    generation: AtomicU64,
-    /// Writers between their generation bump (PRE_COMMIT) and the end of their commit: their
-    /// changes may be visible to some snapshots and not others, so nothing may be stored.
-    committing: AtomicU32,
-}
-
 struct Shared {
     header: *mut Header,
-    registry: *mut RegistrySlot,
     /// `PARTITIONS` partitions of `part_bytes` each (see `ring::Part`).
     parts: *mut u8,
     part_bytes: usize,
@@ -180,6 +162,7 @@ struct Shared {
 // SAFETY: single-threaded backends; pointers into shared memory valid for the server's life;
 // concurrent access is governed by the LWLocks and atomics described in the module docs.
 unsafe impl Send for Shared {}
+// SAFETY: as for Send.
 unsafe impl Sync for Shared {}
 
 static SHARED: OnceCell<Shared> = OnceCell::new();
@@ -203,9 +186,7 @@ impl Layout {
         let part_cap = (size_mb * 1024 * 1024 / PARTITIONS).max(64 * 1024) & !7;
         let part_buckets = ring::buckets_for(part_cap);
         let part_bytes = Part::footprint(part_buckets, part_cap);
-        let bytes = align8(size_of::<Header>())
-            + align8(REGISTRY_SLOTS * size_of::<RegistrySlot>())
-            + PARTITIONS * part_bytes;
+        let bytes = align8(size_of::<Header>()) + PARTITIONS * part_bytes;
         Layout {
             part_cap,
             part_buckets,
@@ -215,58 +196,49 @@ impl Layout {
     }
 
     fn from_gucs() -> Self {
-        Layout::compute(crate::gucs::CACHE_SIZE_MB.get().max(1) as usize)
+        Layout::compute(crate::gucs::cache_size_mb().max(1) as usize)
     }
 }
 
 /// shmem_request: reserve the segment and the partition locks.
 pub fn request() {
     let l = Layout::from_gucs();
-    // SAFETY: called from the shmem_request hook in the postmaster.
-    unsafe {
-        pg_sys::RequestAddinShmemSpace(l.bytes);
-        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), PARTITIONS as i32);
-    }
+    pg_shmem::request_segment(l.bytes, Some((TRANCHE, PARTITIONS)));
 }
 
 /// shmem_startup: attach, and initialize on first creation.
 pub fn startup() {
     let l = Layout::from_gucs();
-    let mut found = false;
-    // SAFETY: AddinShmemInitLock serializes segment creation; sizes match `request()`.
-    let shared = unsafe {
-        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
-        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let base = pg_sys::ShmemInitStruct(SEGMENT.as_ptr(), l.bytes, &mut found) as *mut u8;
-        let mut off = 0usize;
-        let header = base as *mut Header;
-        off += align8(size_of::<Header>());
-        let registry = base.add(off) as *mut RegistrySlot;
-        off += align8(REGISTRY_SLOTS * size_of::<RegistrySlot>());
-        let parts = base.add(off);
-        let shared = Shared {
-            header,
-            registry,
-            parts,
-            part_bytes: l.part_bytes,
-            part_buckets: l.part_buckets,
-            part_cap: l.part_cap,
-            locks: ptr::null_mut(),
-        };
-        if !found {
-            ptr::write_bytes(base, 0, off);
-            (*header).part_cap = l.part_cap as u64;
-            (*header).part_buckets = l.part_buckets as u64;
-            (*header).global_generation.store(1, Ordering::Relaxed);
+    let layout = move |base: *mut u8| Shared {
+        header: base as *mut Header,
+        // SAFETY: the partitions follow the header inside the segment (see `Layout`).
+        parts: unsafe { base.add(align8(size_of::<Header>())) },
+        part_bytes: l.part_bytes,
+        part_buckets: l.part_buckets,
+        part_cap: l.part_cap,
+        locks: ptr::null_mut(),
+    };
+    let init = |base: *mut u8| {
+        let shared = layout(base);
+        // SAFETY: the header lies at the start of the zeroed segment; each partition is
+        // initialized while the init lock keeps every other process out.
+        unsafe {
+            (*shared.header).part_cap = l.part_cap as u64;
+            (*shared.header).part_buckets = l.part_buckets as u64;
             for p in 0..PARTITIONS {
                 shared.part(p).init();
             }
         }
-        let locks = pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr());
-        pg_sys::LWLockRelease(init_lock);
-        Shared { locks, ..shared }
     };
-    let _ = SHARED.set(shared);
+    // SAFETY: called from the shmem_startup hook with the size requested in `request()`;
+    // the initializer only writes into the zeroed segment.
+    let (base, _) = unsafe { pg_shmem::attach_segment(SEGMENT, l.bytes, init) };
+    // SAFETY: the tranche was requested in `request()`.
+    let locks = unsafe { pg_shmem::named_tranche(TRANCHE) };
+    let _ = SHARED.set(Shared {
+        locks,
+        ..layout(base)
+    });
 }
 
 fn shared() -> Option<&'static Shared> {
@@ -316,135 +288,6 @@ pub fn refusal_count(r: Refusal) -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------
-// Registry and generations.
-// ---------------------------------------------------------------------------------------
-
-/// The registry slot of (dbid, relid), claimed if `create` and not there yet.
-pub fn registry_slot(dbid: u32, relid: u32, create: bool) -> Option<u32> {
-    let s = shared()?;
-    let key = ((dbid as u64) << 32) | relid as u64;
-    if key == 0 {
-        return None;
-    }
-    let mut h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    h ^= h >> 29;
-    let start = h as usize % REGISTRY_SLOTS;
-    for i in 0..REGISTRY_SLOTS {
-        let idx = (start + i) % REGISTRY_SLOTS;
-        // SAFETY: idx < REGISTRY_SLOTS; the slot array is live shared memory.
-        let slot = unsafe { &*s.registry.add(idx) };
-        let k = slot.key.load(Ordering::Acquire);
-        if k == key {
-            return Some(idx as u32);
-        }
-        if k == 0 {
-            if !create {
-                return None;
-            }
-            match slot
-                .key
-                .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return Some(idx as u32),
-                Err(now) if now == key => return Some(idx as u32),
-                Err(_) => continue,
-            }
-        }
-    }
-    None
-}
-
-fn slot(s: &Shared, idx: u32) -> &RegistrySlot {
-    // SAFETY: idx came from `registry_slot`, so idx < REGISTRY_SLOTS.
-    unsafe { &*s.registry.add(idx as usize % REGISTRY_SLOTS) }
-}
-
-/// (generation, writers committing) of a registry slot.
-pub fn table_state(idx: u32) -> (u64, u32) {
-    match shared() {
-        Some(s) => {
-            let t = slot(s, idx);
-            (
-                t.generation.load(Ordering::Acquire),
-                t.committing.load(Ordering::Acquire),
-            )
-        }
-        None => (0, 0),
-    }
-}
-
-/// Invalidates a table's entries (no commit involved: cache_invalidate()).
-pub fn bump_generation(idx: u32) {
-    if let Some(s) = shared() {
-        slot(s, idx).generation.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
-/// A writer of the table starts committing (PRE_COMMIT): counted as committing first, then
-/// the generation is bumped, so a fill never sees the new generation without the count.
-pub fn commit_begin(idx: u32) {
-    if let Some(s) = shared() {
-        let t = slot(s, idx);
-        t.committing.fetch_add(1, Ordering::AcqRel);
-        t.generation.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
-/// The writer's commit (or abort after PRE_COMMIT) is over.
-pub fn commit_end(idx: u32) {
-    if let Some(s) = shared() {
-        let _ = slot(s, idx)
-            .committing
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                Some(v.saturating_sub(1))
-            });
-    }
-}
-
-/// (global generation, global operations in progress).
-pub fn global_state() -> (u64, u32) {
-    match shared() {
-        // SAFETY: header is live; atomics.
-        Some(s) => unsafe {
-            (
-                (*s.header).global_generation.load(Ordering::Acquire),
-                (*s.header).global_in_progress.load(Ordering::Acquire),
-            )
-        },
-        None => (0, 0),
-    }
-}
-
-/// Starts an operation that invalidates everything when it becomes visible (DDL commit,
-/// COMMIT PREPARED): entries are invalidated now and none can be stored until `global_end`.
-pub fn global_begin() {
-    if let Some(s) = shared() {
-        // SAFETY: header is live; atomics.
-        unsafe {
-            (*s.header)
-                .global_in_progress
-                .fetch_add(1, Ordering::AcqRel);
-            (*s.header).global_generation.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-}
-
-/// Ends an operation started with `global_begin` (after its effects became visible).
-pub fn global_end() {
-    if let Some(s) = shared() {
-        // SAFETY: header is live; atomics.
-        unsafe {
-            (*s.header).global_generation.fetch_add(1, Ordering::AcqRel);
-            let _ = (*s.header).global_in_progress.fetch_update(
-                Ordering::AcqRel,
-                Ordering::Acquire,
-                |v| Some(v.saturating_sub(1)),
-            );
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------// ---------------------------------------------------------------------------------------
 // Entries.
 // ---------------------------------------------------------------------------------------
 
@@ -489,8 +332,7 @@ impl Shared {
     ///
     /// # Safety
     /// The caller holds partition `part`'s lock while it uses the view: SHARED for reads,
-    /// EXCLUSIVE for `&mut` methods (or is initializing the segment under
-    /// AddinShmemInitLock).
+    /// EXCLUSIVE for `&mut` methods (or is initializing the segment under the init lock).
     unsafe fn part(&self, part: usize) -> Part {
         // SAFETY: part < PARTITIONS at every call site (partition() is reduced modulo
         // PARTITIONS), so the block lies inside the segment, 8-aligned, sized by Layout.
@@ -505,12 +347,10 @@ impl Shared {
 
     /// Whether no generation the entry was computed at has moved.
     fn valid(&self, e: &ring::Entry) -> bool {
-        // SAFETY: header is live.
-        let global = unsafe { (*self.header).global_generation.load(Ordering::Acquire) };
-        e.global_generation == global
+        e.global_generation == track::global_state().0
             && e.rels()
                 .iter()
-                .all(|d| slot(self, d.slot).generation.load(Ordering::Acquire) == d.generation)
+                .all(|d| track::relation_state(d.slot).0 == d.generation)
     }
 }
 
@@ -577,8 +417,8 @@ pub fn store(n: &NewEntry) -> bool {
         global_generation: n.global_generation,
         created: n.now,
         expires: n.expires,
-        text: crate::stats::normalize::truncate_utf8(n.text, PREVIEW_TEXT).as_bytes(),
-        params: crate::stats::normalize::truncate_utf8(n.params, PREVIEW_PARAMS).as_bytes(),
+        text: crate::pg::text::truncate_utf8(n.text, PREVIEW_TEXT).as_bytes(),
+        params: crate::pg::text::truncate_utf8(n.params, PREVIEW_PARAMS).as_bytes(),
         data: n.data,
     };
     if rec.size() > s.part_cap {
@@ -753,7 +593,7 @@ mod unit_tests {
         assert_eq!(big.part_cap * PARTITIONS, 64 * 1024 * 1024);
         assert!(big.bytes > 64 * 1024 * 1024);
         // The index is a few percent of the capacity.
-        assert!(big.bytes < 64 * 1024 * 1024 * 21 / 20 + REGISTRY_SLOTS * 24 + 4096);
+        assert!(big.bytes < 64 * 1024 * 1024 * 21 / 20 + 4096);
         // 400,000 small entries (perf.cached_json_text('SELECT $1::int', '[123456]'))
         // fit in the default 64 MB, with room for partitions filling unevenly.
         let small_entry = ring::record_size(0, 18, 14, 8);

@@ -17,5 +17,5 @@ pub fn init() {
 pgrx::extension_sql_file!(
     "../../sql/metrics.sql",
     name = "metrics_sql",
-    requires = [metrics::api::metrics, "cache_sql"]
+    requires = [metrics::api::metrics, "cache_sql", "scheduler_sql"]
 );

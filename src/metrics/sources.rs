@@ -301,6 +301,37 @@ pub const SOURCES: &[Source] = &[
               WHERE NOT x.indisvalid ORDER BY 1, 2, 3",
     },
     Source {
+        labels: &["job"],
+        columns: &[
+            gauge(
+                "pg_perf_job_consecutive_failures",
+                "Failed runs of the job since its last success (this database's jobs the \
+                 caller may see).",
+            ),
+            gauge(
+                "pg_perf_job_last_run_timestamp_seconds",
+                "When the job's last run started (Unix time; NaN before its first).",
+            ),
+            gauge(
+                "pg_perf_job_running",
+                "1 while a run of the job is pending or running.",
+            ),
+        ],
+        sql: "SELECT name, consecutive_failures, \
+              coalesce(extract(epoch FROM last_run), 'NaN'), running::int \
+              FROM perf.jobs_status ORDER BY name",
+    },
+    Source {
+        labels: &["job", "status"],
+        columns: &[gauge(
+            "pg_perf_job_runs",
+            "Runs kept in the job's history, by status (history is pruned by \
+             perf.job_history_days and perf.job_history_max_rows, so this is no counter).",
+        )],
+        sql: "SELECT j.name, r.status, count(*) FROM perf.job_runs r \
+              JOIN perf.jobs j USING (jobid) GROUP BY 1, 2 ORDER BY 1, 2",
+    },
+    Source {
         labels: &[],
         columns: &[
             gauge("pg_perf_cache_entries", "Results held by the result cache."),

@@ -451,7 +451,7 @@ fn why_slow(
             node: "statement".into(),
             detail: format!(
                 "no run reached perf.slow_query_ms = {} ms (slowest run: {:.2} ms)",
-                crate::gucs::SLOW_QUERY_MS.get(),
+                crate::gucs::slow_query_ms(),
                 busiest.max_time
             ),
             suggestion: "Lower perf.slow_query_ms to capture plans of faster statements.".into(),

@@ -10,8 +10,11 @@
 //! - The nesting level is restored on error (a Drop guard runs while the ERROR unwinds), as
 //!   pg_stat_statements does with PG_FINALLY, so `toplevel` stays right after a caught error.
 //!   (The guards are moved into `try_or_cleanup`, which drops them in its PG_CATCH.)
-//! - Backend-local state lives in `LOCAL` (one backend = one thread). It is only touched
-//!   from hook code and callbacks that run on that thread, never re-entrantly while borrowed.
+//! - Backend-local state lives in `LOCAL` (one backend = one thread), reached only through
+//!   `with_local`, whose closures are a few lines of bookkeeping: they never call back into
+//!   PostgreSQL or reach `LOCAL` again, so borrows never overlap.
+//! - The hooks are installed and chained by `crate::pg::hooks` (these are the entry points
+//!   it installs; `next_*` continues the chain).
 //! - Nothing here holds a lock across a call back into PostgreSQL: locking lives in `shmem`.
 
 // Previous hooks and the standard functions are "C-unwind" functions called directly: an
@@ -28,8 +31,9 @@ use super::normalize;
 use super::query_id_memo;
 use super::shmem::{self, BufferDelta, ExecSample, StatKey, WalDelta};
 use super::{plan_capture, predicates};
-use crate::backend_local::BackendLocal;
 use crate::gucs::{self, TrackLevel};
+use crate::pg::backend_local::BackendLocal;
+use crate::pg::hooks::{self as pg_hooks, UtilityArgs};
 use crate::pg::try_catch::try_or_cleanup;
 
 const KNOWN_SLOTS: usize = 4096;
@@ -71,49 +75,14 @@ static LOCAL: BackendLocal<Local> = BackendLocal::new(Local {
     rng: 0x9e37_79b9_7f4a_7c15,
 });
 
-/// # Safety
-/// Single-threaded backend; callers must not hold the returned reference across a call that
-/// can re-enter the hooks (planner/executor). All uses below are short and local.
-#[inline]
-#[allow(clippy::mut_from_ref)]
-unsafe fn local() -> &'static mut Local {
-    // SAFETY: see function contract.
-    unsafe { LOCAL.get() }
-}
-
-static mut PREV_POST_PARSE_ANALYZE: pg_sys::post_parse_analyze_hook_type = None;
-static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
-static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
-static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
-static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
-static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
-static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
-
-/// Installs the hooks (from `_PG_init`, in the postmaster).
-pub fn install() {
-    // SAFETY: _PG_init runs single-threaded before any query; we save the previous hooks and
-    // chain to them.
-    unsafe {
-        PREV_POST_PARSE_ANALYZE = pg_sys::post_parse_analyze_hook;
-        pg_sys::post_parse_analyze_hook = Some(post_parse_analyze);
-        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
-        pg_sys::ExecutorStart_hook = Some(executor_start);
-        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
-        pg_sys::ExecutorRun_hook = Some(executor_run);
-        PREV_EXECUTOR_FINISH = pg_sys::ExecutorFinish_hook;
-        pg_sys::ExecutorFinish_hook = Some(executor_finish);
-        PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
-        pg_sys::ExecutorEnd_hook = Some(executor_end);
-        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
-        pg_sys::ProcessUtility_hook = Some(process_utility);
-        if gucs::TRACK_PLANNING.get() {
-            PREV_PLANNER = pg_sys::planner_hook;
-            pg_sys::planner_hook = Some(planner);
-        }
-        // Transaction callbacks: registered once for the whole library (crate::xact).
-        // No EnableQueryId(): with compute_query_id = auto, post_parse_analyze gives each
-        // statement core's queryId itself, memoized per text (see query_id_memo).
-    }
+/// Runs `f` on this backend's bookkeeping. Every closure passed in this module is a few
+/// lines on `Local` (at most recording into shared memory, which never reaches `LOCAL`):
+/// no nested `with_local`, no call that can re-enter a hook or callback.
+#[inline(always)]
+fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> R {
+    // SAFETY: single-threaded backend, and per the rule above no closure reaches LOCAL
+    // again or can re-enter a hook while it runs.
+    unsafe { LOCAL.with(f) }
 }
 
 /// Whether statements at `nesting` are recorded in this backend right now.
@@ -132,62 +101,12 @@ fn tracking(nesting: i32) -> bool {
     level_ok && unsafe { pg_sys::ParallelWorkerNumber } < 0
 }
 
-/// PostgreSQL functions called without pgrx's per-call guard (a sigsetjmp, about 100
-/// instructions, and an ERROR rebuilt from a few of its fields). `GetUserId` and
-/// `GetCurrentTransactionNestLevel` only return backend state and cannot raise an ERROR;
-/// the standard functions can, and are only called where that is safe (see the executor
-/// hooks' section comment) or inside `try_or_cleanup`.
-mod raw {
-    use pgrx::pg_sys::{
-        DestReceiver, ParamListInfo, PlannedStmt, ProcessUtilityContext, Query, QueryCompletion,
-        QueryDesc, QueryEnvironment, ScanDirection,
-    };
-    use std::ffi::c_char;
-    unsafe extern "C-unwind" {
-        pub fn standard_planner(
-            parse: *mut Query,
-            query_string: *const c_char,
-            cursor_options: i32,
-            bound_params: ParamListInfo,
-        ) -> *mut PlannedStmt;
-        #[allow(clippy::too_many_arguments)]
-        pub fn standard_ProcessUtility(
-            pstmt: *mut PlannedStmt,
-            query_string: *const c_char,
-            read_only_tree: bool,
-            context: ProcessUtilityContext::Type,
-            params: ParamListInfo,
-            query_env: *mut QueryEnvironment,
-            dest: *mut DestReceiver,
-            qc: *mut QueryCompletion,
-        );
-        pub fn GetUserId() -> pgrx::pg_sys::Oid;
-        pub fn GetCurrentTransactionNestLevel() -> i32;
-        pub fn standard_ExecutorStart(qd: *mut QueryDesc, eflags: i32);
-        pub fn standard_ExecutorRun(
-            qd: *mut QueryDesc,
-            direction: ScanDirection::Type,
-            count: u64,
-            execute_once: bool,
-        );
-        pub fn standard_ExecutorFinish(qd: *mut QueryDesc);
-        pub fn standard_ExecutorEnd(qd: *mut QueryDesc);
-    }
-}
-
-/// The current user (`GetUserId()`), without the FFI guard.
-#[inline]
-pub(super) fn current_user_id() -> u32 {
-    // SAFETY: returns a backend global; cannot raise an ERROR.
-    unsafe { raw::GetUserId().to_u32() }
-}
-
 #[inline]
 fn current_key(queryid: i64, nesting: i32) -> StatKey {
     // SAFETY: plain reads of backend state.
     unsafe {
         StatKey {
-            userid: raw::GetUserId().to_u32(),
+            userid: crate::pg::backend::current_user_id(),
             dbid: pg_sys::MyDatabaseId.to_u32(),
             queryid,
             toplevel: nesting == 0,
@@ -204,33 +123,31 @@ fn sample(rate: f64) -> bool {
     if rate >= 1.0 {
         return true;
     }
-    // SAFETY: backend-local, short borrow.
-    let l = unsafe { local() };
-    l.rng ^= l.rng >> 12;
-    l.rng ^= l.rng << 25;
-    l.rng ^= l.rng >> 27;
-    let r = l.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let r = with_local(|l| {
+        l.rng ^= l.rng >> 12;
+        l.rng ^= l.rng << 25;
+        l.rng ^= l.rng >> 27;
+        l.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    });
     ((r >> 11) as f64 / (1u64 << 53) as f64) < rate
 }
 
 #[inline]
 fn is_known(hash: u64) -> bool {
-    // SAFETY: backend-local, short borrow.
-    let l = unsafe { local() };
     let g = shmem::generation();
-    if l.known_gen != g {
-        l.known = [0; KNOWN_SLOTS];
-        l.known_gen = g;
-        return false;
-    }
-    l.known[hash as usize % KNOWN_SLOTS] == hash
+    with_local(|l| {
+        if l.known_gen != g {
+            l.known = [0; KNOWN_SLOTS];
+            l.known_gen = g;
+            return false;
+        }
+        l.known[hash as usize % KNOWN_SLOTS] == hash
+    })
 }
 
 #[inline]
 fn mark_known(hash: u64) {
-    // SAFETY: backend-local, short borrow.
-    let l = unsafe { local() };
-    l.known[hash as usize % KNOWN_SLOTS] = hash;
+    with_local(|l| l.known[hash as usize % KNOWN_SLOTS] = hash);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -238,13 +155,12 @@ fn mark_known(hash: u64) {
 // ---------------------------------------------------------------------------------------
 
 #[pg_guard]
-unsafe extern "C-unwind" fn post_parse_analyze(
+pub(crate) unsafe extern "C-unwind" fn post_parse_analyze(
     pstate: *mut pg_sys::ParseState,
     query: *mut pg_sys::Query,
     jstate: *mut pg_sys::JumbleState,
 ) {
-    // SAFETY: backend-local read.
-    let nesting = unsafe { local().nesting };
+    let nesting = with_local(|l| l.nesting);
     let tracked = tracking(nesting);
     let mut jstate = jstate;
     let mut id_from_memo = false;
@@ -257,9 +173,7 @@ unsafe extern "C-unwind" fn post_parse_analyze(
             id_from_memo = jstate.is_null() && (*query).queryId != 0;
         }
         // A plain call: nothing in this frame needs dropping if it raises an ERROR.
-        if let Some(prev) = PREV_POST_PARSE_ANALYZE {
-            prev(pstate, query, jstate);
-        }
+        pg_hooks::next_post_parse_analyze(pstate, query, jstate);
     }
     // SAFETY: PostgreSQL passes valid pointers; jstate may be null.
     unsafe {
@@ -296,12 +210,13 @@ unsafe extern "C-unwind" fn post_parse_analyze(
             (*query).stmt_len,
             &locs,
         ));
-        let l = local();
-        if l.pending_texts.len() >= MAX_PENDING_TEXTS {
-            l.pending_texts.clear();
-        }
-        l.pending_texts.retain(|(h, _)| *h != hash);
-        l.pending_texts.push((hash, text));
+        with_local(|l| {
+            if l.pending_texts.len() >= MAX_PENDING_TEXTS {
+                l.pending_texts.clear();
+            }
+            l.pending_texts.retain(|(h, _)| *h != hash);
+            l.pending_texts.push((hash, text));
+        });
     }
 }
 
@@ -344,9 +259,8 @@ const MAX_RUNNING: usize = 64;
 /// Starts tracking an execution (identified by `id`) that began at transaction nesting
 /// level `xact_level`.
 fn push_running(id: usize, key: StatKey, hash: u64, xact_level: i32) {
-    // SAFETY: backend-local, short borrow.
-    unsafe {
-        local().running.push(Tracked {
+    with_local(|l| {
+        l.running.push(Tracked {
             id,
             key,
             hash,
@@ -356,18 +270,15 @@ fn push_running(id: usize, key: StatKey, hash: u64, xact_level: i32) {
             failed: false,
             xact_level,
         })
-    };
+    });
 }
 
 fn local_running_len() -> usize {
-    // SAFETY: backend-local read.
-    unsafe { local().running.len() }
+    with_local(|l| l.running.len())
 }
 
 fn find_running(id: usize) -> Option<usize> {
-    // SAFETY: backend-local, short borrow.
-    let l = unsafe { local() };
-    l.running.iter().rposition(|t| t.id == id)
+    with_local(|l| l.running.iter().rposition(|t| t.id == id))
 }
 
 /// Raises the nesting level for its lifetime (also when an ERROR unwinds through it).
@@ -376,8 +287,7 @@ struct NestingGuard;
 impl NestingGuard {
     #[inline]
     fn enter() -> Self {
-        // SAFETY: backend-local.
-        unsafe { local().nesting += 1 };
+        with_local(|l| l.nesting += 1);
         NestingGuard
     }
 }
@@ -385,8 +295,7 @@ impl NestingGuard {
 impl Drop for NestingGuard {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: backend-local.
-        unsafe { local().nesting -= 1 };
+        with_local(|l| l.nesting -= 1);
     }
 }
 
@@ -410,17 +319,21 @@ fn monotonic_ns() -> u64 {
 #[inline]
 fn meter(i: usize, sign: i64) {
     let now = monotonic_ns();
-    // SAFETY: backend-local, short borrow; plain reads of the backend's usage counters
-    // (globals of this single-threaded process, read through raw pointers).
-    unsafe {
-        let buffers = std::ptr::addr_of!(pg_sys::pgBufferUsage);
-        let wal = std::ptr::addr_of!(pg_sys::pgWalUsage);
-        if let Some(t) = local().running.get_mut(i) {
+    // SAFETY: plain reads of the backend's usage counters (globals of this
+    // single-threaded process, read through raw pointers, not modified while we read).
+    let (buffers, wal) = unsafe {
+        (
+            &*std::ptr::addr_of!(pg_sys::pgBufferUsage),
+            &*std::ptr::addr_of!(pg_sys::pgWalUsage),
+        )
+    };
+    with_local(|l| {
+        if let Some(t) = l.running.get_mut(i) {
             t.elapsed_ns = t.elapsed_ns.wrapping_add((sign as u64).wrapping_mul(now));
-            t.buffers.accumulate(&*buffers, sign);
-            t.wal.accumulate(&*wal, sign);
+            t.buffers.accumulate(buffers, sign);
+            t.wal.accumulate(wal, sign);
         }
-    }
+    });
 }
 
 /// Meters one Run/Finish call of a tracked execution. Dropped without `finish()` means an
@@ -451,28 +364,29 @@ impl Drop for RunMeter {
     fn drop(&mut self) {
         if !self.done {
             if let Some(i) = find_running(self.id) {
-                // SAFETY: backend-local; a plain store (we may be unwinding).
-                unsafe { local().running[i].failed = true };
+                // A plain store (we may be unwinding).
+                with_local(|l| l.running[i].failed = true);
             }
         }
     }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn executor_start(qd: *mut QueryDesc, eflags: i32) {
+pub(crate) unsafe extern "C-unwind" fn executor_start(qd: *mut QueryDesc, eflags: i32) {
     // SAFETY: PostgreSQL passes a valid QueryDesc whose plannedstmt is set.
     let tracked = unsafe {
         let queryid = (*(*qd).plannedstmt).queryId as i64;
-        let nesting = local().nesting;
+        let (nesting, room) = with_local(|l| (l.nesting, l.running.len() < MAX_RUNNING));
         let track = queryid != 0
             && (eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32) == 0
             && tracking(nesting)
             && shmem::available()
-            && local().running.len() < MAX_RUNNING;
+            && room;
         if track {
             let key = current_key(queryid, nesting);
             let hash = key.hash();
-            let wants = local().want_analyzed_plan[hash as usize % WANT_PLAN_SLOTS] == hash;
+            let wants =
+                with_local(|l| l.want_analyzed_plan[hash as usize % WANT_PLAN_SLOTS] == hash);
             if gucs::slow_query_ms() >= 0.0 && (wants || sample(gucs::plan_sample_rate())) {
                 (*qd).instrument_options |= pg_sys::InstrumentOption::INSTRUMENT_ALL as i32;
             }
@@ -483,15 +397,9 @@ unsafe extern "C-unwind" fn executor_start(qd: *mut QueryDesc, eflags: i32) {
     };
     // SAFETY: chaining with the arguments we were given; nothing in this frame needs
     // dropping if it raises an ERROR (see the section comment).
-    unsafe {
-        match PREV_EXECUTOR_START {
-            Some(prev) => prev(qd, eflags),
-            None => raw::standard_ExecutorStart(qd, eflags),
-        }
-    }
+    unsafe { pg_hooks::next_executor_start(qd, eflags) };
     if let Some((key, hash)) = tracked {
-        // SAFETY: returns a field of the current transaction state; cannot raise an ERROR.
-        let level = unsafe { raw::GetCurrentTransactionNestLevel() };
+        let level = crate::pg::backend::transaction_nest_level();
         push_running(qd as usize, key, hash, level);
     }
 }
@@ -499,31 +407,26 @@ unsafe extern "C-unwind" fn executor_start(qd: *mut QueryDesc, eflags: i32) {
 /// Not `#[pg_guard]`ed (a catch_unwind and a thread check per call): the body only does
 /// panic-free bookkeeping on backend-local state (lookups with `get`, no allocation), and
 /// PostgreSQL ERRORs below it longjmp past it as described above.
-unsafe extern "C-unwind" fn executor_run(
+pub(crate) unsafe extern "C-unwind" fn executor_run(
     qd: *mut QueryDesc,
     direction: pg_sys::ScanDirection::Type,
     count: u64,
     execute_once: bool,
 ) {
     let metered = find_running(qd as usize).map(|i| meter(i, -1)).is_some();
-    // SAFETY: backend-local. Restored below, or by the abort callbacks after an ERROR.
-    unsafe { local().nesting = local().nesting.wrapping_add(1) };
+    // Restored below, or by the abort callbacks after an ERROR.
+    with_local(|l| l.nesting = l.nesting.wrapping_add(1));
     // SAFETY: chaining with the arguments we were given; nothing in this frame needs
     // dropping if it raises an ERROR.
-    unsafe {
-        match PREV_EXECUTOR_RUN {
-            Some(prev) => prev(qd, direction, count, execute_once),
-            None => raw::standard_ExecutorRun(qd, direction, count, execute_once),
-        }
-        local().nesting = local().nesting.wrapping_sub(1);
-    }
+    unsafe { pg_hooks::next_executor_run(qd, direction, count, execute_once) };
+    with_local(|l| l.nesting = l.nesting.wrapping_sub(1));
     if metered {
         end_metering(qd as usize);
     }
 }
 
 /// Not `#[pg_guard]`ed, like `executor_run`.
-unsafe extern "C-unwind" fn executor_finish(qd: *mut QueryDesc) {
+pub(crate) unsafe extern "C-unwind" fn executor_finish(qd: *mut QueryDesc) {
     // For a plain SELECT, ExecutorFinish has nothing to do (no AFTER triggers, no
     // ModifyTable post-processing), so it is not metered: saves two clock reads per query.
     // SAFETY: valid QueryDesc from PostgreSQL.
@@ -531,35 +434,25 @@ unsafe extern "C-unwind" fn executor_finish(qd: *mut QueryDesc) {
         (*qd).operation == pg_sys::CmdType::CMD_SELECT && !(*(*qd).plannedstmt).hasModifyingCTE
     };
     let metered = !trivial && find_running(qd as usize).map(|i| meter(i, -1)).is_some();
+    with_local(|l| l.nesting = l.nesting.wrapping_add(1));
     // SAFETY: as in executor_run.
-    unsafe {
-        local().nesting = local().nesting.wrapping_add(1);
-        match PREV_EXECUTOR_FINISH {
-            Some(prev) => prev(qd),
-            None => raw::standard_ExecutorFinish(qd),
-        }
-        local().nesting = local().nesting.wrapping_sub(1);
-    }
+    unsafe { pg_hooks::next_executor_finish(qd) };
+    with_local(|l| l.nesting = l.nesting.wrapping_sub(1));
     if metered {
         end_metering(qd as usize);
     }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn executor_end(qd: *mut QueryDesc) {
+pub(crate) unsafe extern "C-unwind" fn executor_end(qd: *mut QueryDesc) {
     if let Some(i) = find_running(qd as usize) {
-        // SAFETY: backend-local; the entry is removed before anything can re-enter.
-        let t = unsafe { local().running.remove(i) };
+        // The entry is removed before anything can re-enter.
+        let t = with_local(|l| l.running.remove(i));
         // SAFETY: live QueryDesc; estate/planstate are alive until standard_ExecutorEnd.
         unsafe { record_execution(qd, &t) };
     }
     // SAFETY: chaining with the arguments we were given; nothing here needs dropping.
-    unsafe {
-        match PREV_EXECUTOR_END {
-            Some(prev) => prev(qd),
-            None => raw::standard_ExecutorEnd(qd),
-        }
-    }
+    unsafe { pg_hooks::next_executor_end(qd) };
 }
 
 /// Ends a Run/Finish call of the tracked execution `id` (started with `meter(i, -1)`).
@@ -575,17 +468,17 @@ fn end_metering(id: usize) {
 /// clock plus an offset to wall time taken once per backend: one vDSO call, no FFI.
 fn now_timestamptz() -> i64 {
     const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
-    // SAFETY: backend-local.
-    let l = unsafe { local() };
     let mono_us = (monotonic_ns() / 1000) as i64;
-    if l.wall_offset_us == 0 {
-        let wall_us = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => d.as_micros() as i64,
-            Err(_) => 0,
-        };
-        l.wall_offset_us = wall_us - PG_EPOCH_OFFSET_US - mono_us;
-    }
-    mono_us + l.wall_offset_us
+    with_local(|l| {
+        if l.wall_offset_us == 0 {
+            let wall_us = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => d.as_micros() as i64,
+                Err(_) => 0,
+            };
+            l.wall_offset_us = wall_us - PG_EPOCH_OFFSET_US - mono_us;
+        }
+        mono_us + l.wall_offset_us
+    })
 }
 
 /// Folds a finished execution into shared memory; captures its plan if it was slow and its
@@ -632,14 +525,17 @@ unsafe fn record_execution(qd: *mut QueryDesc, t: &Tracked) {
                     },
                 );
             }
-            let slot = &mut local().want_analyzed_plan[hash as usize % WANT_PLAN_SLOTS];
-            if analyzed || outcome.plan_analyzed {
-                if *slot == hash {
-                    *slot = 0;
+            let plan_analyzed = analyzed || outcome.plan_analyzed;
+            with_local(|l| {
+                let slot = &mut l.want_analyzed_plan[hash as usize % WANT_PLAN_SLOTS];
+                if plan_analyzed {
+                    if *slot == hash {
+                        *slot = 0;
+                    }
+                } else {
+                    *slot = hash;
                 }
-            } else {
-                *slot = hash;
-            }
+            });
         }
 
         if outcome.predicates_needed && gucs::capture_predicates() {
@@ -670,10 +566,10 @@ unsafe fn statement_bytes<'a>(qd: *mut QueryDesc) -> &'a [u8] {
 }
 
 fn take_pending_text(hash: u64) -> Option<String> {
-    // SAFETY: backend-local, short borrow.
-    let l = unsafe { local() };
-    let i = l.pending_texts.iter().position(|(h, _)| *h == hash)?;
-    Some(l.pending_texts.swap_remove(i).1)
+    with_local(|l| {
+        let i = l.pending_texts.iter().position(|(h, _)| *h == hash)?;
+        Some(l.pending_texts.swap_remove(i).1)
+    })
 }
 
 /// The statement's text with every literal replaced by $n (used when parse analysis did not
@@ -690,7 +586,7 @@ unsafe fn source_text(qd: *mut QueryDesc) -> String {
 // ---------------------------------------------------------------------------------------
 
 #[pg_guard]
-unsafe extern "C-unwind" fn planner(
+pub(crate) unsafe extern "C-unwind" fn planner(
     parse: *mut pg_sys::Query,
     query_string: *const std::ffi::c_char,
     cursor_options: i32,
@@ -699,15 +595,11 @@ unsafe extern "C-unwind" fn planner(
     // Only captures Copy values and calls C: fit for `try_or_cleanup`.
     let call = || {
         // SAFETY: chaining with the arguments we were given.
-        unsafe {
-            match PREV_PLANNER {
-                Some(prev) => prev(parse, query_string, cursor_options, bound_params),
-                None => raw::standard_planner(parse, query_string, cursor_options, bound_params),
-            }
-        }
+        unsafe { pg_hooks::next_planner(parse, query_string, cursor_options, bound_params) }
     };
-    // SAFETY: valid Query from PostgreSQL; backend-local reads.
-    let (queryid, nesting) = unsafe { ((*parse).queryId as i64, local().nesting) };
+    // SAFETY: valid Query from PostgreSQL.
+    let queryid = unsafe { (*parse).queryId as i64 };
+    let nesting = with_local(|l| l.nesting);
     if queryid == 0 || query_string.is_null() || !tracking(nesting) || !shmem::available() {
         // A plain call: nothing in this frame needs dropping if it raises an ERROR.
         return call();
@@ -738,50 +630,25 @@ unsafe extern "C-unwind" fn planner(
 // Utility statements.
 // ---------------------------------------------------------------------------------------
 
-#[allow(clippy::too_many_arguments)]
-#[pg_guard]
-unsafe extern "C-unwind" fn process_utility(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query_string: *const std::ffi::c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    query_env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
-) {
+/// The statistics part of ProcessUtility_hook (called by `crate::pg::hooks`, which runs
+/// change tracking first): runs the statement through the rest of the chain, one nesting
+/// level deeper, and records it. `change` (change tracking's guard for this statement) is
+/// held while the statement runs and dropped after it, also on ERROR.
+///
+/// # Safety
+/// `a` holds the arguments ProcessUtility_hook was called with; dropping `change` must not
+/// raise an ERROR.
+pub(crate) unsafe fn process_utility<G>(a: UtilityArgs, change: G) {
+    let UtilityArgs {
+        pstmt,
+        query_string,
+        qc,
+        ..
+    } = a;
     // Only captures Copy values and calls C: fit for `try_or_cleanup`, which is how it is
     // called below (the guards this hook holds must be released if it raises an ERROR).
-    let call = || {
-        // SAFETY: chaining with the arguments we were given.
-        unsafe {
-            match PREV_PROCESS_UTILITY {
-                Some(prev) => prev(
-                    pstmt,
-                    query_string,
-                    read_only_tree,
-                    context,
-                    params,
-                    query_env,
-                    dest,
-                    qc,
-                ),
-                None => raw::standard_ProcessUtility(
-                    pstmt,
-                    query_string,
-                    read_only_tree,
-                    context,
-                    params,
-                    query_env,
-                    dest,
-                    qc,
-                ),
-            }
-        }
-    };
-    // The result cache must see every utility statement, whatever perf.track says.
-    // SAFETY: valid PlannedStmt.
-    let cache_operation = crate::cache::invalidate::before_utility(unsafe { (*pstmt).utilityStmt });
+    // SAFETY: chaining with the arguments we were given.
+    let call = || unsafe { pg_hooks::next_process_utility(a) };
     // SAFETY: valid PlannedStmt with a utility statement.
     let (queryid, handled) = unsafe {
         let node = (*pstmt).utilityStmt;
@@ -795,8 +662,7 @@ unsafe extern "C-unwind" fn process_utility(
             );
         ((*pstmt).queryId as i64, handled)
     };
-    // SAFETY: backend-local reads.
-    let (nesting, room) = unsafe { (local().nesting, local().running.len() < MAX_RUNNING) };
+    let (nesting, room) = with_local(|l| (l.nesting, l.running.len() < MAX_RUNNING));
     if !(queryid != 0
         && handled
         && room
@@ -808,8 +674,7 @@ unsafe extern "C-unwind" fn process_utility(
         // ANALYZE, ...) are one level deeper, as with pg_stat_statements.
         // SAFETY: `call` only calls C; every value of this frame that needs dropping is
         // moved into the cleanup (dropped in this order on ERROR, then re-thrown).
-        let ((), guards) =
-            unsafe { try_or_cleanup((NestingGuard::enter(), cache_operation), call) };
+        let ((), guards) = unsafe { try_or_cleanup((NestingGuard::enter(), change), call) };
         drop(guards);
         return;
     }
@@ -819,13 +684,12 @@ unsafe extern "C-unwind" fn process_utility(
     push_running(id, key, hash, i32::MAX);
     let meter = RunMeter::start(id, local_running_len() - 1);
     // SAFETY: as above; on ERROR the meter's drop marks the execution failed.
-    let ((), (nesting_guard, meter, _cache_operation)) =
-        unsafe { try_or_cleanup((NestingGuard::enter(), meter, cache_operation), call) };
+    let ((), (nesting_guard, meter, _change)) =
+        unsafe { try_or_cleanup((NestingGuard::enter(), meter, change), call) };
     drop(nesting_guard);
     meter.finish();
     let Some(i) = find_running(id) else { return };
-    // SAFETY: backend-local.
-    let t = unsafe { local().running.remove(i) };
+    let t = with_local(|l| l.running.remove(i));
     // SAFETY: qc may be null; query_string is the NUL-terminated source text or null.
     unsafe {
         let rows = if qc.is_null() {
@@ -873,52 +737,52 @@ unsafe extern "C-unwind" fn process_utility(
 /// every entry goes (`level` 1) and the nesting level returns to 0; at subtransaction
 /// abort it returns to what it was when the subtransaction started.
 fn record_failures(level: i32) {
+    let now = now_timestamptz();
+    // No hook can run while this callback runs; shared memory is not LOCAL.
     let result = std::panic::catch_unwind(|| {
-        // SAFETY: backend-local; no hook can run while this callback runs.
-        let l = unsafe { local() };
-        let now = now_timestamptz();
-        let interrupted = |t: &Tracked| t.failed || t.xact_level >= level;
-        for t in l.running.iter().filter(|t| interrupted(t)) {
-            let sample = ExecSample {
-                failed: true,
-                now,
-                ..Default::default()
-            };
-            let outcome = shmem::record_existing(&t.key, t.hash, &sample, -1.0);
-            // A statement that fails on its first run still shows up, with the normalized
-            // text parse analysis left (statements without constants have none: skipped).
-            if !outcome.found {
-                if let Some(i) = l.pending_texts.iter().position(|(h, _)| *h == t.hash) {
-                    let text = l.pending_texts.swap_remove(i).1;
-                    shmem::record_new(&t.key, t.hash, &text, &sample, -1.0);
+        with_local(|l| {
+            let interrupted = |t: &Tracked| t.failed || t.xact_level >= level;
+            for t in l.running.iter().filter(|t| interrupted(t)) {
+                let sample = ExecSample {
+                    failed: true,
+                    now,
+                    ..Default::default()
+                };
+                let outcome = shmem::record_existing(&t.key, t.hash, &sample, -1.0);
+                // A statement that fails on its first run still shows up, with the normalized
+                // text parse analysis left (statements without constants have none: skipped).
+                if !outcome.found {
+                    if let Some(i) = l.pending_texts.iter().position(|(h, _)| *h == t.hash) {
+                        let text = l.pending_texts.swap_remove(i).1;
+                        shmem::record_new(&t.key, t.hash, &text, &sample, -1.0);
+                    }
                 }
             }
-        }
-        if level <= 1 {
-            l.running.clear();
-            l.subxact_nesting.clear();
-            l.nesting = 0;
-        } else {
-            l.running.retain(|t| !interrupted(t));
-            while let Some(&(started, nesting)) = l.subxact_nesting.last() {
-                if started < level {
-                    break;
-                }
-                l.subxact_nesting.pop();
-                if started == level {
-                    l.nesting = nesting;
+            if level <= 1 {
+                l.running.clear();
+                l.subxact_nesting.clear();
+                l.nesting = 0;
+            } else {
+                l.running.retain(|t| !interrupted(t));
+                while let Some(&(started, nesting)) = l.subxact_nesting.last() {
+                    if started < level {
+                        break;
+                    }
+                    l.subxact_nesting.pop();
+                    if started == level {
+                        l.nesting = nesting;
+                    }
                 }
             }
-        }
+        })
     });
     if result.is_err() {
         // Nothing sensible to do inside an abort; the statistics just miss this failure.
-        // SAFETY: backend-local.
-        unsafe { local().running.clear() };
+        with_local(|l| l.running.clear());
     }
 }
 
-/// Transaction events (called from `crate::xact`).
+/// Transaction events (called from `crate::pg::xact`).
 pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
@@ -926,28 +790,25 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
         }
         // Every execution of the transaction has ended by commit; forget leftovers.
         pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
-            // SAFETY: backend-local.
-            let l = unsafe { local() };
-            if !l.running.is_empty() {
-                l.running.clear();
-            }
+            with_local(|l| {
+                if !l.running.is_empty() {
+                    l.running.clear();
+                }
+            });
         }
         _ => {}
     }
 }
 
-/// Subtransaction events (called from `crate::xact`).
+/// Subtransaction events (called from `crate::pg::xact`).
 pub(crate) fn on_subxact_event(event: pg_sys::SubXactEvent::Type) {
-    // SAFETY: returns a field of the current transaction state (the subtransaction the
-    // event is about); cannot raise an ERROR.
-    let level = unsafe { raw::GetCurrentTransactionNestLevel() };
-    // SAFETY: backend-local; no hook runs while this callback runs.
-    let l = unsafe { local() };
+    // The level of the subtransaction the event is about.
+    let level = crate::pg::backend::transaction_nest_level();
     match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => {
-            l.subxact_nesting.push((level, l.nesting));
+            with_local(|l| l.subxact_nesting.push((level, l.nesting)));
         }
-        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => with_local(|l| {
             while l
                 .subxact_nesting
                 .last()
@@ -955,7 +816,7 @@ pub(crate) fn on_subxact_event(event: pg_sys::SubXactEvent::Type) {
             {
                 l.subxact_nesting.pop();
             }
-        }
+        }),
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => record_failures(level),
         _ => {}
     }

@@ -8,6 +8,7 @@
 //! helpers. The statement table in shared memory ([`shmem`]) is internal.
 
 pub mod api;
+mod dump;
 pub mod encoding;
 pub mod fingerprint;
 pub mod histogram;
@@ -29,11 +30,8 @@ pub use shmem::{PredicateKind, PredicateRec};
 #[cfg(any(test, feature = "pg_test"))]
 use pgrx::pg_schema;
 
-/// Called from `_PG_init` (postmaster, preload): executor and utility hooks. Shared memory
-/// is requested and attached through `crate::shmem`.
-pub fn init() {
-    hooks::install();
-}
+// Hooks are installed by `crate::pg::hooks` (entry points in `hooks`); shared memory is
+// requested and attached through `crate::pg::shmem` (`shmem::request`/`startup`).
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]

@@ -34,7 +34,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::fingerprint;
 use super::normalize;
-use crate::backend_local::BackendLocal;
+use crate::pg::backend_local::BackendLocal;
 
 /// Memo entries per backend (direct-mapped by key).
 pub const SLOTS: usize = 1024;
@@ -85,20 +85,18 @@ static MEMO: BackendLocal<Memo> = BackendLocal::new(Memo {
     misses: 0,
 });
 
-/// # Safety
-/// Single-threaded backend; the returned reference must not be held across a call that can
-/// process invalidations (any catalog access), since the callbacks write `stale`.
-#[inline]
-#[allow(clippy::mut_from_ref)]
-unsafe fn memo() -> &'static mut Memo {
-    // SAFETY: see function contract.
-    unsafe { MEMO.get() }
+/// Runs `f` on this backend's memo. The closures here never access the catalogs (which
+/// could process invalidations, whose callbacks write `stale`) and never nest.
+#[inline(always)]
+fn with_memo<R>(f: impl FnOnce(&mut Memo) -> R) -> R {
+    // SAFETY: single-threaded backend; per the rule above no other borrow of MEMO can be
+    // live while `f` runs.
+    unsafe { MEMO.with(f) }
 }
 
 /// Memo hits and misses of this backend (`perf.query_id_memo()`).
 pub fn counters() -> (u64, u64) {
-    // SAFETY: plain reads of backend-local counters.
-    unsafe { (memo().hits, memo().misses) }
+    with_memo(|m| (m.hits, m.misses))
 }
 
 /// Gives `query` core's `queryId` if core did not compute one (`compute_query_id = auto`
@@ -136,44 +134,57 @@ pub unsafe fn assign(
             && (*pstate).p_queryEnv.is_null()
             && pg_sys::standard_conforming_strings;
         if !memo_usable {
-            memo().misses += 1;
+            with_memo(|m| m.misses += 1);
             return jumble(query, source);
         }
         register_callbacks();
-        let m = memo();
-        if m.stale {
-            m.slots.fill(Slot {
-                key: 0,
-                query_id: 0,
-            });
-            m.stale = false;
-        }
-        let key = statement_key(m, source, (*query).stmt_location, (*query).stmt_len);
-        let hit = key.and_then(|key| {
-            let slot = m.slots[key as usize % SLOTS];
-            (slot.key == key).then_some(slot.query_id)
-        });
-        if let Some(query_id) = hit {
-            m.hits += 1;
-            if crate::gucs::verify_query_ids() {
-                return verify(query, source, query_id);
+        let (location, len) = ((*query).stmt_location, (*query).stmt_len);
+        // Ok(query id) on a hit, Err(memo key, if the text has one) on a miss.
+        let found = with_memo(|m| {
+            if m.stale {
+                m.slots.fill(Slot {
+                    key: 0,
+                    query_id: 0,
+                });
+                m.stale = false;
             }
-            (*query).queryId = query_id;
-            return std::ptr::null_mut();
-        }
-        m.misses += 1;
-        let Some(key) = key else {
-            return jumble(query, source);
+            // `source` is the NUL-terminated text of the statement; hashing it touches no
+            // catalog.
+            let key = statement_key(m, source, location, len);
+            let hit = key.and_then(|key| {
+                let slot = m.slots[key as usize % SLOTS];
+                (slot.key == key).then_some(slot.query_id)
+            });
+            match hit {
+                Some(query_id) => {
+                    m.hits += 1;
+                    Ok(query_id)
+                }
+                None => {
+                    m.misses += 1;
+                    Err(key)
+                }
+            }
+        });
+        let key = match found {
+            Ok(query_id) => {
+                if crate::gucs::verify_query_ids() {
+                    return verify(query, source, query_id);
+                }
+                (*query).queryId = query_id;
+                return std::ptr::null_mut();
+            }
+            Err(None) => return jumble(query, source),
+            Err(Some(key)) => key,
         };
         let jstate = jumble(query, source);
-        // jumble() may have processed invalidations: look the slot up again.
-        let m = memo();
-        if !m.stale {
-            m.slots[key as usize % SLOTS] = Slot {
-                key,
-                query_id: (*query).queryId,
-            };
-        }
+        // jumble() may have processed invalidations: only remember the id if none came.
+        let query_id = (*query).queryId;
+        with_memo(|m| {
+            if !m.stale {
+                m.slots[key as usize % SLOTS] = Slot { key, query_id };
+            }
+        });
         jstate
     }
 }
@@ -216,7 +227,7 @@ unsafe fn statement_key(
         } else {
             std::ffi::CStr::from_ptr(pg_sys::namespace_search_path).to_bytes()
         };
-        let context = (u64::from(crate::stats::hooks::current_user_id()) << 1)
+        let context = (u64::from(crate::pg::backend::current_user_id()) << 1)
             | u64::from(pg_sys::Transform_null_equals);
         if m.templates.is_empty() {
             m.templates.resize_with(TEMPLATES, TemplateSlot::default);
@@ -333,25 +344,30 @@ unsafe extern "C-unwind" fn on_syscache_invalidation(
     _cache_id: i32,
     _hash: u32,
 ) {
-    // SAFETY: backend-local flag; callbacks run on the backend's thread.
-    unsafe { memo().stale = true };
+    // Callbacks run on the backend's thread, never while a `with_memo` closure runs.
+    with_memo(|m| m.stale = true);
 }
 
 unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
-    // SAFETY: as above.
-    unsafe { memo().stale = true };
+    // As above.
+    with_memo(|m| m.stale = true);
 }
 
 /// Registers the invalidation callbacks once per backend.
+#[inline(always)]
 fn register_callbacks() {
+    if !with_memo(|m| m.callbacks_registered) {
+        register_callbacks_now();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn register_callbacks_now() {
     use pg_sys::SysCacheIdentifier::*;
-    // SAFETY: backend-local flag; registration runs once, outside any critical section.
+    with_memo(|m| m.callbacks_registered = true);
+    // SAFETY: registration runs once per backend, outside any critical section.
     unsafe {
-        let m = memo();
-        if m.callbacks_registered {
-            return;
-        }
-        m.callbacks_registered = true;
         pg_sys::CacheRegisterRelcacheCallback(
             Some(on_relcache_invalidation),
             pg_sys::Datum::from(0),

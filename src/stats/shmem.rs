@@ -26,8 +26,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use once_cell::sync::OnceCell;
 use pgrx::pg_sys;
 
+use super::dump;
 use super::histogram;
-use crate::shmem::LwLockGuard;
+use crate::pg::shmem::{self as pg_shmem, spin_lock, spin_unlock, LwLockGuard};
 
 /// Partitions of the statement table; each has its own LWLock.
 pub const PARTITIONS: usize = 16;
@@ -36,10 +37,8 @@ pub const MAX_PREDICATES: usize = 16;
 const TRANCHE: &CStr = c"pg_perf";
 const STATS_SEGMENT: &CStr = c"pg_perf statements";
 const PLANS_SEGMENT: &CStr = c"pg_perf plans";
-/// Changes whenever the layout of `Counters`/`PredicateRec`/file format changes.
-const FORMAT_VERSION: u64 = 0x5045_5246_0000_0006;
-const DUMP_FILE: &str = "pg_stat/pg_perf.stat";
-const DUMP_FILE_TMP: &str = "pg_stat/pg_perf.stat.tmp";
+/// Changes whenever the layout of `Counters`/`PredicateRec`/the stats file changes.
+pub(super) const FORMAT_VERSION: u64 = 0x5045_5246_0000_0007;
 /// Fraction of a full partition evicted at once (amortizes the exclusive lock).
 const EVICT_FRACTION: f64 = 0.05;
 /// Usage decays by this factor at every eviction in the partition, so old hot entries fade.
@@ -412,26 +411,10 @@ struct Shared {
 // SAFETY: Postgres backends are single-threaded; the pointers refer to shared memory that
 // lives as long as the postmaster, and all concurrent access goes through LWLocks/spinlocks.
 unsafe impl Send for Shared {}
+// SAFETY: as for Send.
 unsafe impl Sync for Shared {}
 
 static SHARED: OnceCell<Shared> = OnceCell::new();
-
-#[inline]
-fn spin_lock(m: &AtomicU32) {
-    while m
-        .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        while m.load(Ordering::Relaxed) != 0 {
-            std::hint::spin_loop();
-        }
-    }
-}
-
-#[inline]
-fn spin_unlock(m: &AtomicU32) {
-    m.store(0, Ordering::Release);
-}
 
 /// Sizes derived from the GUCs; pure arithmetic so it can be checked in tests.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -483,10 +466,10 @@ impl Layout {
     fn from_gucs() -> Self {
         use crate::gucs;
         Layout::compute(
-            gucs::MAX_STATEMENTS.get().max(1) as usize,
-            gucs::MAX_QUERY_TEXT.get().max(1) as usize,
-            gucs::MAX_PLANS.get().max(0) as usize,
-            gucs::MAX_PLAN_SIZE.get().max(1) as usize,
+            gucs::max_statements().max(1) as usize,
+            gucs::max_query_text().max(1) as usize,
+            gucs::max_plans().max(0) as usize,
+            gucs::max_plan_size().max(1) as usize,
         )
     }
 }
@@ -494,37 +477,22 @@ impl Layout {
 /// Called from the shmem_request hook: reserve our segments and locks.
 pub fn request() {
     let l = Layout::from_gucs();
-    // SAFETY: called from the shmem_request hook in the postmaster, where these are allowed.
-    unsafe {
-        pg_sys::RequestAddinShmemSpace(l.stats_bytes + l.plan_bytes);
-        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), (PARTITIONS + 1) as i32);
-    }
+    pg_shmem::request_segment(
+        l.stats_bytes + l.plan_bytes,
+        Some((TRANCHE, PARTITIONS + 1)),
+    );
 }
 
 /// Called from the shmem_startup hook: attach (and in the postmaster, initialize and load the
 /// saved statistics).
 pub fn startup() {
     let l = Layout::from_gucs();
-    let mut stats_found = false;
-    let mut plans_found = false;
-    // SAFETY: AddinShmemInitLock serializes segment creation across processes; the segments
-    // are sized exactly as requested in `request()` from the same postmaster-context GUCs.
-    let shared = unsafe {
-        pg_sys::LWLockAcquire(
-            &raw mut (*pg_sys::MainLWLockArray.add(21)).lock, // AddinShmemInitLock
-            pg_sys::LWLockMode::LW_EXCLUSIVE,
-        );
-        let base = pg_sys::ShmemInitStruct(STATS_SEGMENT.as_ptr(), l.stats_bytes, &mut stats_found)
-            as *mut u8;
-        let plans = pg_sys::ShmemInitStruct(PLANS_SEGMENT.as_ptr(), l.plan_bytes, &mut plans_found)
-            as *mut PlanPoolHeader;
-        let header = base as *mut Header;
-        let cells = base.add(align8(size_of::<Header>())) as *mut Cell;
-        let entries = (cells as *mut u8).add(PARTITIONS * l.cells_per_part * size_of::<Cell>());
-        if !stats_found {
-            ptr::write_bytes(base, 0, l.stats_bytes);
+    let init_stats = |base: *mut u8| {
+        // SAFETY: `base` is the zeroed segment of `stats_bytes` bytes, 8-aligned, and the
+        // init lock keeps every other process out while it is written.
+        unsafe {
             ptr::write(
-                header,
+                base as *mut Header,
                 Header {
                     format: FORMAT_VERSION,
                     per_part: l.per_part as u32,
@@ -536,37 +504,54 @@ pub fn startup() {
                     stats_reset: AtomicU64::new(pg_sys::GetCurrentTimestamp() as u64),
                     used: [0; PARTITIONS],
                 },
-            );
+            )
         }
-        if !plans_found {
-            ptr::write_bytes(plans as *mut u8, 0, l.plan_bytes);
+    };
+    let init_plans = |base: *mut u8| {
+        let plans = base as *mut PlanPoolHeader;
+        // SAFETY: `base` is the zeroed plan segment, large enough for its header.
+        unsafe {
             (*plans).nslots = l.plan_slots as u32;
             (*plans).text_cap = l.plan_text_cap as u32;
             (*plans).stride = l.plan_stride as u32;
         }
-        let locks = pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr());
-        pg_sys::LWLockRelease(&raw mut (*pg_sys::MainLWLockArray.add(21)).lock);
-        Shared {
-            header,
-            cells,
-            entries,
-            locks,
-            plans,
-            per_part: l.per_part,
-            cells_per_part: l.cells_per_part,
-            stride: l.stride,
-            text_cap: l.text_cap,
-        }
     };
+    // SAFETY: called from the shmem_startup hook; the segments are sized exactly as
+    // requested in `request()` from the same postmaster-context GUCs, and the initializers
+    // only write into them.
+    let shared = unsafe {
+        let (base, stats_found) =
+            pg_shmem::attach_segment(STATS_SEGMENT, l.stats_bytes, init_stats);
+        let (plans, _) = pg_shmem::attach_segment(PLANS_SEGMENT, l.plan_bytes, init_plans);
+        let header = base as *mut Header;
+        let cells = base.add(align8(size_of::<Header>())) as *mut Cell;
+        let entries = (cells as *mut u8).add(PARTITIONS * l.cells_per_part * size_of::<Cell>());
+        let locks = pg_shmem::named_tranche(TRANCHE);
+        (
+            Shared {
+                header,
+                cells,
+                entries,
+                locks,
+                plans: plans as *mut PlanPoolHeader,
+                per_part: l.per_part,
+                cells_per_part: l.cells_per_part,
+                stride: l.stride,
+                text_cap: l.text_cap,
+            },
+            stats_found,
+        )
+    };
+    let (shared, stats_found) = shared;
     let _ = SHARED.set(shared);
     // SAFETY: plain read of a postmaster global.
     let in_postmaster = unsafe { !pg_sys::IsUnderPostmaster };
     if in_postmaster {
         if !stats_found {
-            load_from_disk();
+            dump::load_from_disk();
         }
         // SAFETY: registering a process-exit callback in the postmaster, as core modules do.
-        unsafe { pg_sys::on_shmem_exit(Some(dump_on_exit), pg_sys::Datum::from(0)) };
+        unsafe { pg_sys::on_shmem_exit(Some(dump::dump_on_exit), pg_sys::Datum::from(0)) };
     }
 }
 
@@ -1260,151 +1245,25 @@ pub fn plans(keep: impl Fn(&StatKey) -> bool) -> Vec<PlanSnapshot> {
         .collect()
 }
 
-// ---------------------------------------------------------------------------------------
-// Persistence across clean restarts: the postmaster writes every entry and plan to
-// pg_stat/pg_perf.stat at shutdown and reads it back (then deletes it) at startup.
-// File: FORMAT_VERSION, entry count, then per entry: key, counters, text length, text;
-// plan count, then per plan: key, analyzed, exec_ms, captured_at, lengths, bytes.
-// ---------------------------------------------------------------------------------------
-
-fn as_bytes<T: Copy>(v: &T) -> &[u8] {
-    // SAFETY: T is repr(C) plain data (no pointers); reading its bytes is fine.
-    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }
+/// Longest normalized text an entry keeps (0 before shared memory is attached).
+pub(super) fn text_cap() -> usize {
+    shared().map_or(0, |s| s.text_cap)
 }
 
-fn read_pod<T: Copy>(data: &[u8], pos: &mut usize) -> Option<T> {
-    let end = pos.checked_add(size_of::<T>())?;
-    let bytes = data.get(*pos..end)?;
-    *pos = end;
-    // SAFETY: T is repr(C) plain data for which every byte pattern we wrote is valid; bools
-    // are only ever written as 0/1 by this module.
-    Some(unsafe { ptr::read_unaligned(bytes.as_ptr() as *const T) })
-}
-
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn dump_on_exit(code: i32, _arg: pg_sys::Datum) {
-    // Don't dump after a crash (the data may be inconsistent), or when asked not to.
-    if code != 0 || !crate::gucs::SAVE.get() {
-        return;
-    }
-    let Some(s) = shared() else { return };
-    let entries = snapshot(|_| true);
-    let plans = plans(|_| true);
-    let _ = s;
-    let mut out = Vec::with_capacity(entries.len() * 1024 + 64);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for e in &entries {
-        out.extend_from_slice(as_bytes(&e.key));
-        out.extend_from_slice(as_bytes(&e.counters));
-        out.extend_from_slice(&(e.text.len() as u32).to_le_bytes());
-        out.extend_from_slice(e.text.as_bytes());
-    }
-    out.extend_from_slice(&(plans.len() as u64).to_le_bytes());
-    for p in &plans {
-        out.extend_from_slice(as_bytes(&p.key));
-        out.push(p.analyzed as u8);
-        out.extend_from_slice(&p.exec_ms.to_le_bytes());
-        out.extend_from_slice(&p.captured_at.to_le_bytes());
-        out.extend_from_slice(&(p.plan.len() as u32).to_le_bytes());
-        out.extend_from_slice(p.plan.as_bytes());
-        out.extend_from_slice(&(p.params.len() as u32).to_le_bytes());
-        out.extend_from_slice(p.params.as_bytes());
-        out.extend_from_slice(&(p.sample.len() as u32).to_le_bytes());
-        out.extend_from_slice(p.sample.as_bytes());
-    }
-    if std::fs::write(DUMP_FILE_TMP, &out).is_ok() {
-        let _ = std::fs::rename(DUMP_FILE_TMP, DUMP_FILE);
-    } else {
-        let _ = std::fs::remove_file(DUMP_FILE_TMP);
-    }
-}
-
-fn read_string(data: &[u8], pos: &mut usize) -> Option<String> {
-    let len = read_pod::<u32>(data, pos)? as usize;
-    let end = pos.checked_add(len)?;
-    let s = String::from_utf8_lossy(data.get(*pos..end)?).into_owned();
-    *pos = end;
-    Some(s)
-}
-
-/// Loads the file written at the last clean shutdown. Runs in the postmaster before any
-/// backend exists, so it still takes locks only for uniformity. A missing, foreign or
-/// truncated file is ignored (statistics start empty), never an error.
-fn load_from_disk() {
-    let Ok(data) = std::fs::read(DUMP_FILE) else {
-        return;
-    };
-    let _ = std::fs::remove_file(DUMP_FILE);
-    let mut pos = 0;
-    if read_pod::<u64>(&data, &mut pos) != Some(FORMAT_VERSION) {
-        pgrx::log!("pg_perf: ignoring {DUMP_FILE}: written by another version");
-        return;
-    }
-    let Some(n) = read_pod::<u64>(&data, &mut pos) else {
-        return;
-    };
-    let mut loaded = 0u64;
-    for _ in 0..n {
-        let (Some(key), Some(counters), Some(text)) = (
-            read_pod::<StatKey>(&data, &mut pos),
-            read_pod::<Counters>(&data, &mut pos),
-            read_string(&data, &mut pos),
-        ) else {
-            break;
-        };
-        let hash = key.hash();
-        let text = super::normalize::truncate_utf8(&text, shared().map_or(0, |s| s.text_cap));
-        record_new(
-            &key,
-            hash,
-            text,
-            &ExecSample {
-                failed: true,
-                now: counters.last_seen,
-                ..Default::default()
-            },
-            -1.0,
-        );
-        if let Some(s) = shared() {
-            let part = Shared::partition_of(hash);
-            // SAFETY: lock pointer valid.
-            let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
-            if let Some((_, slot)) = s.find(part, &key, hash) {
-                s.with_counters(part, slot, |c| *c = counters);
-                loaded += 1;
-            }
+/// Overwrites the counters of `key`'s entry (created just before by `record_new`), for
+/// loading the stats file. Returns whether the entry was there.
+pub(super) fn restore_counters(key: &StatKey, hash: u64, counters: &Counters) -> bool {
+    let Some(s) = shared() else { return false };
+    let part = Shared::partition_of(hash);
+    // SAFETY: lock pointer valid (tranche attached in `startup`).
+    let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
+    match s.find(part, key, hash) {
+        Some((_, slot)) => {
+            s.with_counters(part, slot, |c| *c = *counters);
+            true
         }
+        None => false,
     }
-    let Some(nplans) = read_pod::<u64>(&data, &mut pos) else {
-        return;
-    };
-    for _ in 0..nplans {
-        let (Some(key), Some(analyzed), Some(exec_ms), Some(at), Some(plan), Some(params)) = (
-            read_pod::<StatKey>(&data, &mut pos),
-            read_pod::<u8>(&data, &mut pos),
-            read_pod::<f64>(&data, &mut pos),
-            read_pod::<i64>(&data, &mut pos),
-            read_string(&data, &mut pos),
-            read_string(&data, &mut pos),
-        ) else {
-            break;
-        };
-        let sample = read_string(&data, &mut pos).unwrap_or_default();
-        store_plan(
-            &key,
-            key.hash(),
-            &CapturedPlan {
-                exec_ms,
-                analyzed: analyzed != 0,
-                plan: &plan,
-                params: &params,
-                sample: &sample,
-                captured_at: at,
-            },
-        );
-    }
-    pgrx::log!("pg_perf: loaded {loaded} statement entries from {DUMP_FILE}");
 }
 
 #[cfg(test)]

@@ -227,3 +227,26 @@ def test_postgres_exporter_queries_run_and_match_metrics_names(connect):
                 continue
             name = f"{namespace}_{col}"
             assert name in exported, f"{name} (postgres_exporter) is not what perf.metrics() calls it"
+
+
+def test_health_and_metrics_flag_a_failing_job(connect):
+    c = connect()
+    c.execute("SELECT perf.schedule('always_fails', '1 second', 'SELECT 1/0')")
+    deadline = time.monotonic() + 20
+    failures = 0
+    while time.monotonic() < deadline and failures < 2:
+        failures = c.execute(
+            "SELECT consecutive_failures FROM perf.jobs_status WHERE name = 'always_fails'").fetchone()[0]
+        time.sleep(0.2)
+    assert failures >= 2, "the scheduler did not run the job twice within 20 s"
+    c.execute("SELECT perf.alter_job('always_fails', enabled => false)")
+    c.execute("SET perf.health_failing_jobs_warn = 1")
+    c.execute("SET perf.health_failing_jobs_critical = 100")
+    status, value, threshold, advice = health(c)["failing_jobs"]
+    assert status == "warn" and value >= 2 and threshold == 1, (status, value)
+    assert "always_fails" in advice and "22012" in advice
+    _, fams = scrape(c)
+    fails = {s.labels["job"]: s.value for s in fams["pg_perf_job_consecutive_failures"].samples}
+    assert fails["always_fails"] >= 2
+    runs = {(s.labels["job"], s.labels["status"]): s.value for s in fams["pg_perf_job_runs"].samples}
+    assert runs[("always_fails", "failed")] >= 2

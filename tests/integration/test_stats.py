@@ -2,6 +2,8 @@
 persistence, latency percentiles, and why_slow's rules on crafted slow queries."""
 
 import math
+import os
+import struct
 import threading
 
 import psycopg
@@ -262,6 +264,43 @@ def test_statistics_survive_clean_restart(connect, fresh_db):
     with psycopg.connect(dsn(fresh_db), autocommit=True) as c2:
         after = stats_for(c2, "SELECT $1 AS survives_restart")
     assert after == before
+
+
+STATS_FILE_MAGIC = 0x50475046  # "PGPF", little-endian in the file
+
+
+def test_stats_file_has_header_and_foreign_one_is_ignored(connect, fresh_db):
+    """The stats file written at a clean shutdown starts with a header (magic, pg_perf
+    format version, PostgreSQL major); a file whose header does not match this build is
+    ignored with a LOG line at startup (statistics start empty), never a failed start."""
+    c = connect()
+    for _ in range(3):
+        c.execute("SELECT 4242 AS header_probe")
+    datadir = c.execute("SHOW data_directory").fetchone()[0]
+    major = int(c.execute("SHOW server_version_num").fetchone()[0]) // 10000
+    c.close()
+    path = os.path.join(datadir, "pg_stat", "pg_perf.stat")
+    log = os.path.join(datadir, "server.log")
+    cluster("stop", "test", str(PORT))
+    try:
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+        magic, fmt, pg_major = struct.unpack_from("<IQI", data, 0)
+        assert magic == STATS_FILE_MAGIC
+        assert pg_major == major
+        # Another pg_perf file format: must be ignored, not misread.
+        struct.pack_into("<Q", data, 4, fmt ^ 0xFF)
+        with open(path, "wb") as f:
+            f.write(data)
+        log_size = os.path.getsize(log)
+    finally:
+        cluster("start", "test", str(PORT))
+    with psycopg.connect(dsn(fresh_db), autocommit=True) as c2:
+        assert stats_for(c2, "SELECT $1 AS header_probe") == []
+    with open(log, "rb") as f:
+        f.seek(log_size)
+        assert b"pg_perf: ignoring pg_stat/pg_perf.stat: file format" in f.read()
+    assert not os.path.exists(path)
 
 
 def test_why_slow_filter_removes_rows_after_index_scan(slow_db):

@@ -1,0 +1,327 @@
+//! A job runner: a short-lived background worker that executes one run.
+//!
+//! It connects to the database as the bootstrap superuser (so it can record the run),
+//! claims the run (`pending` → `running`; a run claimed by another runner is left alone, so
+//! no run executes twice), then executes the command in one transaction as the job's
+//! owner (`SetUserIdAndSecContext` with SECURITY_LOCAL_USERID_CHANGE, so the command can
+//! neither SET ROLE nor SET SESSION AUTHORIZATION back) with statement_timeout =
+//! max_runtime and lock_timeout = perf.job_lock_timeout. An ERROR is caught, the
+//! transaction aborted, and the failure (SQLSTATE, message) recorded in a fresh one.
+
+use std::ffi::CString;
+
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+
+use super::api::Kind;
+use super::exec::{self, sys, Outcome};
+use super::gucs;
+use super::maintenance;
+use super::worker::{guarded, setup_signals};
+
+struct Claim {
+    name: String,
+    command: String,
+    kind: String,
+    owner: pg_sys::Oid,
+    owner_exists: bool,
+    max_runtime_ms: Option<i64>,
+}
+
+fn claim(runid: i64) -> Option<Claim> {
+    Spi::connect_mut(|client| {
+        let t = client.update(
+            "UPDATE perf.job_runs r SET status = 'running', started_at = clock_timestamp(), \
+                    pid = pg_backend_pid() \
+               FROM perf.jobs j \
+              WHERE r.runid = $1 AND r.status = 'pending' AND j.jobid = r.jobid \
+             RETURNING j.name, j.command, j.kind, j.owner, \
+                       EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.oid = j.owner), \
+                       (extract(epoch FROM j.max_runtime) * 1000)::bigint",
+            None,
+            &[runid.into()],
+        )?;
+        let mut out = None;
+        for row in t {
+            out = Some(Claim {
+                name: row.get::<String>(1)?.unwrap_or_default(),
+                command: row.get::<String>(2)?.unwrap_or_default(),
+                kind: row.get::<String>(3)?.unwrap_or_default(),
+                owner: row.get::<pg_sys::Oid>(4)?.unwrap_or(pg_sys::InvalidOid),
+                owner_exists: row.get::<bool>(5)?.unwrap_or(false),
+                max_runtime_ms: row.get::<i64>(6)?,
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .ok()
+    .flatten()
+}
+
+/// How a run ended, for perf.job_runs.
+struct Ending {
+    ok: bool,
+    sqlstate: Option<String>,
+    error: Option<String>,
+    outcome: Outcome,
+}
+
+fn record(runid: i64, e: &Ending) {
+    let _ = Spi::run_with_args(
+        "UPDATE perf.job_runs SET status = $2, finished_at = clock_timestamp(), sqlstate = $3, \
+                error = $4, command_tag = $5, rows = $6 \
+          WHERE runid = $1",
+        &[
+            runid.into(),
+            if e.ok { "succeeded" } else { "failed" }.into(),
+            e.sqlstate.as_deref().into(),
+            e.error.as_deref().into(),
+            Some(e.outcome.command_tag.as_str())
+                .filter(|s| !s.is_empty())
+                .into(),
+            (e.outcome.rows as i64).into(),
+        ],
+    );
+}
+
+/// The five-character SQLSTATE of a packed error code.
+fn sqlstate_text(code: i32) -> String {
+    (0..5)
+        .map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+        .collect()
+}
+
+fn set_guc(name: &std::ffi::CStr, value: &str) {
+    let Ok(v) = CString::new(value) else { return };
+    // SAFETY: setting a session GUC with valid C strings, as the superuser session.
+    unsafe {
+        pg_sys::SetConfigOption(
+            name.as_ptr(),
+            v.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+    }
+}
+
+/// The error fields pg_perf records: SQLSTATE and message (with DETAIL when there is one).
+pub(super) fn error_of(e: &pg_sys::panic::CaughtError) -> (String, String) {
+    match e {
+        pg_sys::panic::CaughtError::PostgresError(r)
+        | pg_sys::panic::CaughtError::ErrorReport(r)
+        | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
+            let mut m = r.message().to_string();
+            if let Some(d) = r.detail() {
+                m.push_str(&format!(" (DETAIL: {d})"));
+            }
+            (sqlstate_text(r.sql_error_code() as i32), m)
+        }
+    }
+}
+
+/// What a built-in kind runs, given the owner and security context to run it as.
+enum Body {
+    Sql(CString),
+    Maintenance,
+    StatsSnapshot,
+}
+
+/// Executes `body` in one transaction as `owner` (maintenance: one transaction per action,
+/// the way VACUUM works), with statement_timeout = `max_ms`.
+fn execute(
+    owner: pg_sys::Oid,
+    max_ms: Option<i32>,
+    body: Body,
+) -> (Ending, Vec<maintenance::Done>) {
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_ctx = 0;
+    let mut actions = Vec::new();
+    let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: the transaction and user switch of a top-level command, as
+        // exec_simple_query plus SECURITY DEFINER do; undone below or by the abort.
+        let run_ctx = unsafe {
+            pg_sys::SetCurrentStatementStartTimestamp();
+            pg_sys::StartTransactionCommand();
+            pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
+            let run_ctx = saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32;
+            pg_sys::SetUserIdAndSecContext(owner, run_ctx);
+            if let Some(ms) = max_ms {
+                sys::enable_timeout_after(sys::STATEMENT_TIMEOUT, ms);
+            }
+            run_ctx
+        };
+        let out = match &body {
+            Body::Sql(sql) => exec::run_top_level(sql),
+            Body::StatsSnapshot => exec::run_top_level(c"SELECT perf.stats_snapshot()"),
+            Body::Maintenance => {
+                let (done, fatal) = maintenance::execute(owner, run_ctx);
+                let n = done.iter().filter(|d| d.status == "done").count();
+                actions = done;
+                if let Some((state, msg)) = fatal {
+                    pgrx::ereport!(
+                        ERROR,
+                        pgrx::PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                        format!("maintenance stopped after {n} actions: {state}: {msg}")
+                    );
+                }
+                Outcome {
+                    command_tag: "MAINTENANCE".into(),
+                    rows: n as u64,
+                }
+            }
+        };
+        // SAFETY: undoing the settings above, then committing.
+        unsafe {
+            sys::disable_timeout(sys::STATEMENT_TIMEOUT, false);
+            pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx);
+            pg_sys::CommitTransactionCommand();
+        }
+        Ok(out)
+    }))
+    .catch_others(|e| Err(error_of(&e)))
+    .execute();
+    let ending = match result {
+        Ok(outcome) => {
+            let failed = actions.iter().filter(|d| d.status != "done").count();
+            Ending {
+                ok: true,
+                sqlstate: None,
+                error: (failed > 0).then(|| format!("{failed} maintenance actions failed or were skipped (see perf.maintenance_log)")),
+                outcome,
+            }
+        }
+        Err((state, msg)) => {
+            // SAFETY: leaving the failed transaction; the abort restores the user id and
+            // security context saved at its start (the superuser's).
+            unsafe {
+                sys::disable_timeout(sys::STATEMENT_TIMEOUT, false);
+                pg_sys::AbortCurrentTransaction();
+                pg_sys::SetUserIdAndSecContext(pg_sys::BOOTSTRAP_SUPERUSERID.into(), 0);
+            }
+            Ending {
+                ok: false,
+                sqlstate: Some(state),
+                error: Some(msg),
+                outcome: Outcome::default(),
+            }
+        }
+    };
+    (ending, actions)
+}
+
+fn body_of(c: &Claim) -> Result<Body, Ending> {
+    match Kind::parse(&c.kind).unwrap_or(Kind::Sql) {
+        Kind::Sql => CString::new(c.command.as_str())
+            .map(Body::Sql)
+            .map_err(|_| Ending {
+                ok: false,
+                sqlstate: Some("22023".into()),
+                error: Some("job command contains a NUL byte".into()),
+                outcome: Outcome::default(),
+            }),
+        Kind::Maintenance => Ok(Body::Maintenance),
+        Kind::StatsSnapshot => Ok(Body::StatsSnapshot),
+    }
+}
+
+/// perf.run_maintenance() in a runner: extra = "m:<token>:<role oid>".
+fn adhoc_maintenance(extra: &str) {
+    let mut parts = extra.split(':').skip(1);
+    let (Some(Ok(token)), Some(Ok(role))) = (
+        parts.next().map(str::parse::<i64>),
+        parts.next().map(str::parse::<u32>),
+    ) else {
+        return;
+    };
+    set_guc(c"application_name", "pg_perf run_maintenance");
+    set_guc(c"lock_timeout", &gucs::job_lock_timeout_ms().to_string());
+    let (ending, mut done) = execute(pg_sys::Oid::from(role), None, Body::Maintenance);
+    if !ending.ok {
+        // The plan itself failed: say so instead of returning nothing.
+        done.push(maintenance::Done {
+            item: maintenance::Item {
+                action: super::policy::Action::Vacuum,
+                object: String::new(),
+                reason: "maintenance run".into(),
+                observed: 0.0,
+                limit: 0.0,
+                command: String::new(),
+                locked: false,
+            },
+            status: "failed",
+            error: Some(format!(
+                "{}: {}",
+                ending.sqlstate.unwrap_or_default(),
+                ending.error.unwrap_or_default()
+            )),
+            ms: 0.0,
+        });
+    }
+    guarded("recording maintenance", || {
+        maintenance::log(None, Some(token), &done)
+    });
+}
+
+/// Entry point of a job runner (argument: database OID; bgw_extra: the run id).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
+    let dboid = pg_sys::Oid::from(arg.value() as u32);
+    let extra = BackgroundWorker::get_extra().trim().to_string();
+    setup_signals();
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
+    if extra.starts_with("m:") {
+        adhoc_maintenance(&extra);
+        return;
+    }
+    let Ok(runid) = extra.parse::<i64>() else {
+        return;
+    };
+    let Some(c) = guarded("claiming a run", || claim(runid)).flatten() else {
+        return;
+    };
+    set_guc(c"application_name", &format!("pg_perf job {}", c.name));
+    set_guc(c"lock_timeout", &gucs::job_lock_timeout_ms().to_string());
+    let max_ms = c
+        .max_runtime_ms
+        .filter(|m| *m > 0)
+        .map(|m| m.min(i64::from(i32::MAX)) as i32);
+    let (ending, done) = if !c.owner_exists {
+        (
+            Ending {
+                ok: false,
+                sqlstate: Some("42704".into()),
+                error: Some(format!(
+                    "the role that owns job \"{}\" no longer exists",
+                    c.name
+                )),
+                outcome: Outcome::default(),
+            },
+            Vec::new(),
+        )
+    } else {
+        match body_of(&c) {
+            Err(e) => (e, Vec::new()),
+            Ok(body) => {
+                // SAFETY: reporting our activity in pg_stat_activity, as a backend does.
+                unsafe {
+                    if let Ok(cmd) = CString::new(c.command.as_str()) {
+                        pg_sys::pgstat_report_activity(
+                            pg_sys::BackendState::STATE_RUNNING,
+                            cmd.as_ptr(),
+                        );
+                    }
+                }
+                execute(c.owner, max_ms, body)
+            }
+        }
+    };
+    guarded("recording a run", || {
+        record(runid, &ending);
+        maintenance::log(Some(runid), None, &done);
+    });
+    // SAFETY: as above.
+    unsafe {
+        pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
+    }
+}
