@@ -417,7 +417,10 @@ mod unit_tests {
             arithmetic_params_as_integer("SELECT $1 * $2::numeric"),
             Some("SELECT $1::integer * $2::numeric".into())
         );
-        assert_eq!(arithmetic_params_as_integer("SELECT 1 FROM t WHERE a = $1"), None);
+        assert_eq!(
+            arithmetic_params_as_integer("SELECT 1 FROM t WHERE a = $1"),
+            None
+        );
     }
 
     fn r(t: &str) -> String {
