@@ -403,9 +403,105 @@ pub fn arithmetic_params_as_integer(text: &str) -> Option<String> {
     Some(out)
 }
 
+/// The bind parameters of a captured run, as PostgreSQL logs them (`BuildParamLogString`:
+/// `$1 = 'open', $2 = NULL, $3 = '10'`), written into `text` in place of each `$n`: the run
+/// with its values, for a custom plan. None when the list does not parse, a value may have
+/// been cut short (`...'` at the length limit), or a `$n` of the text has no value.
+pub fn with_bind_values(text: &str, params: &str) -> Option<String> {
+    /// Values longer than this are cut by the capture (`BuildParamLogString` limit 256).
+    const CUT_AT: usize = 256;
+    let mut values: Vec<Option<String>> = Vec::new();
+    let b = params.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if !values.is_empty() {
+            if !params[i..].starts_with(", ") {
+                return None;
+            }
+            i += 2;
+        }
+        if b.get(i) != Some(&b'$') {
+            return None;
+        }
+        let digits = params[i + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let n: usize = params[i + 1..i + 1 + digits].parse().ok()?;
+        i += 1 + digits;
+        if n != values.len() + 1 || !params[i..].starts_with(" = ") {
+            return None;
+        }
+        i += 3;
+        if params[i..].starts_with("NULL") {
+            values.push(None);
+            i += 4;
+            continue;
+        }
+        if b.get(i) != Some(&b'\'') {
+            return None;
+        }
+        let start = i;
+        i += 1;
+        loop {
+            match b.get(i) {
+                None => return None,
+                Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
+                Some(b'\'') => {
+                    i += 1;
+                    break;
+                }
+                Some(_) => i += 1,
+            }
+        }
+        let literal = &params[start..i];
+        if literal.len() >= CUT_AT && literal.ends_with("...'") {
+            return None;
+        }
+        values.push(Some(literal.to_string()));
+    }
+    if values.is_empty() {
+        return None;
+    }
+    let toks = tokenize(text);
+    let mut out = String::with_capacity(text.len() + params.len());
+    let mut copied = 0;
+    for t in toks.iter().filter(|t| t.tok == Tok::Param) {
+        let n: usize = text[t.start + 1..t.end].parse().ok()?;
+        let value = values.get(n.checked_sub(1)?)?;
+        out.push_str(&text[copied..t.start]);
+        out.push_str(value.as_deref().unwrap_or("NULL"));
+        copied = t.end;
+    }
+    out.push_str(&text[copied..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod unit_tests {
-    use super::{arithmetic_params_as_integer, plannable_text};
+    use super::{arithmetic_params_as_integer, plannable_text, with_bind_values};
+
+    #[test]
+    fn bind_values_are_written_in() {
+        assert_eq!(
+            with_bind_values(
+                "SELECT * FROM t WHERE status = $1 AND a = lower($2) LIMIT $3",
+                "$1 = 'open', $2 = 'It''s', $3 = '10'"
+            ),
+            Some("SELECT * FROM t WHERE status = 'open' AND a = lower('It''s') LIMIT '10'".into())
+        );
+        assert_eq!(
+            with_bind_values("SELECT $1, '$2'", "$1 = NULL"),
+            Some("SELECT NULL, '$2'".into())
+        );
+        // a $n without a value, a cut value, malformed lists: no substitution
+        assert_eq!(with_bind_values("SELECT $2", "$1 = 'a'"), None);
+        let long = format!("$1 = '{}...'", "x".repeat(300));
+        assert_eq!(with_bind_values("SELECT $1", &long), None);
+        for bad in ["", "$1 = 'a", "$2 = 'a'", "$1 = 'a' $2 = 'b'", "$1 'a'", "$x = 'a'", "$1 = é"] {
+            assert_eq!(with_bind_values("SELECT $1", bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn arithmetic_params_get_integer_type() {

@@ -11,7 +11,7 @@ use pgrx::PgList;
 use super::catalog::Catalog;
 use super::guard::{in_subtransaction, try_in_subtransaction};
 use super::model::*;
-use super::normalized::{arithmetic_params_as_integer, plannable_text};
+use super::normalized::{arithmetic_params_as_integer, plannable_text, with_bind_values};
 use super::whatif::{self, Planned};
 use crate::stats::workload;
 use crate::stats::PredicateKind;
@@ -140,9 +140,14 @@ pub(super) fn captured_workload() -> (Vec<WorkloadQuery>, Vec<Skipped>) {
         entry.0.rows += e.rows as f64;
         entry.1 += e.total_time_ms;
     }
-    for (queryid, sample) in workload::slow_run_samples() {
+    for (queryid, sample, params) in workload::slow_run_samples() {
         if let Some((q, _)) = by_id.get_mut(&queryid) {
-            q.sample = Some(sample);
+            // An extended-protocol run's text has `$n`: write its bind values in, so that
+            // it gets a custom plan (real selectivities) as a simple-protocol run does.
+            let with_values = (!params.is_empty())
+                .then(|| with_bind_values(&sample, &params))
+                .flatten();
+            q.sample = Some(with_values.unwrap_or(sample));
         }
     }
     let mut all: Vec<(WorkloadQuery, f64)> = by_id.into_values().collect();

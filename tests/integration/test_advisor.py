@@ -238,3 +238,15 @@ def test_no_redundant_pair_against_the_whatif_planner(shop):
                 continue
             assert not (m1 == "brin" and m2 == "btree" and k1[0] == k2[0] and not p2), (rows[i][1], rows[j][1])
             assert not (m1 == m2 and p1 == p2 == False and k2[:len(k1)] == k1), (rows[i][1], rows[j][1])
+
+
+def test_slow_extended_protocol_run_is_planned_with_its_bind_values(shop):
+    """An ORM's slow run keeps its bind parameters: the advisor writes them into the text
+    (custom plan), so the rare 'failed' status is seen as selective."""
+    shop.execute("SELECT perf.reset_stats()")
+    shop.execute("SET perf.slow_query_ms = 0")
+    for _ in range(3):
+        shop.execute("SELECT count(*) FROM orders WHERE status = %s", ("failed",))
+    helped = [h for r in creates(suggestions(shop)) for h in r[6]]
+    assert any(h["query"] == "SELECT count(*) FROM orders WHERE status = $1" and h["cost_after"] < 0.1 * h["cost_before"]
+               for h in helped), helped
