@@ -286,21 +286,15 @@ fn type_start(toks: &[Span], p: usize) -> Option<usize> {
         return None;
     }
     let mut s = k;
-    match w {
-        "precision" => {
-            if s > 0 && word(&toks[s - 1]) == Some("double") {
-                s -= 1;
-            }
+    let before = |i: usize| i.checked_sub(1).and_then(|j| word(&toks[j]));
+    if w == "precision" && before(s) == Some("double") {
+        s -= 1;
+    }
+    if w == "varying" && matches!(before(s), Some("character" | "char" | "bit")) {
+        s -= 1;
+        if before(s) == Some("national") {
+            s -= 1;
         }
-        "varying" => {
-            if s > 0 && matches!(word(&toks[s - 1]), Some("character" | "char" | "bit")) {
-                s -= 1;
-                if s > 0 && word(&toks[s - 1]) == Some("national") {
-                    s -= 1;
-                }
-            }
-        }
-        _ => {}
     }
     // A qualified name: schema.type (the schema may be quoted).
     while s >= 2
@@ -498,7 +492,15 @@ mod unit_tests {
         assert_eq!(with_bind_values("SELECT $2", "$1 = 'a'"), None);
         let long = format!("$1 = '{}...'", "x".repeat(300));
         assert_eq!(with_bind_values("SELECT $1", &long), None);
-        for bad in ["", "$1 = 'a", "$2 = 'a'", "$1 = 'a' $2 = 'b'", "$1 'a'", "$x = 'a'", "$1 = é"] {
+        for bad in [
+            "",
+            "$1 = 'a",
+            "$2 = 'a'",
+            "$1 = 'a' $2 = 'b'",
+            "$1 'a'",
+            "$x = 'a'",
+            "$1 = é",
+        ] {
             assert_eq!(with_bind_values("SELECT $1", bad), None, "{bad}");
         }
     }
