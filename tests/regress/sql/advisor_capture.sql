@@ -14,9 +14,9 @@ SELECT count(*) FROM adv_t WHERE created_at >= date '2024-01-12' AND created_at 
 SELECT count(*) FROM adv_gone WHERE x = 1;
 DROP TABLE adv_gone;
 SELECT query FROM perf.statements WHERE query LIKE '%adv_t%' ORDER BY query;
--- the timestamptz/interval statement is helped by an index on created_at; the statement
--- on the dropped table and the ambiguous `date $2 + $3` (the integer 1, normalized, gives
--- "operator is not unique") are left out, with a NOTICE and a reason each
+-- both typed-literal statements are helped by one index on created_at (`date $2 + $3`,
+-- ambiguous as written, is planned with the integer $3 stands for); the statement on the
+-- dropped table is left out, with a NOTICE and the reason
 SELECT action, index_ddl, jsonb_array_length(queries_helped) AS helped
   FROM perf.suggest_indexes() WHERE table_name = 'public.adv_t';
 SELECT query, calls, reason FROM perf.advisor_skipped();
