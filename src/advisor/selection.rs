@@ -481,10 +481,20 @@ impl<'w> Search<'w> {
         config.push(new_selected);
 
         let candidates: Vec<IndexCandidate> = config.iter().map(|s| s.candidate.clone()).collect();
+        // Only statements that mention the leading key of an index this move adds or removes
+        // can plan differently: the others keep their cost without asking the planner (with
+        // every statement on one big table, that is most of the requests).
+        let changed: Vec<&IndexCandidate> = std::iter::once(&config[new_index].candidate)
+            .chain(
+                absorbed
+                    .iter()
+                    .filter_map(|&i| self.chosen.get(i).map(|s| &s.candidate)),
+            )
+            .collect();
         let mut costs = Vec::new();
         let mut saved = 0.0;
         for (qi, (query, calls, _)) in self.queries.iter().enumerate() {
-            if !query.touches(table.id) {
+            if !query.touches(table.id) || !may_use_any(query, table.id, &changed) {
                 continue;
             }
             let before = self.current.get(qi).copied().unwrap_or(0.0);
@@ -642,6 +652,29 @@ impl<'w> Search<'w> {
             stop_reason,
         }
     }
+}
+
+/// Whether `query` might plan differently with or without any of `indexes` (on `table`):
+/// it filters, joins, sorts or groups that table on an index's leading key, or the index is
+/// partial (usable for its predicate alone) or has no keys.
+fn may_use_any(query: &QueryShape, table: TableId, indexes: &[&IndexCandidate]) -> bool {
+    let accesses = || query.tables.iter().filter(|a| a.table == table);
+    indexes.iter().any(|c| {
+        let Some(lead) = c.keys.first().filter(|_| c.predicate.is_none()) else {
+            return true;
+        };
+        let target = &lead.target;
+        accesses().any(|a| {
+            a.predicates.iter().any(|p| p.target.same_as(target))
+                || a.join_columns
+                    .iter()
+                    .any(|j| matches!(target, KeyTarget::Column(c) if c.attnum == j.attnum))
+                || a.order_by
+                    .iter()
+                    .chain(&a.group_by)
+                    .any(|o| o.target.same_as(target))
+        })
+    })
 }
 
 /// Keys Extend may append to a btree on `table`: every key of a btree candidate on that
