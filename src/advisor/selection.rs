@@ -251,6 +251,14 @@ enum Move {
 }
 
 impl Move {
+    /// The index this move leads to, as text: the same move at every step.
+    fn key(&self) -> String {
+        match self {
+            Move::Add(c) => format!("add {c}"),
+            Move::Extend { extended, .. } => format!("extend {extended}"),
+        }
+    }
+
     fn table(&self) -> TableId {
         match self {
             Move::Add(c) | Move::Extend { extended: c, .. } => c.table,
@@ -300,6 +308,10 @@ pub fn select_indexes<O: CostOracle + ?Sized>(
         .sum();
 
     let mut steps = 0;
+    // Lazy greedy (as CELF): a move's score at an earlier step bounds its score now (adding
+    // indexes rarely makes another one worth more), so moves are evaluated best bound first
+    // and the step stops once the best score found beats every remaining bound.
+    let mut bounds: HashMap<String, f64> = HashMap::new();
     let stop_reason = if search.queries.is_empty() {
         StopReason::NoQueries
     } else {
@@ -312,10 +324,31 @@ pub fn select_indexes<O: CostOracle + ?Sized>(
             let mut best: Option<Evaluation> = None;
             let mut blocked_by_budget = false;
             let mut blocked_by_count = false;
-            for mv in moves {
+            let mut moves: Vec<(String, f64, Move)> = moves
+                .into_iter()
+                .map(|mv| {
+                    let key = mv.key();
+                    let bound = bounds.get(&key).copied().unwrap_or(f64::INFINITY);
+                    (key, bound, mv)
+                })
+                .collect();
+            moves.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (key, bound, mv) in moves {
+                if best.as_ref().is_some_and(|b| b.score >= bound) {
+                    break;
+                }
                 let Some(eval) = search.evaluate(&mv, &mut memo) else {
+                    bounds.insert(key, f64::NEG_INFINITY);
                     continue;
                 };
+                bounds.insert(
+                    key,
+                    if eval.score.is_finite() {
+                        eval.score
+                    } else {
+                        f64::NEG_INFINITY
+                    },
+                );
                 if !eval.score.is_finite()
                     || eval.net_benefit <= threshold
                     || eval.net_benefit <= 0.0
