@@ -18,7 +18,9 @@ use super::model::*;
 use super::oracle::{prune, WhatIfOracle};
 use super::output::{self, SuggestionRow};
 use super::selection::{select_indexes, SelectionSettings};
-use super::workload::{captured_workload, explicit_workload, plan_workload, PlannedWorkload};
+use super::workload::{
+    captured_workload, explicit_workload, plan_workload, PlannedWorkload, Skipped,
+};
 use crate::pg::try_catch::rethrowing;
 
 /// Index suggestions for the workload: CREATE INDEX statements chosen together under the
@@ -52,8 +54,9 @@ fn suggest_indexes(
 fn suggest_indexes_impl(
     queries: Option<Vec<Option<String>>>,
 ) -> TableIterator<'static, SuggestionRow> {
-    let workload_queries = match queries {
-        Some(list) => explicit_workload(list),
+    let captured = queries.is_none();
+    let (workload_queries, mut skipped) = match queries {
+        Some(list) => (explicit_workload(list), Vec::new()),
         None => captured_workload(),
     };
     let mut catalog = Catalog::default();
@@ -62,7 +65,14 @@ fn suggest_indexes_impl(
         shapes,
         relids,
         writes,
+        skipped: unplanned,
     } = plan_workload(&workload_queries, &mut catalog);
+    let beyond = skipped.len();
+    skipped.extend(
+        unplanned
+            .into_iter()
+            .map(|(i, reason)| Skipped::of(&workload_queries[i], reason)),
+    );
     let tables = tables_of(&relids, &writes);
     let existing: Vec<ExistingIndex> = relids
         .iter()
@@ -110,6 +120,30 @@ fn suggest_indexes_impl(
         workload.queries
     );
 
+    skipped.extend(result.unplannable_queries.iter().filter_map(|&id| {
+        workload_queries.get(id as usize).map(|q| {
+            Skipped::of(
+                q,
+                "the what-if planner could not plan it with candidate indexes".into(),
+            )
+        })
+    }));
+    if !skipped.is_empty() {
+        let total = workload_queries.len() + beyond;
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!(
+                "pg_perf advisor: {} of {} {} statements were left out of the advice",
+                skipped.len(),
+                total,
+                if captured { "captured" } else { "given" }
+            ),
+            "pg_perf",
+        )
+        .set_hint("SELECT * FROM perf.advisor_skipped() lists them with the reason.")
+        .report(PgLogLevel::NOTICE);
+    }
+
     let (keep, final_cost) = prune(&result, &workload, &mut oracle);
     TableIterator::new(output::rows(
         &workload_queries,
@@ -119,4 +153,42 @@ fn suggest_indexes_impl(
         &keep,
         final_cost,
     ))
+}
+
+/// The captured statements `perf.suggest_indexes()` leaves out of its advice, and why: those
+/// it cannot plan (the error), those beyond the 200 with the most time, those the what-if
+/// planner could not plan with candidate indexes. Utility statements (no plan to compare)
+/// and pg_perf's own or catalog queries are not workload and are not listed. `query` follows
+/// `perf.statements`' visibility rule.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::type_complexity)]
+fn advisor_skipped() -> TableIterator<
+    'static,
+    (
+        name!(queryid, i64),
+        name!(query, String),
+        name!(calls, i64),
+        name!(reason, String),
+    ),
+> {
+    // SAFETY: nothing to drop between pgrx's wrapper and a re-thrown ERROR.
+    unsafe { rethrowing(advisor_skipped_impl) }
+}
+
+fn advisor_skipped_impl() -> TableIterator<'static, (i64, String, i64, String)> {
+    let (workload_queries, mut skipped) = captured_workload();
+    let mut catalog = Catalog::default();
+    let planned = plan_workload(&workload_queries, &mut catalog);
+    skipped.extend(
+        planned
+            .skipped
+            .into_iter()
+            .map(|(i, reason)| Skipped::of(&workload_queries[i], reason)),
+    );
+    skipped.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.queryid.cmp(&b.queryid)));
+    TableIterator::new(
+        skipped
+            .into_iter()
+            .map(|s| (s.queryid, s.text, s.calls, s.reason)),
+    )
 }

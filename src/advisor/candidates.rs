@@ -123,27 +123,16 @@ pub fn generate_candidates_with(
 }
 
 /// The existing index that makes `candidate` redundant, if any (see
-/// [`super::model::IndexShape::covers`]). A BRIN candidate is also redundant next to a
-/// full btree that leads with the same column: the btree already serves those ranges.
+/// [`super::model::IndexShape::makes_redundant`]: it covers the candidate, or the candidate
+/// is a BRIN on the leading column of a btree).
 pub fn covering_existing_index<'a>(
     candidate: &IndexCandidate,
     existing: &'a [ExistingIndex],
 ) -> Option<&'a ExistingIndex> {
     let shape = candidate.shape();
-    existing.iter().find(|index| {
-        if index.shape().covers(&shape) {
-            return true;
-        }
-        candidate.method == IndexMethod::Brin
-            && index.table == candidate.table
-            && index.method == IndexMethod::Btree
-            && index.predicate.is_none()
-            && candidate.predicate.is_none()
-            && match (index.keys.first(), candidate.keys.first()) {
-                (Some(a), Some(b)) => a.target.same_as(&b.target),
-                _ => false,
-            }
-    })
+    existing
+        .iter()
+        .find(|index| index.shape().makes_redundant(&shape))
 }
 
 /// Collects candidates, merging duplicates by signature.

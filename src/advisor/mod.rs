@@ -12,6 +12,7 @@ mod catalog;
 pub mod ddl;
 mod guard;
 pub mod model;
+pub mod normalized;
 mod oracle;
 mod output;
 pub mod selection;

@@ -805,6 +805,29 @@ impl IndexShape<'_> {
             }
         }
     }
+
+    /// True when `self` already gives `other`'s benefit, so that proposing `other` next to
+    /// `self` would be redundant: `self` [covers](IndexShape::covers) `other` (e.g. `other` is
+    /// a prefix of `self`), or `other` is a BRIN whose leading column leads a btree `self`
+    /// with the same (or no) partial predicate: the btree serves every range the BRIN does.
+    pub fn makes_redundant(&self, other: &IndexShape<'_>) -> bool {
+        if self.covers(other) {
+            return true;
+        }
+        let predicate_ok = match (self.predicate, other.predicate) {
+            (None, _) => true,
+            (Some(a), Some(b)) => normalize_sql(a) == normalize_sql(b),
+            (Some(_), None) => false,
+        };
+        *other.method == IndexMethod::Brin
+            && *self.method == IndexMethod::Btree
+            && self.table == other.table
+            && predicate_ok
+            && match (self.keys.first(), other.keys.first()) {
+                (Some(a), Some(b)) => a.target.same_as(&b.target),
+                _ => false,
+            }
+    }
 }
 
 /// Everything the advisor reads: tables, existing indexes and the captured workload.

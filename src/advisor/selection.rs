@@ -251,6 +251,14 @@ enum Move {
 }
 
 impl Move {
+    /// The index this move leads to, as text: the same move at every step.
+    fn key(&self) -> String {
+        match self {
+            Move::Add(c) => format!("add {c}"),
+            Move::Extend { extended, .. } => format!("extend {extended}"),
+        }
+    }
+
     fn table(&self) -> TableId {
         match self {
             Move::Add(c) | Move::Extend { extended: c, .. } => c.table,
@@ -300,6 +308,10 @@ pub fn select_indexes<O: CostOracle + ?Sized>(
         .sum();
 
     let mut steps = 0;
+    // Lazy greedy (as CELF): a move's score at an earlier step bounds its score now (adding
+    // indexes rarely makes another one worth more), so moves are evaluated best bound first
+    // and the step stops once the best score found beats every remaining bound.
+    let mut bounds: HashMap<String, f64> = HashMap::new();
     let stop_reason = if search.queries.is_empty() {
         StopReason::NoQueries
     } else {
@@ -312,10 +324,31 @@ pub fn select_indexes<O: CostOracle + ?Sized>(
             let mut best: Option<Evaluation> = None;
             let mut blocked_by_budget = false;
             let mut blocked_by_count = false;
-            for mv in moves {
+            let mut moves: Vec<(String, f64, Move)> = moves
+                .into_iter()
+                .map(|mv| {
+                    let key = mv.key();
+                    let bound = bounds.get(&key).copied().unwrap_or(f64::INFINITY);
+                    (key, bound, mv)
+                })
+                .collect();
+            moves.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (key, bound, mv) in moves {
+                if best.as_ref().is_some_and(|b| b.score >= bound) {
+                    break;
+                }
                 let Some(eval) = search.evaluate(&mv, &mut memo) else {
+                    bounds.insert(key, f64::NEG_INFINITY);
                     continue;
                 };
+                bounds.insert(
+                    key,
+                    if eval.score.is_finite() {
+                        eval.score
+                    } else {
+                        f64::NEG_INFINITY
+                    },
+                );
                 if !eval.score.is_finite()
                     || eval.net_benefit <= threshold
                     || eval.net_benefit <= 0.0
@@ -386,16 +419,20 @@ impl<'w> Search<'w> {
     /// Every move of this step, in a deterministic order.
     fn moves(&self, candidates: &[GeneratedCandidate]) -> Vec<Move> {
         let mut moves = Vec::new();
+        // Nothing a chosen index already gives (a prefix of it, a BRIN beside a btree on
+        // the same leading column) is ever proposed next to it.
         let chosen_covers = |c: &IndexCandidate| {
             self.chosen
                 .iter()
-                .any(|s| s.candidate.shape().covers(&c.shape()))
+                .any(|s| s.candidate.shape().makes_redundant(&c.shape()))
         };
         // (a) single-column seeds, then (c) atomic candidates.
         for kind_is_single in [true, false] {
             for g in candidates {
                 if (g.kind == CandidateKind::SingleColumn) != kind_is_single
                     || chosen_covers(&g.candidate)
+                    || covering_existing_index(&g.candidate, &self.workload.existing_indexes)
+                        .is_some()
                     || self.workload.table(g.candidate.table).is_none()
                 {
                     continue;
@@ -430,11 +467,9 @@ impl<'w> Search<'w> {
                     extended.include.retain(|inc| inc.attnum != c.attnum);
                 }
                 let signature = extended.signature();
-                let covered_by_other_chosen = self
-                    .chosen
-                    .iter()
-                    .enumerate()
-                    .any(|(j, s)| j != index && s.candidate.shape().covers(&extended.shape()));
+                let covered_by_other_chosen = self.chosen.iter().enumerate().any(|(j, s)| {
+                    j != index && s.candidate.shape().makes_redundant(&extended.shape())
+                });
                 if covered_by_other_chosen
                     || self.chosen.iter().any(|s| s.signature == signature)
                     || covering_existing_index(&extended, &self.workload.existing_indexes).is_some()
@@ -464,7 +499,12 @@ impl<'w> Search<'w> {
         let mut config: Vec<Selected> = Vec::with_capacity(self.chosen.len() + 1);
         let mut absorbed = Vec::new();
         for (i, s) in self.chosen.iter().enumerate() {
-            if Some(i) == replaced || new_selected.candidate.shape().covers(&s.candidate.shape()) {
+            if Some(i) == replaced
+                || new_selected
+                    .candidate
+                    .shape()
+                    .makes_redundant(&s.candidate.shape())
+            {
                 absorbed.push(i);
             } else {
                 config.push(s.clone());
@@ -474,10 +514,20 @@ impl<'w> Search<'w> {
         config.push(new_selected);
 
         let candidates: Vec<IndexCandidate> = config.iter().map(|s| s.candidate.clone()).collect();
+        // Only statements that mention the leading key of an index this move adds or removes
+        // can plan differently: the others keep their cost without asking the planner (with
+        // every statement on one big table, that is most of the requests).
+        let changed: Vec<&IndexCandidate> = std::iter::once(&config[new_index].candidate)
+            .chain(
+                absorbed
+                    .iter()
+                    .filter_map(|&i| self.chosen.get(i).map(|s| &s.candidate)),
+            )
+            .collect();
         let mut costs = Vec::new();
         let mut saved = 0.0;
         for (qi, (query, calls, _)) in self.queries.iter().enumerate() {
-            if !query.touches(table.id) {
+            if !query.touches(table.id) || !may_use_any(query, table.id, &changed) {
                 continue;
             }
             let before = self.current.get(qi).copied().unwrap_or(0.0);
@@ -635,6 +685,29 @@ impl<'w> Search<'w> {
             stop_reason,
         }
     }
+}
+
+/// Whether `query` might plan differently with or without any of `indexes` (on `table`):
+/// it filters, joins, sorts or groups that table on an index's leading key, or the index is
+/// partial (usable for its predicate alone) or has no keys.
+fn may_use_any(query: &QueryShape, table: TableId, indexes: &[&IndexCandidate]) -> bool {
+    let accesses = || query.tables.iter().filter(|a| a.table == table);
+    indexes.iter().any(|c| {
+        let Some(lead) = c.keys.first().filter(|_| c.predicate.is_none()) else {
+            return true;
+        };
+        let target = &lead.target;
+        accesses().any(|a| {
+            a.predicates.iter().any(|p| p.target.same_as(target))
+                || a.join_columns
+                    .iter()
+                    .any(|j| matches!(target, KeyTarget::Column(c) if c.attnum == j.attnum))
+                || a.order_by
+                    .iter()
+                    .chain(&a.group_by)
+                    .any(|o| o.target.same_as(target))
+        })
+    })
 }
 
 /// Keys Extend may append to a btree on `table`: every key of a btree candidate on that
@@ -1792,5 +1865,263 @@ mod unit_tests {
         assert_eq!(format_bytes(1536), "1.5 kB");
         assert_eq!(format_bytes(22_487_040), "21.4 MB");
         assert_eq!(format_bytes(u64::MAX), "16777216.0 TB");
+    }
+
+    // ---- property: no redundant pair over random workloads ---------------------------
+
+    /// A small deterministic PRNG (xorshift64*), so the property test needs no crate and
+    /// every failure reproduces from its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.next() % 100 < percent
+        }
+        fn fraction(&mut self) -> f64 {
+            (self.next() % 1_000_000) as f64 / 1_000_000.0
+        }
+    }
+
+    /// A random workload over 1-3 tables: equality, range, containment and rare-constant
+    /// predicates, joins, ORDER BY (either direction), LIMIT, writes, correlated columns
+    /// (BRIN candidates), and random existing indexes (primary keys, btree prefixes, BRIN).
+    fn random_workload(rng: &mut Rng) -> Workload {
+        let types = ["bigint", "timestamp with time zone", "text", "jsonb"];
+        let mut w = Workload::default();
+        let ntables = 1 + rng.below(3);
+        let mut columns: Vec<Vec<ColumnRef>> = Vec::new();
+        for t in 0..ntables {
+            let id = 100 + t as TableId;
+            let rows = [5e3, 2e5, 2e6][rng.below(3)];
+            let mut info = table(id, &format!("t{t}"), rows, rows / 60.0, 0.0);
+            if rng.chance(30) {
+                info.inserts = rows * rng.fraction();
+            }
+            if rng.chance(20) {
+                info.updates = rows * rng.fraction() * 0.1;
+                info.is_append_only = false;
+            }
+            let ncols = 2 + rng.below(4);
+            let cols: Vec<ColumnRef> = (0..ncols)
+                .map(|i| {
+                    let ty = if i == 0 {
+                        "bigint"
+                    } else {
+                        types[rng.below(types.len())]
+                    };
+                    column(i as i16 + 1, &format!("c{i}"), ty)
+                })
+                .collect();
+            for col in &cols {
+                info.column_stats.push(ColumnStats {
+                    attnum: col.attnum,
+                    correlation: Some(if rng.chance(50) { 0.99 } else { 0.1 }),
+                    n_distinct: Some(-0.5),
+                    gin_entries_per_row: None,
+                    gin_distinct_keys: None,
+                });
+            }
+            w.existing_indexes
+                .push(pkey(900 + t as u32, id, &format!("t{t}_pkey"), &cols[0]));
+            if rng.chance(40) {
+                let k = 1 + rng.below(cols.len() - 1);
+                let mut keys = vec![IndexKey::asc(c(&cols[k]))];
+                if rng.chance(50) {
+                    keys.push(IndexKey::asc(c(&cols[rng.below(cols.len())])));
+                }
+                w.existing_indexes.push(ExistingIndex {
+                    id: 950 + t as u32,
+                    table: id,
+                    schema: "public".into(),
+                    name: format!("t{t}_existing"),
+                    method: if rng.chance(20) {
+                        IndexMethod::Brin
+                    } else {
+                        IndexMethod::Btree
+                    },
+                    keys,
+                    include: vec![],
+                    predicate: None,
+                    is_unique: false,
+                    is_primary: false,
+                    backs_constraint: false,
+                    size_bytes: 1 << 22,
+                    scans: rng.below(100) as i64,
+                });
+            }
+            w.tables.push(info);
+            columns.push(cols);
+        }
+        let nqueries = 1 + rng.below(12);
+        for q in 0..nqueries {
+            let mut accesses = Vec::new();
+            let first = rng.below(ntables);
+            let tables_read = if ntables > 1 && rng.chance(25) {
+                vec![first, (first + 1) % ntables]
+            } else {
+                vec![first]
+            };
+            for (n, &t) in tables_read.iter().enumerate() {
+                let cols = &columns[t];
+                let mut a = access(100 + t as TableId, vec![]);
+                for _ in 0..rng.below(4) {
+                    let col = &cols[rng.below(cols.len())];
+                    let sel = [0.0001, 0.002, 0.05, 0.3][rng.below(4)];
+                    let p = if col.type_name == "jsonb" {
+                        PredicateUse {
+                            target: c(col),
+                            operator: PredicateOperator::Containment {
+                                operator: ContainmentOperator::Contains,
+                                operand: GinOperandKind::Jsonb,
+                            },
+                            selectivity: sel,
+                            rare_constant: None,
+                        }
+                    } else if rng.chance(50) {
+                        let mut p = eq(c(col), sel);
+                        if col.type_name == "text" && rng.chance(40) {
+                            p.rare_constant = Some(RareConstant {
+                                predicate_sql: format!("{} = 'rare'::text", col.name),
+                                selectivity: sel,
+                            });
+                        }
+                        p
+                    } else {
+                        range(c(col), sel)
+                    };
+                    a.predicates.push(p);
+                }
+                if n == 1 {
+                    a.join_columns.push(cols[0].clone());
+                }
+                if rng.chance(30) {
+                    let col = &cols[rng.below(cols.len())];
+                    if col.type_name != "jsonb" {
+                        a.order_by.push(if rng.chance(50) {
+                            desc(c(col))
+                        } else {
+                            SortItem {
+                                target: c(col),
+                                direction: SortDirection::ASC,
+                            }
+                        });
+                    }
+                }
+                if rng.chance(30) {
+                    a.referenced_columns = Some(cols.iter().take(2).cloned().collect());
+                }
+                accesses.push(a);
+            }
+            let limit = rng.chance(30).then_some(10);
+            w.queries.push(query(
+                q as QueryId,
+                1.0 + rng.below(1000) as f64,
+                limit,
+                accesses,
+            ));
+        }
+        w
+    }
+
+    #[test]
+    fn no_redundant_pair_over_random_workloads() {
+        let mut brin_seen = 0;
+        for seed in 1..=400u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let w = random_workload(&mut rng);
+            let mut candidates = generate_candidates(&w);
+            // Also hand the search every BRIN and every 1-column btree it could think of,
+            // so that BRIN-beside-btree and prefix pairs are always on offer.
+            for t in &w.tables {
+                for s in &t.column_stats {
+                    let col = column(s.attnum, &format!("c{}", s.attnum - 1), "bigint");
+                    for method in [IndexMethod::Brin, IndexMethod::Btree] {
+                        candidates.push(GeneratedCandidate {
+                            candidate: IndexCandidate {
+                                table: t.id,
+                                method,
+                                keys: vec![IndexKey::asc(c(&col))],
+                                include: vec![],
+                                predicate: None,
+                            },
+                            kind: CandidateKind::SingleColumn,
+                            source_queries: vec![],
+                        });
+                    }
+                }
+            }
+            let mut planner = MockPlanner::new(&w);
+            let settings = SelectionSettings {
+                storage_budget_bytes: [1u64 << 20, 1 << 26, u64::MAX / 4][rng.below(3)],
+                ..SelectionSettings::default()
+            };
+            let r = select_indexes(&w, &candidates, &mut planner, &settings);
+            brin_seen += r
+                .chosen
+                .iter()
+                .filter(|c| c.candidate.method == IndexMethod::Brin)
+                .count();
+            for (i, a) in r.chosen.iter().enumerate() {
+                if let Some(e) = covering_existing_index(&a.candidate, &w.existing_indexes) {
+                    panic!(
+                        "seed {seed}: {} is redundant with existing {}",
+                        a.candidate, e.name
+                    );
+                }
+                for (j, b) in r.chosen.iter().enumerate() {
+                    assert!(
+                        i == j || !b.candidate.shape().makes_redundant(&a.candidate.shape()),
+                        "seed {seed}: {} is redundant next to {}",
+                        a.candidate,
+                        b.candidate
+                    );
+                }
+            }
+        }
+        assert!(brin_seen > 0, "the random workloads never chose a BRIN");
+    }
+
+    #[test]
+    fn brin_beside_btree_and_prefixes_are_redundant() {
+        let col = column(2, "created_at", "timestamp with time zone");
+        let other = column(3, "status", "text");
+        let brin = IndexCandidate {
+            table: ORDERS,
+            method: IndexMethod::Brin,
+            keys: vec![IndexKey::asc(c(&col))],
+            include: vec![],
+            predicate: None,
+        };
+        let btree = IndexCandidate {
+            method: IndexMethod::Btree,
+            keys: vec![IndexKey::asc(c(&col)), IndexKey::asc(c(&other))],
+            ..brin.clone()
+        };
+        let prefix = IndexCandidate {
+            keys: vec![IndexKey::asc(c(&col))],
+            ..btree.clone()
+        };
+        assert!(btree.shape().makes_redundant(&brin.shape()));
+        assert!(btree.shape().makes_redundant(&prefix.shape()));
+        assert!(!brin.shape().makes_redundant(&btree.shape()));
+        assert!(!prefix.shape().makes_redundant(&btree.shape()));
+        let partial = IndexCandidate {
+            predicate: Some(PartialPredicate {
+                sql: "status = 'open'::text".into(),
+                selectivity: 0.01,
+            }),
+            ..btree.clone()
+        };
+        // A partial btree serves only its rows: a full BRIN beside it is not redundant.
+        assert!(!partial.shape().makes_redundant(&brin.shape()));
     }
 }

@@ -9,8 +9,9 @@ use pgrx::pg_sys::{self, Oid};
 use pgrx::PgList;
 
 use super::catalog::Catalog;
-use super::guard::in_subtransaction;
+use super::guard::{in_subtransaction, try_in_subtransaction};
 use super::model::*;
+use super::normalized::{arithmetic_params_as_integer, plannable_text, with_bind_values};
 use super::whatif::{self, Planned};
 use crate::stats::workload;
 use crate::stats::PredicateKind;
@@ -78,10 +79,38 @@ pub(super) struct WorkloadQuery {
     pub(super) visible: bool,
 }
 
+/// How many captured statements the advisor plans at most (those with the most time).
+const MAX_CAPTURED: usize = 200;
+
+/// A captured statement the advisor left out, and why.
+pub(super) struct Skipped {
+    pub(super) queryid: i64,
+    /// The text as stats shows it to the caller.
+    pub(super) text: String,
+    pub(super) calls: i64,
+    pub(super) reason: String,
+}
+
+impl Skipped {
+    pub(super) fn of(q: &WorkloadQuery, reason: String) -> Skipped {
+        Skipped {
+            queryid: q.queryid,
+            text: if q.visible {
+                q.text.clone()
+            } else {
+                workload::HIDDEN.to_string()
+            },
+            calls: q.calls as i64,
+            reason,
+        }
+    }
+}
+
 /// The statements pg_perf captured in this database that can be planned (no utility
 /// statements, none of pg_perf's or the catalogs'), merged over roles and top level, the 200
 /// that took the most time first; each with its slowest run's sample when one was captured.
-pub(super) fn captured_workload() -> Vec<WorkloadQuery> {
+/// Second: the ones beyond those 200, reported as left out.
+pub(super) fn captured_workload() -> (Vec<WorkloadQuery>, Vec<Skipped>) {
     let mut by_id: HashMap<i64, (WorkloadQuery, f64)> = HashMap::new();
     for e in workload::statements() {
         let lower = e.text.trim_start().to_ascii_lowercase();
@@ -111,14 +140,29 @@ pub(super) fn captured_workload() -> Vec<WorkloadQuery> {
         entry.0.rows += e.rows as f64;
         entry.1 += e.total_time_ms;
     }
-    for (queryid, sample) in workload::slow_run_samples() {
+    for (queryid, sample, params) in workload::slow_run_samples() {
         if let Some((q, _)) = by_id.get_mut(&queryid) {
-            q.sample = Some(sample);
+            // An extended-protocol run's text has `$n`: write its bind values in, so that
+            // it gets a custom plan (real selectivities) as a simple-protocol run does.
+            let with_values = (!params.is_empty())
+                .then(|| with_bind_values(&sample, &params))
+                .flatten();
+            q.sample = Some(with_values.unwrap_or(sample));
         }
     }
     let mut all: Vec<(WorkloadQuery, f64)> = by_id.into_values().collect();
     all.sort_by(|a, b| b.1.total_cmp(&a.1));
-    all.into_iter().take(200).map(|(q, _)| q).collect()
+    let rest = all.split_off(all.len().min(MAX_CAPTURED));
+    let skipped = rest
+        .iter()
+        .map(|(q, _)| {
+            Skipped::of(
+                q,
+                format!("outside the {MAX_CAPTURED} statements with the most total execution time"),
+            )
+        })
+        .collect();
+    (all.into_iter().map(|(q, _)| q).collect(), skipped)
 }
 
 /// The statements of an explicit list (`perf.suggest_indexes(queries => ...)`), the caller's
@@ -153,6 +197,8 @@ pub(super) struct PlannedWorkload {
     pub(super) shapes: Vec<QueryShape>,
     pub(super) relids: Vec<u32>,
     pub(super) writes: HashMap<u32, (f64, f64, f64)>,
+    /// Statements (by index in the workload) that could not be planned, and why.
+    pub(super) skipped: Vec<(usize, String)>,
 }
 
 /// Plans every statement of the workload as it is (the slowest run's sample first).
@@ -166,21 +212,35 @@ pub(super) fn plan_workload(
     // Rows written per table by the workload's own write statements: the same period as its
     // reads (pg_stat_all_tables would also count bulk loads and anything before).
     let mut writes: HashMap<u32, (f64, f64, f64)> = HashMap::new();
+    let mut skipped = Vec::new();
     for (i, q) in workload_queries.iter().enumerate() {
         // An explicit list must plan: its errors are the caller's to see.
         let foreign = !q.own;
+        // A normalized typed literal (`timestamptz $2`) is not valid SQL: plan it as the
+        // cast it stands for (`$2::timestamptz`).
+        let text = plannable_text(&q.text).unwrap_or_else(|| q.text.clone());
         let sample_plan = q.sample.as_ref().and_then(|t| {
             in_subtransaction(|| whatif::plan_checked(t, foreign)).map(|p| (t.clone(), p))
         });
         let (plan_text, planned) = match sample_plan {
             Some((t, p)) => (t, Some(p)),
-            None if q.queryid == 0 => (q.text.clone(), Some(whatif::plan(&q.text))),
-            None => (
-                q.text.clone(),
-                in_subtransaction(|| whatif::plan_checked(&q.text, foreign)),
-            ),
+            None if q.queryid == 0 => (text.clone(), Some(whatif::plan(&text))),
+            None => match try_in_subtransaction(|| whatif::plan_checked(&text, foreign)) {
+                Ok(p) => (text.clone(), Some(p)),
+                // Parameters whose type the planner cannot infer (`$2::date + $3`): once
+                // more with integers next to arithmetic operators.
+                Err(message) => match arithmetic_params_as_integer(&text).and_then(|t| {
+                    in_subtransaction(|| whatif::plan_checked(&t, foreign)).map(|p| (t, p))
+                }) {
+                    Some((t, p)) => (t, Some(p)),
+                    None => {
+                        skipped.push((i, format!("could not be planned: {message}")));
+                        (text.clone(), None)
+                    }
+                },
+            },
         };
-        if let Some((relid, command)) = write_target_of(&q.text) {
+        if let Some((relid, command)) = write_target_of(&text) {
             let w = writes.entry(relid).or_default();
             match command {
                 pg_sys::CmdType::CMD_INSERT => w.0 += q.rows,
@@ -207,6 +267,7 @@ pub(super) fn plan_workload(
         shapes,
         relids,
         writes,
+        skipped,
     }
 }
 

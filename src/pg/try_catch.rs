@@ -129,6 +129,20 @@ unsafe impl Send for CaughtError {}
 static RETHROWING_DEPTH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl CaughtError {
+    /// The error's primary message (to report why something was skipped).
+    pub fn message(&self) -> String {
+        // SAFETY: the ErrorData copy is alive (see CaughtError); its message is
+        // NUL-terminated or null.
+        unsafe {
+            let m = (*self.0).message;
+            if m.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(m).to_string_lossy().into_owned()
+            }
+        }
+    }
+
     /// Unwinds the Rust frames (running their drops) up to `rethrowing`, which re-throws
     /// the error. Should a code path reach this with no `rethrowing` around it, the error
     /// is raised through pgrx instead (SQLSTATE, message, detail and hint kept, the other

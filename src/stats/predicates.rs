@@ -88,6 +88,47 @@ unsafe fn strip(mut e: *mut pg_sys::Expr) -> *mut pg_sys::Expr {
     }
 }
 
+/// Whether `e` is a value known before the scan starts: a constant, a bind parameter, or a
+/// non-volatile function or operator of those (`lower($1)`, `$1 - $2::interval`, `now()`),
+/// which a generic plan keeps unfolded. Column references, outer (PARAM_EXEC) parameters,
+/// volatile calls and any other node shape are not.
+///
+/// # Safety
+/// `e` is null or a valid expression node.
+unsafe fn pseudo_constant(e: *mut pg_sys::Expr, depth: u32) -> bool {
+    // SAFETY: walking valid expression nodes; func_volatile/op_volatile are syscache
+    // lookups of the plan's own (existing) functions and operators.
+    unsafe {
+        let e = strip(e);
+        if e.is_null() || depth > 8 {
+            return false;
+        }
+        let args_constant = |args: *mut pg_sys::List| {
+            list::<pg_sys::Expr>(args)
+                .iter_ptr()
+                .all(|a| pseudo_constant(a, depth + 1))
+        };
+        match tag(e as _) {
+            pg_sys::NodeTag::T_Const => true,
+            pg_sys::NodeTag::T_Param => {
+                (*(e as *mut pg_sys::Param)).paramkind != pg_sys::ParamKind::PARAM_EXEC
+            }
+            pg_sys::NodeTag::T_FuncExpr => {
+                let f = e as *mut pg_sys::FuncExpr;
+                pg_sys::func_volatile((*f).funcid)
+                    != pg_sys::PROVOLATILE_VOLATILE as std::ffi::c_char
+                    && args_constant((*f).args)
+            }
+            pg_sys::NodeTag::T_OpExpr => {
+                let o = e as *mut pg_sys::OpExpr;
+                pg_sys::op_volatile((*o).opno) != pg_sys::PROVOLATILE_VOLATILE as std::ffi::c_char
+                    && args_constant((*o).args)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A column reference resolved to its base table.
 #[derive(Clone, Copy)]
 struct Column {
@@ -233,6 +274,7 @@ impl Walk {
                 }
                 _ => match self.column(plan, s, 0) {
                     Some(c) => Side::Column(c),
+                    None if pseudo_constant(s, 0) => Side::Constant,
                     None => Side::Other,
                 },
             }

@@ -103,14 +103,15 @@ pub fn statements() -> Vec<Statement> {
         .collect()
 }
 
-/// The statement texts with their constants of the captured slow runs of the current
-/// database, as (queryid, text), skipping plans whose text did not fit. For planning inside
-/// the server only: never shown to the caller (they may hold other roles' constants).
-pub fn slow_run_samples() -> Vec<(i64, String)> {
+/// The captured slow runs of the current database, as (queryid, text with its constants,
+/// bind parameters as PostgreSQL logs them: `$1 = 'open', $2 = '10'`, empty for none),
+/// skipping plans whose text did not fit. For planning inside the server only: never shown
+/// to the caller (they may hold other roles' constants).
+pub fn slow_run_samples() -> Vec<(i64, String, String)> {
     let db = current_db_id();
     shmem::plans(|k| k.dbid == db)
         .into_iter()
         .filter(|p| !p.sample.is_empty())
-        .map(|p| (p.key.queryid, p.sample))
+        .map(|p| (p.key.queryid, p.sample, p.params))
         .collect()
 }

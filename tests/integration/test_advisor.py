@@ -148,3 +148,105 @@ def test_slow_statements_are_planned_with_their_captured_constants(shop):
     helped = [h for r in creates(suggestions(shop)) for h in r[6]]
     assert any(h["query"] == "SELECT count(*) FROM orders WHERE status = $1" and h["cost_after"] < 0.1 * h["cost_before"]
                for h in helped), helped
+
+
+def notices_of(c):
+    seen = []
+    # A Diagnostic is only valid inside the handler: keep copies of its fields.
+    c.add_notice_handler(lambda d: seen.append((d.message_primary or "", d.message_hint or "")))
+    return seen
+
+
+def test_typed_literal_statement_is_planned_from_the_capture(shop):
+    """`timestamptz '...'` is captured as `timestamptz $1`, not valid SQL: the advisor plans
+    it as `$1::timestamptz` instead of silently leaving it out."""
+    shop.execute("SELECT perf.reset_stats()")
+    for day in range(1, 4):
+        shop.execute(
+            f"SELECT count(*) FROM orders WHERE created_at >= timestamptz '2024-02-0{day}' "
+            f"AND created_at < timestamptz '2024-02-0{day}' + interval '2 hours'")
+    text = shop.execute("SELECT query FROM perf.statements WHERE query LIKE '%timestamptz $%'").fetchone()
+    assert text and "timestamptz $1" in text[0], text
+    helped = [(r[1], h) for r in creates(suggestions(shop)) for h in r[6]]
+    assert any("(created_at" in ddl and "timestamptz $1" in h["query"] and h["cost_after"] < 0.2 * h["cost_before"]
+               for ddl, h in helped), helped
+    skipped = shop.execute("SELECT query, reason FROM perf.advisor_skipped()").fetchall()
+    assert not any("timestamptz" in q for q, _ in skipped), skipped
+
+
+def test_extended_protocol_statement_gets_its_index(shop):
+    """An ORM sends bind parameters over the extended protocol: the captured text is the
+    ORM's own `$n` text, planned generically."""
+    shop.execute("SELECT perf.reset_stats()")
+    for k in range(20):
+        shop.execute("SELECT id, status FROM orders WHERE customer_id = %s ORDER BY created_at DESC LIMIT %s",
+                      (k, 10))
+        shop.execute("SELECT id FROM orders WHERE lower(email) = lower(%s)", (f"user{k}@example.com",))
+    ddls = [r[1] for r in creates(suggestions(shop))]
+    assert any("(customer_id, created_at DESC" in d or "(customer_id, created_at)" in d for d in ddls), ddls
+    assert any("lower(email)" in d for d in ddls), ddls
+
+
+def test_skipped_statements_are_reported(shop):
+    """A captured statement the advisor cannot plan is listed with the reason, and
+    perf.suggest_indexes() says how many were left out: never a silent drop."""
+    shop.execute("CREATE TABLE gone (x int)")
+    shop.execute("SELECT perf.reset_stats()")
+    shop.execute("SELECT * FROM gone WHERE x = 1")
+    shop.execute("SELECT * FROM orders WHERE customer_id = 1")
+    shop.execute("DROP TABLE gone")
+    skipped = shop.execute("SELECT queryid, query, calls, reason FROM perf.advisor_skipped()").fetchall()
+    assert len(skipped) == 1, skipped
+    queryid, query, calls, reason = skipped[0]
+    assert query == "SELECT * FROM gone WHERE x = $1" and calls == 1 and queryid != 0
+    assert 'relation "gone" does not exist' in reason, reason
+    seen = notices_of(shop)
+    rows = creates(suggestions(shop))
+    assert any("(customer_id)" in r[1] for r in rows), rows
+    assert any("1 of 2 captured statements were left out" in m and "perf.advisor_skipped()" in h
+               for m, h in seen), seen
+
+
+def index_columns(ddl):
+    """(table, method, key list) of a CREATE INDEX statement rendered by the advisor."""
+    import re
+    m = re.search(r" ON (\S+) (?:USING (\w+) )?\((.*?)\)(?: INCLUDE| WHERE|;|$)", ddl)
+    assert m, ddl
+    keys = [k.strip().split(" ")[0] for k in m.group(3).split(",")]
+    return m.group(1), m.group(2) or "btree", keys, " WHERE " in ddl
+
+
+def test_no_redundant_pair_against_the_whatif_planner(shop):
+    """Ranges on a correlated column (a BRIN candidate) next to ordered lookups on it (a
+    btree): the advice never holds a BRIN beside a btree on the same leading column, nor
+    an index whose keys are a prefix of another's."""
+    queries = []
+    for d in range(1, 10):
+        queries += [
+            f"SELECT count(*) FROM orders WHERE created_at BETWEEN '2024-02-0{d}' AND '2024-02-0{d} 12:00'",
+            f"SELECT * FROM orders WHERE created_at > '2024-02-0{d}' ORDER BY created_at LIMIT 10",
+            f"SELECT * FROM orders WHERE customer_id = {d} AND created_at > '2024-02-0{d}'",
+            f"SELECT * FROM orders WHERE customer_id = {d}",
+            f"SELECT id FROM orders WHERE status = 'failed' AND created_at > '2024-02-0{d}'",
+        ]
+    rows = creates(suggestions(shop, queries))
+    assert rows
+    shapes = [index_columns(r[1]) for r in rows]
+    for i, (t1, m1, k1, p1) in enumerate(shapes):
+        for j, (t2, m2, k2, p2) in enumerate(shapes):
+            if i == j or t1 != t2:
+                continue
+            assert not (m1 == "brin" and m2 == "btree" and k1[0] == k2[0] and not p2), (rows[i][1], rows[j][1])
+            assert not (m1 == m2 and p1 == p2 == False and k2[:len(k1)] == k1), (rows[i][1], rows[j][1])
+
+
+def test_slow_extended_protocol_run_is_planned_with_its_bind_values(shop):
+    """An ORM's slow run keeps its bind parameters: the advisor writes them into the text
+    (custom plan), so the rare 'failed' status is seen as selective."""
+    shop.execute("SELECT perf.reset_stats()")
+    shop.execute("SET perf.slow_query_ms = 0")
+    for _ in range(3):
+        shop.execute("SELECT count(*) FROM orders WHERE status = %s", ("failed",))
+    helped = [h for r in creates(suggestions(shop)) for h in r[6]]
+    assert any(h["query"] == "SELECT count(*) FROM orders WHERE status = $1" and h["cost_after"] < 0.1 * h["cost_before"]
+               for h in helped), helped
