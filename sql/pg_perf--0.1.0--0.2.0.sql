@@ -76,6 +76,20 @@ AS 'MODULE_PATHNAME', 'partition_progress_done_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/advisor/api.rs:163
+-- pg_perf::advisor::api::advisor_skipped
+CREATE  FUNCTION "advisor_skipped"() RETURNS TABLE (
+	"queryid" bigint,  /* i64 */
+	"query" TEXT,  /* String */
+	"calls" bigint,  /* i64 */
+	"reason" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'advisor_skipped_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/scheduler/api.rs:407
 -- pg_perf::scheduler::api::alter_job
 CREATE  FUNCTION "alter_job"(
@@ -2119,7 +2133,7 @@ AS 'MODULE_PATHNAME', 'stats_info_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/advisor/api.rs:28
+-- src/advisor/api.rs:30
 -- pg_perf::advisor::api::suggest_indexes
 CREATE  FUNCTION "suggest_indexes"(
 	"queries" TEXT[] DEFAULT NULL /* :: std :: option :: Option < Vec < Option < String > > > */
