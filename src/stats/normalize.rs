@@ -219,19 +219,9 @@ pub fn trim_statement(stmt: &[u8]) -> &[u8] {
     &stmt[trimmed_range(stmt, 0, stmt.len())]
 }
 
-/// `s` cut to at most `max_bytes` bytes, ending on a UTF-8 character boundary (so a
-/// multi-byte character that does not fit entirely is dropped).
-pub fn truncate_utf8(s: &str, max_bytes: usize) -> &str {
-    if s.len() <= max_bytes {
-        return s;
-    }
-    let mut end = max_bytes;
-    // Terminates: index 0 is always a boundary. At most three steps for valid UTF-8.
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or("")
-}
+/// `s` cut to at most `max_bytes` bytes on a character boundary (the pg layer's helper,
+/// shared with the cache).
+pub use crate::pg::text::truncate_utf8;
 
 /// Smallest character boundary of `s` at or after `index`, capped at `s.len()`.
 fn ceil_char_boundary(s: &str, index: usize) -> usize {
