@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from conftest import PORT, REPO, cluster
+from test_metrics import scrape
 
 PRIMARY_PORT = PORT + 20
 STANDBY_PORT = PORT + 21
@@ -141,19 +142,12 @@ def test_cache_bypasses_during_recovery_and_never_serves_stale_rows(pair):
     assert refusals.get("recovery", 0) >= 2, refusals
 
 
-def scrape(c):
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = c.execute("SELECT perf.metrics()").fetchone()[0]
-    return {f.name: f for f in text_string_to_metric_families(text)}
-
-
 def test_metrics_and_health_on_both_sides(pair):
     primary, standby = pair
-    on_standby = scrape(standby)
+    _, on_standby = scrape(standby)
     assert on_standby["pg_replication_is_replica"].samples[0].value == 1
     assert "pg_replication_lag_seconds" in on_standby
-    on_primary = scrape(primary)
+    _, on_primary = scrape(primary)
     assert on_primary["pg_replication_is_replica"].samples[0].value == 0
     diff = on_primary["pg_stat_replication_pg_wal_lsn_diff"].samples
     assert len(diff) == 1 and diff[0].value >= 0, diff
