@@ -14,7 +14,8 @@
 #            statement rebuilds the parent's partition descriptor (it parses every existing
 #            partition's bound), so n partitions cost O(n^2) in PostgreSQL itself.
 # Reported as ratios pg_perf / pg_partman (bench/README.md: this machine's speed swings, so
-# only side-by-side ratios count); the median over the rounds, next to every round's value.
+# only side-by-side ratios count); the median over the rounds, next to every round's value;
+# once by wall clock and once by the backend's own CPU time (steadier on a loaded host).
 # Targets: noop and premake <= 0.20, drain <= 0.50.
 #
 # Usage: bench/partition_bench.sh [--port PORT] [--rounds N] [--cases "noop premake drain"]
@@ -41,18 +42,24 @@ while [ $# -gt 0 ]; do
 done
 
 q() { local db=$1; shift; psql_at "$port" -d "$db" -X -q -v ON_ERROR_STOP=1 "$@"; }
-# Milliseconds one statement takes, measured in the server (no connection or psql overhead).
-# With a third argument "warm", the statement runs once untimed first in the same session (as
-# a scheduler's long-lived worker would run it: functions compiled, caches warm).
+# CPU time (user + system) of the backend itself, in clock ticks, from /proc/self/stat (the
+# server runs as a superuser-owned process reading its own file): unlike the wall clock, it
+# does not count the time this loaded, shared host spends running other processes.
+cpu_ticks="(SELECT s[12]::bigint + s[13]::bigint FROM regexp_split_to_array(split_part(pg_read_file('/proc/self/stat'), ') ', 2), ' ') s)"
+tck=$(getconf CLK_TCK)
+# "wall_ms cpu_ms" one statement takes, measured in the server (no connection or psql
+# overhead). With a third argument "warm", the statement runs once untimed first in the same
+# session (as a scheduler's long-lived worker would run it: functions compiled, caches warm).
 timed() {
     local db=$1 sql=$2 warm=${3:-}
     local pre="SET bench.ms = 0"
     [ "$warm" = warm ] && pre="DO \$\$ BEGIN PERFORM count(*) FROM ($sql) s; END \$\$"
     q "$db" -At -c "SET client_min_messages = warning" -c "SET TimeZone = 'UTC'" -c "$pre" -c "
-        DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN
+        DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); c0 bigint := $cpu_ticks; BEGIN
             PERFORM count(*) FROM ($sql) s;
             PERFORM set_config('bench.ms', (extract(epoch FROM clock_timestamp() - t0) * 1000)::text, false);
-        END \$\$" -c "SELECT round(current_setting('bench.ms')::numeric, 1)"
+            PERFORM set_config('bench.cpu', (($cpu_ticks - c0) * 1000.0 / $tck)::text, false);
+        END \$\$" -c "SELECT round(current_setting('bench.ms')::numeric, 1) || ' ' || round(current_setting('bench.cpu')::numeric)"
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
@@ -173,24 +180,31 @@ for r in $(seq 1 "$rounds"); do
     done
 done
 
-printf '\n%-8s %12s %12s %8s   %s\n' case "pg_perf ms" "partman ms" ratio "rounds (pg_perf/partman)"
-for c in noop premake ddl drain; do
-    has_case "$c" || { [ "$c" = ddl ] && has_case premake; } || continue
-    # ddl: the bare loop against pg_partman's premake
-    pm=$c
-    [ "$c" = ddl ] && pm=premake
-    ratios=()
-    perf_ms=()
-    pm_ms=()
-    for r in $(seq 1 "$rounds"); do
-        ratios+=("$(awk -v a="${results[$c,perf,$r]}" -v b="${results[$pm,partman,$r]}" 'BEGIN {printf "%.3f", a / b}')")
-        perf_ms+=("${results[$c,perf,$r]}")
-        pm_ms+=("${results[$pm,partman,$r]}")
+report() {
+    local field=$1 unit=$2 c pm r a b
+    printf '\n%s\n%-8s %12s %12s %8s   %s\n' "$unit" case "pg_perf ms" "partman ms" ratio "rounds (pg_perf/partman)"
+    for c in noop premake ddl drain; do
+        has_case "$c" || { [ "$c" = ddl ] && has_case premake; } || continue
+        # ddl: the bare loop against pg_partman's premake
+        pm=$c
+        [ "$c" = ddl ] && pm=premake
+        ratios=()
+        perf_ms=()
+        pm_ms=()
+        for r in $(seq 1 "$rounds"); do
+            a=$(echo "${results[$c,perf,$r]}" | cut -d' ' -f"$field")
+            b=$(echo "${results[$pm,partman,$r]}" | cut -d' ' -f"$field")
+            ratios+=("$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", (b > 0) ? a / b : 0}')")
+            perf_ms+=("$a")
+            pm_ms+=("$b")
+        done
+        printf '%-8s %12s %12s %8s   %s\n' "$c" \
+            "$(printf '%s\n' "${perf_ms[@]}" | median)" "$(printf '%s\n' "${pm_ms[@]}" | median)" \
+            "$(printf '%s\n' "${ratios[@]}" | median)" "${ratios[*]}"
     done
-    printf '%-8s %12s %12s %8s   %s\n' "$c" \
-        "$(printf '%s\n' "${perf_ms[@]}" | median)" "$(printf '%s\n' "${pm_ms[@]}" | median)" \
-        "$(printf '%s\n' "${ratios[@]}" | median)" "${ratios[*]}"
-done
+}
+report 1 "wall clock"
+report 2 "backend CPU time (resolution $((1000 / tck)) ms)"
 for ext in perf partman; do
     psql_at "$port" -d postgres -X -q -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS bench_part_$ext WITH (FORCE)"
 done
