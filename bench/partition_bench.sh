@@ -8,43 +8,58 @@
 #            perf.partition_table(...) vs partman.create_parent(...)
 #   drain    moving 100,000 rows out of the default partition into 10 new daily partitions:
 #            perf.partition_maintenance(set) vs partman.partition_data_time(set, 100)
+#   ddl      (with premake) the floor under premake: the same 1001 partitions and default
+#            made by a bare PL/pgSQL loop of CREATE TABLE ... PARTITION OF and nothing else,
+#            in pg_perf's database, also against pg_partman's premake time. Each such
+#            statement rebuilds the parent's partition descriptor (it parses every existing
+#            partition's bound), so n partitions cost O(n^2) in PostgreSQL itself.
 # Reported as ratios pg_perf / pg_partman (bench/README.md: this machine's speed swings, so
-# only side-by-side ratios count); the median over the rounds, next to every round's value.
+# only side-by-side ratios count); the median over the rounds, next to every round's value;
+# once by wall clock and once by the backend's own CPU time (steadier on a loaded host).
 # Targets: noop and premake <= 0.20, drain <= 0.50.
 #
-# Usage: bench/partition_bench.sh [--port PORT] [--rounds N]
+# Usage: bench/partition_bench.sh [--port PORT] [--rounds N] [--cases "noop premake drain"]
 #   --port PORT  server on 127.0.0.1:PORT (default $TEST_PORT, the test cluster), preloading
 #                pg_perf, with pg_partman's extension files installed in its share directory:
 #                apt-get download postgresql-15-partman; dpkg -x postgresql-15-partman_*.deb x;
 #                cp x/usr/share/postgresql/15/extension/pg_partman* "$($PG_CONFIG --sharedir)/extension/"
 #   --rounds N   rounds (default 3)
+#   --cases LIST which cases to run (default: all three; ddl comes with premake)
 # Creates and drops the databases bench_part_perf and bench_part_partman there.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 cd "$REPO_ROOT"
 
 port=${TEST_PORT:-55433}
 rounds=3
+cases="noop premake drain"
 while [ $# -gt 0 ]; do
     case $1 in
     --port) port=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --cases) cases=$2; shift 2 ;;
     *) die "unknown argument $1" ;;
     esac
 done
 
 q() { local db=$1; shift; psql_at "$port" -d "$db" -X -q -v ON_ERROR_STOP=1 "$@"; }
-# Milliseconds one statement takes, measured in the server (no connection or psql overhead).
-# With a third argument "warm", the statement runs once untimed first in the same session (as
-# a scheduler's long-lived worker would run it: functions compiled, caches warm).
+# CPU time (user + system) of the backend itself, in clock ticks, from /proc/self/stat (the
+# server runs as a superuser-owned process reading its own file): unlike the wall clock, it
+# does not count the time this loaded, shared host spends running other processes.
+cpu_ticks="(SELECT s[12]::bigint + s[13]::bigint FROM regexp_split_to_array(split_part(pg_read_file('/proc/self/stat'), ') ', 2), ' ') s)"
+tck=$(getconf CLK_TCK)
+# "wall_ms cpu_ms" one statement takes, measured in the server (no connection or psql
+# overhead). With a third argument "warm", the statement runs once untimed first in the same
+# session (as a scheduler's long-lived worker would run it: functions compiled, caches warm).
 timed() {
     local db=$1 sql=$2 warm=${3:-}
     local pre="SET bench.ms = 0"
     [ "$warm" = warm ] && pre="DO \$\$ BEGIN PERFORM count(*) FROM ($sql) s; END \$\$"
     q "$db" -At -c "SET client_min_messages = warning" -c "SET TimeZone = 'UTC'" -c "$pre" -c "
-        DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN
+        DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); c0 bigint := $cpu_ticks; BEGIN
             PERFORM count(*) FROM ($sql) s;
             PERFORM set_config('bench.ms', (extract(epoch FROM clock_timestamp() - t0) * 1000)::text, false);
-        END \$\$" -c "SELECT round(current_setting('bench.ms')::numeric, 1)"
+            PERFORM set_config('bench.cpu', (($cpu_ticks - c0) * 1000.0 / $tck)::text, false);
+        END \$\$" -c "SELECT round(current_setting('bench.ms')::numeric, 1) || ' ' || round(current_setting('bench.cpu')::numeric)"
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
@@ -98,6 +113,20 @@ setup_drain() {
                   FROM generate_series(1, 100000) g" -c "VACUUM ANALYZE d"
 }
 
+has_case() { [[ " $cases " == *" $1 "* ]]; }
+# The floor: n+1 partitions from today and a default, one CREATE TABLE ... PARTITION OF each.
+bare_premake_fn="CREATE FUNCTION bench_bare_premake(n int) RETURNS int LANGUAGE plpgsql AS \$f\$
+    DECLARE d timestamptz := date_trunc('day', now());
+    BEGIN
+        FOR i IN 0 .. n LOOP
+            EXECUTE format('CREATE TABLE %I PARTITION OF b FOR VALUES FROM (%L) TO (%L)',
+                           'b_p' || to_char(d + i * interval '1 day', 'YYYYMMDD'),
+                           d + i * interval '1 day', d + (i + 1) * interval '1 day');
+        END LOOP;
+        CREATE TABLE b_default PARTITION OF b DEFAULT;
+        RETURN n + 2;
+    END \$f\$"
+
 declare -A results
 for r in $(seq 1 "$rounds"); do
     order="perf partman"
@@ -105,6 +134,7 @@ for r in $(seq 1 "$rounds"); do
     for ext in $order; do
         db=bench_part_$ext
         log "round $r: $ext"
+        if has_case noop; then
         setup_noop "$db" "$ext"
         if [ "$ext" = partman ]; then
             ms=$(timed "$db" "SELECT partman.run_maintenance()" warm)
@@ -112,7 +142,9 @@ for r in $(seq 1 "$rounds"); do
             ms=$(timed "$db" "SELECT * FROM perf.partition_maintenance()" warm)
         fi
         results[noop,$ext,$r]=$ms
+        fi
 
+        if has_case premake; then
         fresh_db "$db" "$ext"
         q "$db" -c "CREATE TABLE p (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at)"
         if [ "$ext" = partman ]; then
@@ -124,7 +156,16 @@ for r in $(seq 1 "$rounds"); do
         n=$(q "$db" -At -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 'p'::regclass")
         [ "$n" -ge 1001 ] || die "$ext made $n partitions, not 1001+"
         results[premake,$ext,$r]=$ms
+        if [ "$ext" = perf ]; then
+            q "$db" -c "CREATE TABLE b (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at)" -c "$bare_premake_fn"
+            ms=$(timed "$db" "SELECT bench_bare_premake(1000)")
+            n=$(q "$db" -At -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 'b'::regclass")
+            [ "$n" = 1002 ] || die "the bare loop made $n partitions, not 1002"
+            results[ddl,perf,$r]=$ms
+        fi
+        fi
 
+        if has_case drain; then
         setup_drain "$db" "$ext"
         if [ "$ext" = partman ]; then
             ms=$(timed "$db" "SELECT partman.partition_data_time('public.d', p_batch_count := 100)")
@@ -135,23 +176,35 @@ for r in $(seq 1 "$rounds"); do
         total=$(q "$db" -At -c "SELECT count(*) FROM d")
         [ "$left" = 0 ] && [ "$total" = 100000 ] || die "$ext drain left $left rows in the default ($total in total)"
         results[drain,$ext,$r]=$ms
+        fi
     done
 done
 
-printf '\n%-8s %12s %12s %8s   %s\n' case "pg_perf ms" "partman ms" ratio "rounds (pg_perf/partman)"
-for c in noop premake drain; do
-    ratios=()
-    perf_ms=()
-    pm_ms=()
-    for r in $(seq 1 "$rounds"); do
-        ratios+=("$(awk -v a="${results[$c,perf,$r]}" -v b="${results[$c,partman,$r]}" 'BEGIN {printf "%.3f", a / b}')")
-        perf_ms+=("${results[$c,perf,$r]}")
-        pm_ms+=("${results[$c,partman,$r]}")
+report() {
+    local field=$1 unit=$2 c pm r a b
+    printf '\n%s\n%-8s %12s %12s %8s   %s\n' "$unit" case "pg_perf ms" "partman ms" ratio "rounds (pg_perf/partman)"
+    for c in noop premake ddl drain; do
+        has_case "$c" || { [ "$c" = ddl ] && has_case premake; } || continue
+        # ddl: the bare loop against pg_partman's premake
+        pm=$c
+        [ "$c" = ddl ] && pm=premake
+        ratios=()
+        perf_ms=()
+        pm_ms=()
+        for r in $(seq 1 "$rounds"); do
+            a=$(echo "${results[$c,perf,$r]}" | cut -d' ' -f"$field")
+            b=$(echo "${results[$pm,partman,$r]}" | cut -d' ' -f"$field")
+            ratios+=("$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", (b > 0) ? a / b : 0}')")
+            perf_ms+=("$a")
+            pm_ms+=("$b")
+        done
+        printf '%-8s %12s %12s %8s   %s\n' "$c" \
+            "$(printf '%s\n' "${perf_ms[@]}" | median)" "$(printf '%s\n' "${pm_ms[@]}" | median)" \
+            "$(printf '%s\n' "${ratios[@]}" | median)" "${ratios[*]}"
     done
-    printf '%-8s %12s %12s %8s   %s\n' "$c" \
-        "$(printf '%s\n' "${perf_ms[@]}" | median)" "$(printf '%s\n' "${pm_ms[@]}" | median)" \
-        "$(printf '%s\n' "${ratios[@]}" | median)" "${ratios[*]}"
-done
+}
+report 1 "wall clock"
+report 2 "backend CPU time (resolution $((1000 / tck)) ms)"
 for ext in perf partman; do
     psql_at "$port" -d postgres -X -q -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS bench_part_$ext WITH (FORCE)"
 done

@@ -161,6 +161,32 @@ SELECT perf.partition_forget('h');
 SELECT count(*) FROM perf.partition_sets WHERE parent = 'h'::regclass;
 SELECT count(*) FROM pg_inherits WHERE inhparent = 'h'::regclass;
 
+-- 9. A member of the owning role makes a set: its partitions belong to the table's owner,
+--    as maintenance's do (which runs as the owner and must be able to drop them later).
+CREATE ROLE regress_part_owner;
+GRANT regress_part_owner TO regress_part_other;
+GRANT CREATE ON SCHEMA public TO regress_part_owner;
+CREATE TABLE owned (at timestamptz NOT NULL) PARTITION BY RANGE (at);
+ALTER TABLE owned OWNER TO regress_part_owner;
+SET ROLE regress_part_other;
+SELECT count(*) AS partitions FROM perf.partition_table('owned', 'at', '1 day', premake => 1);
+SELECT current_user;
+RESET ROLE;
+SELECT DISTINCT relowner::regrole AS owner FROM pg_class
+ WHERE oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'owned'::regclass);
+DROP TABLE owned;
+REVOKE CREATE ON SCHEMA public FROM regress_part_owner;
+DROP ROLE regress_part_owner;
+-- A premake that fails halfway (a table already has its third partition's name): nothing
+-- is left behind, neither partitions nor the set.
+SET perf.partition_now = '2024-03-10 12:00+00';
+CREATE TABLE clash (at timestamptz NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE clash_p20240312 (at timestamptz NOT NULL);
+SELECT pg_temp.err($$SELECT perf.partition_table('clash', 'at', '1 day', premake => 4)$$);
+SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'clash'::regclass) AS partitions,
+       (SELECT count(*) FROM perf.partition_config WHERE parent = 'clash'::regclass) AS sets;
+DROP TABLE clash, clash_p20240312;
+
 DROP VIEW viewed_v;
 DROP TABLE ev, ev2, ev3, items, past, h, conv, badtype, fresh, already, nulls, uniq, trig, viewed,
     "A very long ""quoted"" table name that goes on and on and on";
