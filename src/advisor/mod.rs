@@ -7,6 +7,7 @@
 //! user-defined function is ever executed by the what-if planner or the advisor.
 
 pub mod api;
+pub mod apply;
 pub mod candidates;
 mod catalog;
 pub mod ddl;
