@@ -521,7 +521,7 @@ fn check_worker() {
     if let Some(dbs) = crate::scheduler::gucs::worker_databases() {
         // SAFETY: catalog lookup of the current database's name.
         let me = cstr(unsafe { pg_sys::get_database_name(pg_sys::MyDatabaseId) });
-        if !dbs.iter().any(|d| *d == me) {
+        if !dbs.contains(&me) {
             raise(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!(
@@ -734,8 +734,7 @@ fn record_build(id: i64, ok: bool, sqlstate: Option<&str>, error: Option<&str>) 
         ],
     );
     let now = counters();
-    let (ids, (calls, ms)): (Vec<i64>, (Vec<i64>, Vec<f64>)) =
-        now.into_iter().map(|(q, (c, t))| (q, (c, t))).unzip();
+    let (ids, (calls, ms)): (Vec<i64>, (Vec<i64>, Vec<f64>)) = now.into_iter().unzip();
     let _ = Spi::run_with_args(
         "UPDATE perf.index_application_statements s \
             SET calls_at_build = coalesce(v.calls, 0), total_ms_at_build = coalesce(v.ms, 0) \
