@@ -24,6 +24,7 @@ CREATE TABLE perf.index_applications (
     built_at           timestamptz,
     index_oid          oid,
     -- Statistics at build time, the baseline of everything "since the build".
+    reads_at_start     bigint,                 -- table reads when the build started
     base_table_reads   bigint,                 -- seq_scan + idx_scan of the table's indexes
     base_index_scans   bigint,
     base_tup_ins       bigint,

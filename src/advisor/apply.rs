@@ -14,9 +14,10 @@
 //! (`filters`), and the writes to the table (`writes`, which it costs) are remembered with
 //! pg_perf's counters at that moment (`perf.index_application_statements`).
 //!
-//! The build runs CONCURRENTLY as a one-shot job of the scheduler (a disabled job run once
-//! with `perf.run_job`, as the caller: CREATE INDEX CONCURRENTLY cannot run inside a
-//! function's transaction, the job runner executes it as a top-level statement). When the
+//! The build runs CONCURRENTLY as a one-shot job of the scheduler (a disabled job owned by
+//! the caller, run once, so as the caller: CREATE INDEX CONCURRENTLY cannot run inside a
+//! function's transaction, the job runner executes it as a top-level statement). Builds
+//! run one at a time per database, queued in id order (`start_next_queued`). When the
 //! run ends, the runner calls [`after_build_run`], which records the outcome and the
 //! statistics at build time (statement counters, table and index counters): the baseline
 //! of every "after". `mode => 'inline'` builds it at once, in the caller's transaction,
@@ -601,7 +602,19 @@ fn apply_index_impl(ddl: &str, inline: bool) -> i64 {
             .flatten()
             .unwrap_or(0)
     };
-    let (jobid, runid) = if inline {
+    let reads_at_start = inline
+        .then(|| {
+            // SAFETY: discards this backend's statistics snapshot.
+            unsafe { pg_sys::pgstat_clear_snapshot() };
+            Spi::get_one_with_args::<i64>(
+                &format!("SELECT ({})::bigint", TABLE_READS_SQL.replace("$T", "$1")),
+                &[t.relid.into()],
+            )
+            .ok()
+            .flatten()
+        })
+        .flatten();
+    let jobid = if inline {
         // As the caller; an ERROR aborts the whole call.
         Spi::run(&t.command).unwrap_or_else(|e| {
             raise(
@@ -610,27 +623,24 @@ fn apply_index_impl(ddl: &str, inline: bool) -> i64 {
                 "",
             )
         });
-        (None, None)
+        None
     } else {
-        // A disabled job (never runs on its schedule), run once now: as the caller.
+        // A disabled job (it never runs on its schedule) owned by the caller, so that the
+        // runner builds the index as the caller; its one run is queued by
+        // `start_next_queued`.
         let name = format!("{JOB_PREFIX}{id}");
-        let jobid = Spi::get_one_with_args::<i64>(
+        Spi::get_one_with_args::<i64>(
             "SELECT perf.schedule(name => $1, schedule => '@yearly', command => $2, enabled => false)",
             &[name.as_str().into(), t.command.as_str().into()],
         )
         .ok()
-        .flatten();
-        let runid =
-            Spi::get_one_with_args::<i64>("SELECT perf.run_job($1)", &[name.as_str().into()])
-                .ok()
-                .flatten();
-        (jobid, runid)
+        .flatten()
     };
     {
         let _as = AsExtensionOwner::switch();
         let _ = Spi::run_with_args(
             "INSERT INTO perf.index_applications (id, ddl, command, table_oid, schema_name, \
-                 table_name, index_name, requested_by, mode, jobid, runid) \
+                 table_name, index_name, requested_by, mode, jobid, reads_at_start) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
                 id.into(),
@@ -643,7 +653,7 @@ fn apply_index_impl(ddl: &str, inline: bool) -> i64 {
                 me.into(),
                 if inline { "inline" } else { "worker" }.into(),
                 jobid.into(),
-                runid.into(),
+                reads_at_start.into(),
             ],
         );
         for r in &remembered {
@@ -670,11 +680,21 @@ fn apply_index_impl(ddl: &str, inline: bool) -> i64 {
         }
     }
     if !inline {
+        let started = {
+            let _as = AsExtensionOwner::switch();
+            start_next_queued()
+        };
+        let when = if started == Some(id) {
+            "once this transaction commits".to_string()
+        } else {
+            "after the builds queued before it (one at a time: two concurrent builds on a \
+             table deadlock)"
+                .to_string()
+        };
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
             format!(
-                "index {} is built CONCURRENTLY in the background once this transaction commits \
-                 (job \"{JOB_PREFIX}{id}\")",
+                "index {} is built CONCURRENTLY in the background {when} (job \"{JOB_PREFIX}{id}\")",
                 quote_qualified(&t.schema, &t.index)
             ),
             "pg_perf",
@@ -685,6 +705,71 @@ fn apply_index_impl(ddl: &str, inline: bool) -> i64 {
         .report(PgLogLevel::NOTICE);
     }
     id
+}
+
+/// Scans of table `$T` so far (sequential, and through each of its indexes), this
+/// process's unflushed counts included: the baseline of "reads since".
+const TABLE_READS_SQL: &str = "pg_catalog.pg_stat_get_numscans($T) \
+    + pg_catalog.pg_stat_get_xact_numscans($T) \
+    + (SELECT coalesce(sum(pg_catalog.pg_stat_get_numscans(x.indexrelid) \
+                           + pg_catalog.pg_stat_get_xact_numscans(x.indexrelid)), 0) \
+         FROM pg_catalog.pg_index x WHERE x.indrelid = $T)";
+
+/// Advisory lock key that serializes the decision which build runs next (b"pgperfap").
+const QUEUE_LOCK: i64 = 0x7067_7065_7266_6170;
+
+/// Starts the oldest queued build unless one is in flight (queued: an application in
+/// worker mode without a run). One build at a time per database: two CREATE INDEX
+/// CONCURRENTLY on one table deadlock, and on different tables they wait for each other.
+/// The run is queued in perf.job_runs directly (the job belongs to the role that applied
+/// the index, and the runner runs it as that role); the scheduler is woken at commit.
+/// Returns the application started. As a superuser.
+fn start_next_queued() -> Option<i64> {
+    let _ = Spi::run_with_args(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+        &[QUEUE_LOCK.into()],
+    );
+    let in_flight = Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM perf.index_applications a \
+                          JOIN perf.job_runs r ON r.runid = a.runid \
+                         WHERE a.status = 'pending' AND r.status IN ('pending', 'running'))",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(true);
+    if in_flight {
+        return None;
+    }
+    let (id, jobid) = Spi::get_two::<i64, i64>(
+        "SELECT a.id, a.jobid FROM perf.index_applications a \
+          WHERE a.status = 'pending' AND a.mode = 'worker' AND a.runid IS NULL \
+            AND EXISTS (SELECT 1 FROM perf.jobs j WHERE j.jobid = a.jobid) \
+          ORDER BY a.id LIMIT 1",
+    )
+    .ok()?;
+    let (id, jobid) = (id?, jobid?);
+    let runid = Spi::get_one_with_args::<i64>(
+        "INSERT INTO perf.job_runs (jobid, trigger, status, scheduled_for) \
+         VALUES ($1, 'manual', 'pending', now()) RETURNING runid",
+        &[jobid.into()],
+    )
+    .ok()
+    .flatten()?;
+    // SAFETY: discards this backend's statistics snapshot, as pg_stat_clear_snapshot() does.
+    unsafe { pg_sys::pgstat_clear_snapshot() };
+    let _ = Spi::run_with_args(
+        &format!(
+            "UPDATE perf.index_applications a SET runid = $2, reads_at_start = {} WHERE a.id = $1",
+            TABLE_READS_SQL.replace("$T", "a.table_oid")
+        ),
+        &[id.into(), runid.into()],
+    );
+    // SAFETY: plain read of the backend's database id.
+    let db = unsafe { pg_sys::MyDatabaseId };
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
+        crate::scheduler::shared::wake(db)
+    });
+    Some(id)
 }
 
 /// Records how a build ended and the statistics at that moment (the baseline of
@@ -706,16 +791,13 @@ fn record_build(id: i64, ok: bool, sqlstate: Option<&str>, error: Option<&str>) 
     .ok()
     .flatten();
     let _ = Spi::run_with_args(
-        "UPDATE perf.index_applications a SET \
+        &format!(
+            "UPDATE perf.index_applications a SET \
             status = CASE WHEN $2 THEN 'built' ELSE 'failed' END, \
             sqlstate = $3, error = $4, built_at = clock_timestamp(), index_oid = $5, \
             base_index_scans = pg_catalog.pg_stat_get_numscans($5) \
                                + pg_catalog.pg_stat_get_xact_numscans($5), \
-            base_table_reads = pg_catalog.pg_stat_get_numscans(a.table_oid) \
-                + pg_catalog.pg_stat_get_xact_numscans(a.table_oid) \
-                + (SELECT coalesce(sum(pg_catalog.pg_stat_get_numscans(x.indexrelid) \
-                                       + pg_catalog.pg_stat_get_xact_numscans(x.indexrelid)), 0) \
-                     FROM pg_catalog.pg_index x WHERE x.indrelid = a.table_oid), \
+            base_table_reads = {reads}, \
             base_tup_ins = pg_catalog.pg_stat_get_tuples_inserted(a.table_oid) \
                 + pg_catalog.pg_stat_get_xact_tuples_inserted(a.table_oid), \
             base_tup_upd = pg_catalog.pg_stat_get_tuples_updated(a.table_oid) \
@@ -725,6 +807,8 @@ fn record_build(id: i64, ok: bool, sqlstate: Option<&str>, error: Option<&str>) 
             base_tup_del = pg_catalog.pg_stat_get_tuples_deleted(a.table_oid) \
                 + pg_catalog.pg_stat_get_xact_tuples_deleted(a.table_oid) \
           WHERE a.id = $1",
+            reads = TABLE_READS_SQL.replace("$T", "a.table_oid")
+        ),
         &[
             id.into(),
             ok.into(),
@@ -732,6 +816,17 @@ fn record_build(id: i64, ok: bool, sqlstate: Option<&str>, error: Option<&str>) 
             error.into(),
             index_oid.into(),
         ],
+    );
+    // Scans of the table while this index was built (the build's own, mostly) are not
+    // reads that indexes built on it before missed.
+    let _ = Spi::run_with_args(
+        "UPDATE perf.index_applications o \
+            SET base_table_reads = o.base_table_reads \
+                                   + greatest(a.base_table_reads - a.reads_at_start, 0) \
+           FROM perf.index_applications a \
+          WHERE a.id = $1 AND o.id <> $1 AND o.status = 'built' AND o.table_oid = a.table_oid \
+            AND o.built_at <= a.built_at",
+        &[id.into()],
     );
     let now = counters();
     let (ids, (calls, ms)): (Vec<i64>, (Vec<i64>, Vec<f64>)) = now.into_iter().unzip();
@@ -763,6 +858,7 @@ pub fn after_build_run(runid: i64, ok: bool, sqlstate: Option<&str>, error: Opti
             let _ = Spi::run_with_args("DELETE FROM perf.jobs WHERE jobid = $1", &[jobid.into()]);
         }
     }
+    start_next_queued();
 }
 
 #[cfg(test)]

@@ -126,6 +126,23 @@ def test_index_that_helps_nothing_is_flagged_with_its_drop(shop):
     assert outcome(c, app_id)["verdict"] == "dropped"
 
 
+def test_builds_on_one_table_run_one_at_a_time(shop):
+    # Two CREATE INDEX CONCURRENTLY on one table at once deadlock: they are queued.
+    c = shop
+    ids = [c.execute("SELECT perf.apply_index(%s)", (d,)).fetchone()[0] for d in (
+        "CREATE INDEX CONCURRENTLY o_q1 ON public.orders (customer_id)",
+        "CREATE INDEX CONCURRENTLY o_q2 ON public.orders (email)",
+        "CREATE INDEX CONCURRENTLY o_q3 ON public.orders (pad)")]
+    outs = [wait_for(lambda i=i: settled(c, i), timeout=120) for i in ids]
+    assert [o["status"] for o in outs] == ["built"] * 3, outs
+    assert outs[0]["built_at"] <= outs[1]["built_at"] <= outs[2]["built_at"], outs
+    # The later builds' own scans of the table are not reads the earlier indexes missed.
+    c.execute("SELECT pg_sleep(1.5)")
+    assert [outcome(c, i)["verdict"] for i in ids] == ["no data yet"] * 3, \
+        [outcome(c, i) for i in ids]
+    assert c.execute("SELECT count(*) FROM perf.jobs").fetchone()[0] == 0
+
+
 @pytest.mark.parametrize("ddl,sqlstate", [
     ("CREATE INDEX o_a ON orders (customer_id); DROP TABLE orders", "42601"),
     ("CREATE INDEX CONCURRENTLY o_a ON orders (customer_id);; SELECT 1", "42601"),
