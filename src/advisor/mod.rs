@@ -5,8 +5,11 @@
 //! `cargo test`. `perf.suggest_indexes()` (`api.rs`) drives the core with the what-if
 //! planner as its cost oracle. `guard.rs` decides what may be evaluated and as whom: no
 //! user-defined function is ever executed by the what-if planner or the advisor.
+//! `apply.rs`: `perf.apply_index()` builds a suggestion (a one-shot scheduler job, as the
+//! caller) and `perf.index_outcomes` (sql/advisor_apply.sql) measures what it did.
 
 pub mod api;
+pub mod apply;
 pub mod candidates;
 mod catalog;
 pub mod ddl;

@@ -412,6 +412,16 @@ pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
         record(runid, &ending);
         maintenance::log(Some(runid), None, &done);
     });
+    if c.name.starts_with(crate::advisor::apply::JOB_PREFIX) {
+        guarded("recording an index build", || {
+            crate::advisor::apply::after_build_run(
+                runid,
+                ending.ok,
+                ending.sqlstate.as_deref(),
+                ending.error.as_deref(),
+            )
+        });
+    }
     // SAFETY: as above.
     unsafe {
         pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
