@@ -38,12 +38,16 @@ pub use interval::Interval;
 pub enum Schedule {
     Cron(Cron),
     Every(Interval),
+    /// '@never': runs only when asked (perf.run_job(), or a managed matview's change).
+    Never,
 }
 
 impl Schedule {
     /// Parses a cron expression or an interval ('*/5 * * * *', '@daily', '30 seconds').
     pub fn parse(text: &str) -> Result<Schedule, CronError> {
-        if Interval::looks_like(text) {
+        if text.trim().eq_ignore_ascii_case("@never") {
+            Ok(Schedule::Never)
+        } else if Interval::looks_like(text) {
             Interval::parse(text).map(Schedule::Every)
         } else {
             Cron::parse(text).map(Schedule::Cron)
@@ -61,6 +65,7 @@ impl Schedule {
         match self {
             Schedule::Cron(c) => c.next_after(after, tz),
             Schedule::Every(i) => i.next_after(anchor, after),
+            Schedule::Never => None,
         }
     }
 }
@@ -340,6 +345,7 @@ mod tests {
             Ok(Schedule::Cron(_))
         ));
         assert!(matches!(Schedule::parse("@daily"), Ok(Schedule::Cron(_))));
+        assert_eq!(Schedule::parse(" @NEVER "), Ok(Schedule::Never));
         assert!(Schedule::parse("").is_err());
         assert!(Schedule::parse("5 fortnights").is_err());
     }

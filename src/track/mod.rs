@@ -41,7 +41,8 @@ use crate::pg::list;
 mod generations;
 
 pub use generations::{
-    bump, global_begin, global_end, global_state, relation_slot, relation_state, REGISTRY_SLOTS,
+    bump, global_begin, global_end, global_state, instance, relation_slot, relation_state, watch,
+    REGISTRY_SLOTS,
 };
 use generations::{commit_begin, commit_end};
 pub(crate) use generations::{request, startup};
@@ -59,6 +60,8 @@ struct TrackLocal {
     utility_seen: bool,
     /// Counts such utility statements in this backend (see `utility_epoch`).
     utility_epoch: u64,
+    /// A commit of this backend ended on a watched slot (see `take_watch_fired`).
+    watch_fired: bool,
 }
 
 static LOCAL: BackendLocal<TrackLocal> = BackendLocal::new(TrackLocal {
@@ -68,6 +71,7 @@ static LOCAL: BackendLocal<TrackLocal> = BackendLocal::new(TrackLocal {
     global_held: false,
     utility_seen: false,
     utility_epoch: 0,
+    watch_fired: false,
 });
 
 /// Runs `f` on this backend's change bookkeeping. Closures here are a few lines on
@@ -82,6 +86,12 @@ fn with_local<R>(f: impl FnOnce(&mut TrackLocal) -> R) -> R {
 /// generations must not serve results computed without them).
 pub fn with_written_slots<R>(f: impl FnOnce(&[u32]) -> R) -> R {
     with_local(|l| f(&l.written))
+}
+
+/// True (once) when a transaction of this backend that ended changed a relation someone
+/// `watch`ed: the watcher should be told (see `crate::matview::after_transaction`).
+pub fn take_watch_fired() -> bool {
+    with_local(|l| std::mem::replace(&mut l.watch_fired, false))
 }
 
 /// This transaction ran DDL whose effect is not limited to known relations: nothing that
@@ -447,7 +457,9 @@ impl Drop for GlobalOperation {
 fn end_writers(l: &mut TrackLocal) {
     if l.committing {
         for &slot in &l.written {
-            commit_end(slot);
+            if commit_end(slot) {
+                l.watch_fired = true;
+            }
         }
         l.committing = false;
     }
