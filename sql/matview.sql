@@ -14,7 +14,7 @@ CREATE TABLE perf.matviews (
     min_interval    interval NOT NULL DEFAULT '1 minute',
     max_staleness   interval,
     -- NULL: CONCURRENTLY when the view has a usable unique index, else plain.
-    concurrently    boolean,
+    refresh_concurrently boolean,
     managed_since   timestamptz NOT NULL DEFAULT now(),
     last_refresh_at timestamptz,
     last_duration   interval,
@@ -82,9 +82,9 @@ SELECT m.view::regclass AS view,
        ch.untracked AS untracked_sources,
        m.first_change_at AS stale_since,
        m.next_refresh_at AS next_refresh,
-       CASE WHEN m.concurrently IS FALSE OR NOT c.relispopulated OR ix.name IS NULL
+       CASE WHEN m.refresh_concurrently IS FALSE OR NOT c.relispopulated OR ix.name IS NULL
             THEN 'plain' ELSE 'concurrent' END AS mode,
-       CASE WHEN m.concurrently IS FALSE THEN 'concurrently => false'
+       CASE WHEN m.refresh_concurrently IS FALSE THEN 'concurrently => false'
             WHEN NOT c.relispopulated THEN 'not populated yet: the first refresh is plain'
             WHEN ix.name IS NULL THEN 'no unique index without WHERE on plain columns'
             ELSE 'unique index ' || ix.name END AS mode_reason,

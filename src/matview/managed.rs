@@ -339,12 +339,12 @@ fn matview_manage_oid(
     };
     Spi::run_with_args(
         "INSERT INTO perf.matviews (view, jobid, schedule, timezone, on_change, min_interval, \
-                                    max_staleness, concurrently) \
+                                    max_staleness, refresh_concurrently) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (view) DO UPDATE SET jobid = EXCLUDED.jobid, schedule = EXCLUDED.schedule, \
              timezone = EXCLUDED.timezone, on_change = EXCLUDED.on_change, \
              min_interval = EXCLUDED.min_interval, max_staleness = EXCLUDED.max_staleness, \
-             concurrently = EXCLUDED.concurrently, next_refresh_at = NULL",
+             refresh_concurrently = EXCLUDED.refresh_concurrently, next_refresh_at = NULL",
         &[
             view.into(),
             jobid.into(),
@@ -729,6 +729,28 @@ impl Drop for AsUser {
     }
 }
 
+/// A fresh snapshot pushed as the active one until dropped (the runner's transaction has
+/// none of its own; SPI needs one). An ERROR's abort unwinds the snapshot stack itself.
+struct ActiveSnapshot;
+
+impl ActiveSnapshot {
+    fn push() -> Self {
+        // SAFETY: inside a transaction; popped in Drop.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        ActiveSnapshot
+    }
+}
+
+impl Drop for ActiveSnapshot {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return; // an ERROR: the abort resets the snapshot stack
+        }
+        // SAFETY: pops the snapshot pushed in `push`.
+        unsafe { pg_sys::PopActiveSnapshot() };
+    }
+}
+
 /// The refresh mode of a view now: (concurrently?, why).
 fn mode_of(view: pg_sys::Oid, wanted: Option<bool>) -> (bool, String) {
     let populated = Spi::get_one_with_args::<bool>(
@@ -778,6 +800,7 @@ pub fn refresh(view: pg_sys::Oid, run_ctx: i32) -> Outcome {
         }
     }
     let su = AsUser::switch(pg_sys::BOOTSTRAP_SUPERUSERID.into(), run_ctx);
+    let snap = ActiveSnapshot::push();
     let Some(info) = view_info(view).filter(|i| i.kind == pg_sys::RELKIND_MATVIEW as i8) else {
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
@@ -789,7 +812,7 @@ pub fn refresh(view: pg_sys::Oid, run_ctx: i32) -> Outcome {
         )
     };
     let wanted = Spi::get_two_with_args::<bool, bool>(
-        "SELECT true, concurrently FROM perf.matviews WHERE view = $1",
+        "SELECT true, refresh_concurrently FROM perf.matviews WHERE view = $1",
         &[view.into()],
     )
     .unwrap_or((None, None));
@@ -822,6 +845,7 @@ pub fn refresh(view: pg_sys::Oid, run_ctx: i32) -> Outcome {
             )
         })
         .collect();
+    drop(snap);
     drop(su);
     let sql = format!(
         "REFRESH MATERIALIZED VIEW {}{}",
@@ -838,6 +862,7 @@ pub fn refresh(view: pg_sys::Oid, run_ctx: i32) -> Outcome {
     // Views that read this one see the refresh as a change.
     track::note_write(view.to_u32());
     let _su = AsUser::switch(pg_sys::BOOTSTRAP_SUPERUSERID.into(), run_ctx);
+    let _snap = ActiveSnapshot::push();
     Spi::run_with_args(
         "UPDATE perf.matviews SET last_refresh_at = clock_timestamp(), \
                 last_duration = make_interval(secs => $2 / 1000), last_mode = $3, \
