@@ -568,13 +568,18 @@ fn arm(sources: &[SourceState]) {
 /// every managed view that is due (sources refreshed first), records when changes were
 /// first seen and when each view refreshes next; returns the next time one becomes due.
 pub fn queue_due(_dboid: pg_sys::Oid, now: Timestamp) -> Option<Timestamp> {
-    let present = Spi::get_one::<bool>("SELECT to_regclass('perf.matviews') IS NOT NULL")
-        .ok()
-        .flatten()
-        .unwrap_or(false);
+    // SAFETY: catalog lookups by name; InvalidOid when missing (an older pg_perf version
+    // without managed views).
+    let present = unsafe {
+        let ns = pg_sys::get_namespace_oid(c"perf".as_ptr(), true);
+        ns != pg_sys::InvalidOid
+            && pg_sys::get_relname_relid(c"matviews".as_ptr(), ns) != pg_sys::InvalidOid
+    };
     if !present {
         return None;
     }
+    // This bookkeeping is not the database's workload: keep it out of perf.statements.
+    let _quiet = Untracked::start();
     // Views dropped without the event trigger seeing it (or whose job was removed).
     let _ = Spi::run(
         "WITH gone AS (DELETE FROM perf.matviews m \
@@ -694,6 +699,41 @@ pub fn queue_due(_dboid: pg_sys::Oid, now: Timestamp) -> Option<Timestamp> {
         busy.insert(v.view);
     }
     next
+}
+
+/// perf.track = none until dropped (the previous value is restored; an ERROR's abort
+/// restores it itself).
+struct Untracked(i32);
+
+impl Untracked {
+    fn start() -> Self {
+        // SAFETY: a GUC change saved at a new nest level, as a function's SET clause does;
+        // undone in Drop (or by the transaction's abort).
+        unsafe {
+            let nest = pg_sys::NewGUCNestLevel();
+            pg_sys::set_config_option(
+                c"perf.track".as_ptr(),
+                c"none".as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+            Untracked(nest)
+        }
+    }
+}
+
+impl Drop for Untracked {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        // SAFETY: pops the nest level opened in `start`.
+        unsafe { pg_sys::AtEOXact_GUC(true, self.0) };
+    }
 }
 
 // ---------------------------------------------------------------------------------------
