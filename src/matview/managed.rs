@@ -556,12 +556,11 @@ fn changed(v: &ViewState, sources: &[SourceState], instance: i64) -> bool {
     })
 }
 
-fn arm(sources: &[SourceState]) {
-    for s in sources.iter().filter(|s| s.tracked) {
-        if let Some(slot) = s.slot {
-            track::watch(slot as u32);
-        }
-    }
+fn tracked_slots(sources: &[SourceState]) -> impl Iterator<Item = u32> + '_ {
+    sources
+        .iter()
+        .filter(|s| s.tracked)
+        .filter_map(|s| s.slot.map(|x| x as u32))
 }
 
 /// Called by the scheduler on every wake, inside its transaction: queues a refresh run for
@@ -601,13 +600,25 @@ pub fn queue_due(_dboid: pg_sys::Oid, now: Timestamp) -> Option<Timestamp> {
     let mut due: Vec<(usize, &'static str)> = Vec::new();
     let mut busy: HashSet<pg_sys::Oid> =
         views.iter().filter(|v| v.active).map(|v| v.view).collect();
+    // Arm every source before reading generations: a commit after the read then finds its
+    // slot armed and wakes us. Slots only stale views read are disarmed after (they are
+    // refreshed anyway; a commit in between costs one early wake).
+    let mut clean_slots: HashSet<u32> = HashSet::new();
+    let mut stale_slots: HashSet<u32> = HashSet::new();
+    for v in views.iter().filter(|v| !v.active) {
+        for slot in tracked_slots(sources.get(&v.view).unwrap_or(&empty)) {
+            track::watch(slot);
+        }
+    }
     for (i, v) in views.iter().enumerate() {
         let srcs = sources.get(&v.view).unwrap_or(&empty);
         if v.active {
             continue;
         }
-        if !changed(v, srcs, instance) {
-            arm(srcs);
+        if changed(v, srcs, instance) {
+            stale_slots.extend(tracked_slots(srcs));
+        } else {
+            clean_slots.extend(tracked_slots(srcs));
             if v.first_change_us.is_some() || v.next_refresh_us.is_some() {
                 let _ = Spi::run_with_args(
                     "UPDATE perf.matviews SET first_change_at = NULL, next_refresh_at = NULL \
@@ -676,6 +687,9 @@ pub fn queue_due(_dboid: pg_sys::Oid, now: Timestamp) -> Option<Timestamp> {
         } else {
             next = Some(next.map_or(t, |n: Timestamp| n.min(t)));
         }
+    }
+    for slot in stale_slots.difference(&clean_slots) {
+        track::unwatch(*slot);
     }
     // Dependency order: a view waits while a managed view it reads is due or refreshing
     // (that refresh's commit wakes us again).

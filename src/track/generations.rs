@@ -204,6 +204,13 @@ pub fn watch(idx: u32) {
     }
 }
 
+/// Disarms a slot armed with `watch`.
+pub fn unwatch(idx: u32) {
+    if let Some(s) = shared() {
+        slot(s, idx).watched.store(0, Ordering::Release);
+    }
+}
+
 /// This incarnation of the generations (0 when not attached): a generation read under
 /// another instance (before a restart) says nothing about the current ones.
 pub fn instance() -> u64 {

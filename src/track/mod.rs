@@ -41,8 +41,8 @@ use crate::pg::list;
 mod generations;
 
 pub use generations::{
-    bump, global_begin, global_end, global_state, instance, relation_slot, relation_state, watch,
-    REGISTRY_SLOTS,
+    bump, global_begin, global_end, global_state, instance, relation_slot, relation_state, unwatch,
+    watch, REGISTRY_SLOTS,
 };
 use generations::{commit_begin, commit_end};
 pub(crate) use generations::{request, startup};
