@@ -68,9 +68,10 @@ def test_insert_refreshes_within_min_interval_plus_1s(connect):
         want = 1000000 * (k + 1)
         wait_for(lambda: c.execute("SELECT s FROM mv WHERE g = 1").fetchone()[0] > want, timeout=5)
         assert time.monotonic() - t0 < 2.0
-    st = status(c, "mv")
+    # The run is recorded as finished just after the refresh commits.
+    st = wait_for(lambda: (s := status(c, "mv")) and not s["refreshing"] and s)
     assert st["last_status"] == "succeeded" and st["last_sqlstate"] is None
-    assert all(r[0] == "change" and r[1] == "succeeded" for r in runs(c, "mv"))
+    assert all(r[0] == "change" and r[1] == "succeeded" for r in runs(c, "mv")), runs(c, "mv")
 
 
 def test_min_interval_is_respected(connect):
@@ -130,6 +131,7 @@ def test_view_on_view_refreshes_after_its_source(connect):
     c.execute("INSERT INTO t VALUES (1000, 1, 1000000)")
     wait_for(lambda: c.execute("SELECT total FROM b").fetchone()[0] == 5050 + 1000000, timeout=5)
     assert c.execute("SELECT n FROM b").fetchone()[0] == 101
+    wait_for(lambda: not status(c, "a")["refreshing"] and not status(c, "b")["refreshing"])
     time.sleep(0.5)
     # Exactly one refresh each, b's after a's.
     assert refreshes(c, "a") == na + 1
