@@ -280,7 +280,11 @@ fn matview_manage_oid(
     }
     // Sources: install the tracking trigger (as the caller, who needs the right to create
     // triggers on them) where it is missing; the same trigger the result cache uses.
-    for s in sources_of(view) {
+    let found = {
+        let _su = AsUser::superuser();
+        sources_of(view)
+    };
+    for s in found {
         if s.trackable && !s.tracked {
             Spi::run_with_args(
                 "SELECT perf.cache_track($1::oid::regclass)",
@@ -760,6 +764,18 @@ struct AsUser {
 }
 
 impl AsUser {
+    /// The bootstrap superuser, in the current security context (perf's own tables).
+    fn superuser() -> Self {
+        let mut user = pg_sys::InvalidOid;
+        let mut ctx = 0;
+        // SAFETY: plain read of the current user id and security context.
+        unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut ctx) };
+        Self::switch(
+            pg_sys::BOOTSTRAP_SUPERUSERID.into(),
+            ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        )
+    }
+
     fn switch(to: pg_sys::Oid, context: i32) -> Self {
         let mut user = pg_sys::InvalidOid;
         let mut saved = 0;
@@ -887,7 +903,16 @@ pub fn refresh(view: pg_sys::Oid, run_ctx: i32) -> Outcome {
     .flatten()
     .unwrap_or_default();
     let (concurrent, reason) = mode_of(view, wanted.1);
-    let sources = sources_of(view);
+    let mut sources = sources_of(view);
+    // Tables that appeared since (a new partition) get the tracking trigger too.
+    for s in sources.iter_mut().filter(|s| s.trackable && !s.tracked) {
+        Spi::run_with_args(
+            "SELECT perf.cache_track($1::oid::regclass)",
+            &[s.oid.into()],
+        )
+        .unwrap_or_else(|e| invalid(format!("could not track a source: {e}"), ""));
+        s.tracked = true;
+    }
     let instance = track::instance() as i64;
     let recorded: Vec<Recorded> = sources
         .iter()

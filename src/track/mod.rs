@@ -307,6 +307,12 @@ pub unsafe fn before_utility(node: *mut pg_sys::Node) -> Option<GlobalOperation>
             }
             return None;
         }
+        // A refreshed materialized view changed (managed views that read it refresh next).
+        T_RefreshMatViewStmt => {
+            // SAFETY: the tag says it is a RefreshMatViewStmt; its relation is a RangeVar.
+            unsafe { note_rangevar((*(node as *mut pg_sys::RefreshMatViewStmt)).relation, false) };
+            return None;
+        }
         // Statements that cannot change what a cached query returns (writes are seen by
         // the invalidation triggers; statements they run come through here themselves).
         // EXPLAIN ANALYZE CREATE TABLE AS runs the CTAS without coming back here.
@@ -329,8 +335,9 @@ pub unsafe fn before_utility(node: *mut pg_sys::Node) -> Option<GlobalOperation>
         | T_DeallocateStmt | T_ListenStmt | T_NotifyStmt | T_UnlistenStmt | T_CheckPointStmt
         | T_VacuumStmt | T_CopyStmt | T_LockStmt | T_DeclareCursorStmt | T_ClosePortalStmt
         | T_FetchStmt | T_CallStmt | T_DoStmt | T_ReindexStmt | T_ClusterStmt
-        | T_RefreshMatViewStmt | T_ConstraintsSetStmt | T_LoadStmt | T_TruncateStmt
-        | T_CommentStmt | T_SecLabelStmt => return None,
+        | T_ConstraintsSetStmt | T_LoadStmt | T_TruncateStmt | T_CommentStmt | T_SecLabelStmt => {
+            return None
+        }
         _ => {}
     }
     with_local(|l| {

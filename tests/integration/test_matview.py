@@ -142,6 +142,33 @@ def test_view_on_view_refreshes_after_its_source(connect):
         "SELECT source::regclass::text FROM perf.matview_sources WHERE view = 'b'::regclass ORDER BY 1"
     ).fetchall()
     assert srcs == [("a",), ("t",)]
+    # A manual REFRESH of a counts as a change for b.
+    nb = refreshes(c, "b")
+    c.execute("REFRESH MATERIALIZED VIEW a")
+    wait_for(lambda: refreshes(c, "b") == nb + 1, timeout=3)
+
+
+def test_partitioned_source_and_new_partitions(connect):
+    c = connect()
+    c.execute("CREATE TABLE p (k int NOT NULL, v int NOT NULL) PARTITION BY RANGE (k)")
+    c.execute("CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100)")
+    c.execute("INSERT INTO p SELECT i, i FROM generate_series(0, 99) i")
+    c.execute("CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS n, sum(v) AS s FROM p")
+    manage(c, "mv", min_interval="0 seconds")
+    wait_for(lambda: refreshes(c, "mv") == 1)
+    c.execute("INSERT INTO p1 VALUES (5, 5)")  # straight into the partition
+    wait_for(lambda: c.execute("SELECT n FROM mv").fetchone()[0] == 101, timeout=2)
+    c.execute("CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (100) TO (200)")
+    wait_for(lambda: not status(c, "mv")["stale"] and not status(c, "mv")["refreshing"])
+    # The new partition was given the tracking trigger: writes to it are seen, and once
+    # refreshed the view is not refreshed again.
+    assert status(c, "mv")["untracked_sources"] == 0
+    c.execute("INSERT INTO p2 VALUES (150, 1)")
+    wait_for(lambda: c.execute("SELECT n FROM mv").fetchone()[0] == 102, timeout=2)
+    wait_for(lambda: not status(c, "mv")["refreshing"])
+    n = refreshes(c, "mv")
+    time.sleep(1.5)
+    assert refreshes(c, "mv") == n
 
 
 def test_plain_refresh_without_unique_index(connect):
@@ -180,6 +207,30 @@ def test_refresh_runs_as_the_view_owner(connect):
         assert c.execute("SELECT who FROM mv").fetchone()[0] == role
         c.execute("DROP MATERIALIZED VIEW mv")
         c.execute("DROP TABLE t")
+    finally:
+        c.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_owner_without_superuser_manages_and_drops(connect, fresh_db):
+    c = connect()
+    role = "mv_user_" + str(PORT)
+    c.execute(f"DROP ROLE IF EXISTS {role}")
+    c.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        c.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
+        with psycopg.connect(dsn(fresh_db, user=role), autocommit=True) as u:
+            setup_source(u)
+            u.execute("CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS n FROM t")
+            manage(u, "mv", min_interval="0 seconds")
+            wait_for(lambda: refreshes(u, "mv") == 1)
+            u.execute("INSERT INTO t VALUES (1000, 1, 1)")
+            wait_for(lambda: u.execute("SELECT n FROM mv").fetchone()[0] == 101, timeout=2)
+            u.execute("SELECT perf.alter_job('matview:mv', backoff => '2 seconds')")
+            u.execute("DROP MATERIALIZED VIEW mv")
+            assert u.execute("SELECT count(*) FROM perf.jobs").fetchone()[0] == 0
+            u.execute("DROP TABLE t")
+        assert c.execute("SELECT count(*) FROM perf.matviews").fetchone()[0] == 0
+        c.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}")
     finally:
         c.execute(f"DROP ROLE IF EXISTS {role}")
 
