@@ -43,7 +43,8 @@ pub struct RegistrySlot {
     /// changes may be visible to some snapshots and not others, so nothing may be stored.
     committing: AtomicU32,
     /// Armed by a watcher (`watch`) that wants to hear of the next committed change: the
-    /// first writer that ends its commit disarms it and reports it (`take_fired`).
+    /// first writer that ends its commit disarms it and reports it
+    /// (`crate::track::take_watch_fired`).
     watched: AtomicU32,
 }
 
@@ -189,8 +190,11 @@ pub fn commit_end(idx: u32) -> bool {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
                 Some(v.saturating_sub(1))
             });
-        // Relaxed load first: the common case (nobody watching) writes nothing.
-        return t.watched.load(Ordering::Relaxed) != 0 && t.watched.swap(0, Ordering::AcqRel) != 0;
+        // Pairs with the fence in `watch`: either the watcher sees this commit's generation
+        // or this load sees its arm (store-load order needs a full fence on both sides).
+        // Load first: the common case (nobody watching) writes nothing.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        return t.watched.load(Ordering::SeqCst) != 0 && t.watched.swap(0, Ordering::AcqRel) != 0;
     }
     false
 }
@@ -200,7 +204,9 @@ pub fn commit_end(idx: u32) -> bool {
 /// the first change after a refresh instead of polling.
 pub fn watch(idx: u32) {
     if let Some(s) = shared() {
-        slot(s, idx).watched.store(1, Ordering::Release);
+        slot(s, idx).watched.store(1, Ordering::SeqCst);
+        // The caller reads generations next: see `commit_end`.
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 }
 
