@@ -111,6 +111,31 @@ def test_no_refresh_without_changes(connect):
     assert st["stale"] is False and st["changes_since"] == 0 and st["next_refresh"] is None
 
 
+def test_schedule_and_max_staleness_batch_changes(connect):
+    c = connect()
+    setup_source(c)
+    c.execute("CREATE MATERIALIZED VIEW sched AS SELECT count(*) AS n FROM t")
+    c.execute("CREATE MATERIALIZED VIEW stale AS SELECT count(*) AS n FROM t")
+    manage(c, "sched", on_change=False, schedule="3 seconds")
+    manage(c, "stale", on_change=False, max_staleness="2 seconds")
+    wait_for(lambda: refreshes(c, "sched") == 1 and refreshes(c, "stale") == 1)
+    c.execute("INSERT INTO t VALUES (1000, 1, 1)")
+    t0 = time.monotonic()
+    time.sleep(0.5)
+    # Not on change: both wait (for the next slot, for the change to be 2 s old).
+    assert refreshes(c, "sched") == 1 and refreshes(c, "stale") == 1
+    st = status(c, "stale")
+    assert st["stale"] is True and st["next_refresh"] is not None
+    wait_for(lambda: refreshes(c, "stale") == 2, timeout=4)
+    assert 1.8 <= time.monotonic() - t0 < 3.2
+    wait_for(lambda: refreshes(c, "sched") == 2, timeout=5)
+    assert time.monotonic() - t0 < 4.2
+    assert [r[0] for r in runs(c, "sched")][-1] == "schedule"
+    # Slots pass without changes: nothing more.
+    time.sleep(3.5)
+    assert refreshes(c, "sched") == 2 and refreshes(c, "stale") == 2
+
+
 def test_view_on_view_refreshes_after_its_source(connect):
     c = connect()
     setup_source(c)
