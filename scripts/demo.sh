@@ -108,6 +108,22 @@ q -c "SELECT action, object, reason, runs_now FROM perf.maintenance_plan()"
 q -q -c "SELECT perf.schedule('analyze-orders', '1 day', 'ANALYZE orders')" -c "SELECT perf.run_job('analyze-orders')" >/dev/null
 sleep 1
 q -c "SELECT name, schedule, next_run, last_status, last_run FROM perf.jobs_status ORDER BY name"
+section "A dashboard that stays fresh: perf.manage_matview('country_revenue') while orders are written"
+q -q -c "CREATE MATERIALIZED VIEW country_revenue AS
+           SELECT c.country, count(*) AS orders, sum(o.total_cents) AS cents
+             FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY 1" \
+     -c "CREATE UNIQUE INDEX ON country_revenue (country)"
+q -c "SELECT perf.manage_matview('country_revenue', min_interval => '1 second')"
+sleep 2
+for batch in 1 2 3; do
+    q -q -c "INSERT INTO orders SELECT max_id + g, 1 + g % 50000, 'paid', 1000, now()
+               FROM (SELECT max(id) AS max_id FROM orders) m, generate_series(1, 1000) g"
+    sleep 1.5
+    q -At -c "SELECT 'after batch $batch: ' || sum(orders) || ' orders on the dashboard, ' ||
+                     (SELECT count(*) FROM orders) || ' in orders' FROM country_revenue"
+done
+q -c "SELECT view, last_refresh, last_duration, refreshes, changes_since, stale, mode, mode_reason
+        FROM perf.matview_status"
 section "Partitioning events by week (converted in place): perf.partition_table('events', 'created_at', '1 week')"
 q -q -c "ALTER TABLE events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (id, created_at)"
 q -c "SELECT action, count(*) AS objects, max(detail) AS detail FROM perf.partition_table('events', 'created_at', '1 week') GROUP BY 1"

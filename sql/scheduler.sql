@@ -10,7 +10,8 @@ CREATE TABLE perf.jobs (
     schedule       text NOT NULL,
     command        text NOT NULL,
     kind           text NOT NULL DEFAULT 'sql'
-                   CHECK (kind IN ('sql', 'maintenance', 'stats_snapshot', 'partition_maintenance')),
+                   CHECK (kind IN ('sql', 'maintenance', 'stats_snapshot', 'partition_maintenance',
+                                   'matview_refresh')),
     timezone       text NOT NULL,
     max_runtime    interval,
     retries        integer NOT NULL DEFAULT 0 CHECK (retries >= 0),
@@ -28,7 +29,7 @@ CREATE TABLE perf.jobs (
 CREATE TABLE perf.job_runs (
     runid          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     jobid          bigint NOT NULL REFERENCES perf.jobs ON DELETE CASCADE,
-    trigger        text NOT NULL CHECK (trigger IN ('schedule', 'manual', 'retry')),
+    trigger        text NOT NULL CHECK (trigger IN ('schedule', 'manual', 'retry', 'change')),
     attempt        integer NOT NULL DEFAULT 1,
     status         text NOT NULL
                    CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'skipped')),

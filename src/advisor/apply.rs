@@ -510,7 +510,7 @@ fn check_worker() {
                 pg_reload_conf(); and list this database in perf.worker_databases if that is \
                 set), or build the index now, without CONCURRENTLY (writes to the table wait \
                 while it builds): perf.apply_index(ddl, mode => 'inline').";
-    if !crate::scheduler::gucs::worker_enabled() {
+    if !crate::scheduler::hosted::worker_enabled() {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "pg_perf's scheduler is disabled (perf.worker_enabled = off): nothing would build \
@@ -519,7 +519,7 @@ fn check_worker() {
             hint,
         );
     }
-    if let Some(dbs) = crate::scheduler::gucs::worker_databases() {
+    if let Some(dbs) = crate::scheduler::hosted::worker_databases() {
         // SAFETY: catalog lookup of the current database's name.
         let me = cstr(unsafe { pg_sys::get_database_name(pg_sys::MyDatabaseId) });
         if !dbs.contains(&me) {
@@ -767,7 +767,7 @@ fn start_next_queued() -> Option<i64> {
     // SAFETY: plain read of the backend's database id.
     let db = unsafe { pg_sys::MyDatabaseId };
     pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
-        crate::scheduler::shared::wake(db)
+        crate::scheduler::hosted::wake(db)
     });
     Some(id)
 }

@@ -113,7 +113,9 @@ unsafe extern "C-unwind" fn on_subxact_event(
 /// Resource release: called for every phase of every resource owner's release (several
 /// times per statement). Only the top-level AFTER_LOCKS phase matters: by then the
 /// transaction's catalog invalidations were sent, and change tracking ends the commit's
-/// brackets (`track::on_transaction_released`). Every other call returns at once.
+/// brackets (`track::on_transaction_released`), then a commit that changed a watched
+/// relation wakes the scheduler (`matview::after_transaction`). Every other call returns
+/// at once.
 unsafe extern "C-unwind" fn on_resource_release(
     phase: pg_sys::ResourceReleasePhase::Type,
     _is_commit: bool,
@@ -122,5 +124,6 @@ unsafe extern "C-unwind" fn on_resource_release(
 ) {
     if is_top_level && phase == pg_sys::ResourceReleasePhase::RESOURCE_RELEASE_AFTER_LOCKS {
         guarded("change tracking", crate::track::on_transaction_released);
+        guarded("managed matviews", crate::matview::after_transaction);
     }
 }

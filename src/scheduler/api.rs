@@ -26,6 +26,9 @@ pub enum Kind {
     StatsSnapshot,
     /// `perf.partition_maintenance()` of every partition set, one transaction per set.
     PartitionMaintenance,
+    /// Refreshes one managed materialized view (command: its OID); created by
+    /// perf.manage_matview(), queued by the scheduler when the view is due (`crate::matview`).
+    MatviewRefresh,
 }
 
 impl Kind {
@@ -35,6 +38,7 @@ impl Kind {
             "maintenance" => Some(Kind::Maintenance),
             "stats_snapshot" => Some(Kind::StatsSnapshot),
             "partition_maintenance" => Some(Kind::PartitionMaintenance),
+            "matview_refresh" => Some(Kind::MatviewRefresh),
             _ => None,
         }
     }
@@ -45,6 +49,7 @@ impl Kind {
             Kind::Maintenance => "maintenance",
             Kind::StatsSnapshot => "stats_snapshot",
             Kind::PartitionMaintenance => "partition_maintenance",
+            Kind::MatviewRefresh => "matview_refresh",
         }
     }
 }
@@ -80,7 +85,7 @@ const SCHEDULE_HINT: &str = "Use 5 cron fields ('*/5 * * * *'), 6 with seconds f
     ('*/10 * * * * *'), a macro (@hourly, @daily, @weekly, @monthly, @yearly), or an \
     interval ('30 seconds', '5 minutes', '1 day').";
 
-fn check_schedule(text: &str) -> Schedule {
+pub(crate) fn check_schedule(text: &str) -> Schedule {
     match Schedule::parse(text) {
         Ok(s) => s,
         Err(e) => invalid(format!("invalid schedule \"{text}\": {e}"), SCHEDULE_HINT),
@@ -110,6 +115,15 @@ fn check_kind(kind: &str) -> Kind {
 /// Checks a command for its kind: SQL must parse, hold at least one statement and no
 /// transaction control; the built-in kinds take no command.
 fn check_command(kind: Kind, command: &str) {
+    if kind == Kind::MatviewRefresh {
+        if command.trim().parse::<u32>().is_err() {
+            invalid(
+                "a matview_refresh job's command is the OID of a managed materialized view".into(),
+                "Use perf.manage_matview() to have a materialized view refreshed.",
+            );
+        }
+        return;
+    }
     if kind != Kind::Sql {
         if !command.trim().is_empty() && !command.trim().eq_ignore_ascii_case(kind.as_str()) {
             invalid(
@@ -210,13 +224,13 @@ fn caller() -> pg_sys::Oid {
 
 /// Writes to the scheduler's catalog as the bootstrap superuser until dropped. An ERROR
 /// in between aborts the (sub)transaction, which restores the user id itself.
-struct AsCatalogOwner {
+pub(crate) struct AsCatalogOwner {
     _acting: crate::pg::role::ActingAs,
 }
 
 /// Refuses work that writes the scheduler's catalog or needs its workers on a hot standby
 /// (both are replicated from the primary; the workers start after a promotion).
-pub(super) fn refuse_in_recovery(what: &str) {
+pub(crate) fn refuse_in_recovery(what: &str) {
     // SAFETY: plain read of shared recovery state.
     if unsafe { pg_sys::RecoveryInProgress() } {
         raise(
@@ -229,7 +243,7 @@ pub(super) fn refuse_in_recovery(what: &str) {
 }
 
 impl AsCatalogOwner {
-    fn switch() -> Self {
+    pub(crate) fn switch() -> Self {
         refuse_in_recovery("change scheduled jobs");
         AsCatalogOwner {
             _acting: crate::pg::role::ActingAs::catalog_owner(),
@@ -238,7 +252,7 @@ impl AsCatalogOwner {
 }
 
 /// Wakes this database's scheduler when the transaction commits (it then sees the change).
-fn wake_at_commit() {
+pub(crate) fn wake_at_commit() {
     // SAFETY: plain read of the backend's database id.
     let db = unsafe { pg_sys::MyDatabaseId };
     crate::pg::xact::at_commit(move || shared::wake(db));
@@ -277,7 +291,7 @@ fn check_owner(name: &str, job: &JobRow, who: pg_sys::Oid) {
     }
 }
 
-fn default_timezone() -> String {
+pub(crate) fn default_timezone() -> String {
     gucs::scheduler_timezone().unwrap_or_else(|| {
         // The session's TimeZone, read directly (no SPI: a query here would also run on a
         // standby, where perf.schedule() must fail with its own clear error instead).
@@ -333,6 +347,13 @@ fn schedule(
     check_name(name);
     check_schedule(schedule);
     let kind = check_kind(kind);
+    if kind == Kind::MatviewRefresh {
+        invalid(
+            "matview_refresh jobs are created by perf.manage_matview()".into(),
+            "SELECT perf.manage_matview('my_view', schedule => '@hourly') refreshes a \
+             materialized view on a schedule (and when its sources change).",
+        );
+    }
     let tz = timezone
         .map(str::to_string)
         .unwrap_or_else(default_timezone);

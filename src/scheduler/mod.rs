@@ -13,6 +13,11 @@
 //! Invariants: a run is recorded (status `pending`) before a runner starts, and only the
 //! runner that flips it to `running` executes it, so no run is doubled; the next scheduled
 //! time is computed from the last recorded slot, so a scheduler restart loses no run.
+//!
+//! Other capabilities whose work runs on the worker (managed matviews, index builds) use
+//! only [`hosted`], and plug in as job kinds: the runner calls their entry points
+//! (`matview::refresh`, `advisor::apply::after_build_run`) and the scheduler asks
+//! `matview::queue_due` when it computes its next wake-up.
 
 pub mod api;
 pub mod cron;
@@ -33,17 +38,35 @@ use jiff::Timestamp;
 pub use cron::{Cron, CronError};
 pub use interval::Interval;
 
+/// The scheduler's API for capabilities that run work on its worker: validating and
+/// computing schedules, writing the jobs catalog as its owner, waking the worker, running
+/// statements top-level, the retry policy, and whether the worker serves a database.
+pub(crate) mod hosted {
+    pub(crate) use super::api::{
+        check_schedule, default_timezone, refuse_in_recovery, wake_at_commit, AsCatalogOwner,
+    };
+    pub(crate) use super::exec::{run_top_level, Outcome};
+    pub(crate) use super::gucs::{worker_databases, worker_enabled};
+    pub(crate) use super::retry::RetryPolicy;
+    pub(crate) use super::shared::wake;
+    pub(crate) use super::{next_slot, Schedule};
+}
+
 /// When a job runs: civil times in a time zone, or fixed steps of elapsed time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schedule {
     Cron(Cron),
     Every(Interval),
+    /// '@never': runs only when asked (perf.run_job(), or a managed matview's change).
+    Never,
 }
 
 impl Schedule {
     /// Parses a cron expression or an interval ('*/5 * * * *', '@daily', '30 seconds').
     pub fn parse(text: &str) -> Result<Schedule, CronError> {
-        if Interval::looks_like(text) {
+        if text.trim().eq_ignore_ascii_case("@never") {
+            Ok(Schedule::Never)
+        } else if Interval::looks_like(text) {
             Interval::parse(text).map(Schedule::Every)
         } else {
             Cron::parse(text).map(Schedule::Cron)
@@ -61,6 +84,7 @@ impl Schedule {
         match self {
             Schedule::Cron(c) => c.next_after(after, tz),
             Schedule::Every(i) => i.next_after(anchor, after),
+            Schedule::Never => None,
         }
     }
 }
@@ -336,6 +360,7 @@ mod tests {
             Ok(Schedule::Cron(_))
         ));
         assert!(matches!(Schedule::parse("@daily"), Ok(Schedule::Cron(_))));
+        assert_eq!(Schedule::parse(" @NEVER "), Ok(Schedule::Never));
         assert!(Schedule::parse("").is_err());
         assert!(Schedule::parse("5 fortnights").is_err());
     }

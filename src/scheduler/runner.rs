@@ -126,6 +126,8 @@ enum Body {
     StatsSnapshot,
     /// Every partition set, each in its own transaction (see `partition_sets`).
     PartitionMaintenance,
+    /// REFRESH of a managed materialized view, as its owner (`crate::matview::refresh`).
+    MatviewRefresh(pg_sys::Oid),
 }
 
 /// Executes `body` in one transaction as `owner` (maintenance: one transaction per action,
@@ -157,6 +159,7 @@ fn execute(
             Body::StatsSnapshot => exec::run_top_level(c"SELECT perf.stats_snapshot()"),
             // Split into one Body::Sql per set by `execute_partition_maintenance`.
             Body::PartitionMaintenance => Outcome::default(),
+            Body::MatviewRefresh(view) => crate::matview::refresh(*view, run_ctx),
             Body::Maintenance => {
                 let (done, fatal) = maintenance::execute(owner, run_ctx);
                 let n = done.iter().filter(|d| d.status == "done").count();
@@ -310,6 +313,17 @@ fn body_of(c: &Claim) -> Result<Body, Ending> {
         Kind::Maintenance => Ok(Body::Maintenance),
         Kind::StatsSnapshot => Ok(Body::StatsSnapshot),
         Kind::PartitionMaintenance => Ok(Body::PartitionMaintenance),
+        Kind::MatviewRefresh => c
+            .command
+            .trim()
+            .parse::<u32>()
+            .map(|oid| Body::MatviewRefresh(pg_sys::Oid::from(oid)))
+            .map_err(|_| Ending {
+                ok: false,
+                sqlstate: Some("22023".into()),
+                error: Some("matview_refresh job command is not an OID".into()),
+                outcome: Outcome::default(),
+            }),
     }
 }
 

@@ -460,6 +460,10 @@ pub extern "C-unwind" fn pg_perf_scheduler_main(arg: pg_sys::Datum) {
                 return None;
             }
             let next = queue_due(now);
+            let next = match (next, crate::matview::queue_due(dboid, now)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             Some((next, pending_runs()))
         });
         let (next_due, pending) = match step {

@@ -28,6 +28,9 @@ struct Header {
     generation: AtomicU64,
     /// Global operations in flight (see `global_begin`).
     in_progress: AtomicU32,
+    /// Identifies this incarnation of shared memory (the time it was created, in
+    /// microseconds): generations stored elsewhere are only comparable within one.
+    instance: AtomicU64,
 }
 
 /// One source table's state.
@@ -39,6 +42,10 @@ pub struct RegistrySlot {
     /// Writers between their generation bump (PRE_COMMIT) and the end of their commit: their
     /// changes may be visible to some snapshots and not others, so nothing may be stored.
     committing: AtomicU32,
+    /// Armed by a watcher (`watch`) that wants to hear of the next committed change: the
+    /// first writer that ends its commit disarms it and reports it
+    /// (`crate::track::take_watch_fired`).
+    watched: AtomicU32,
 }
 
 struct Shared {
@@ -53,6 +60,13 @@ unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 static SHARED: OnceCell<Shared> = OnceCell::new();
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1)
+}
 
 const fn align8(n: usize) -> usize {
     (n + 7) & !7
@@ -70,9 +84,9 @@ pub(crate) fn startup() {
     let init = |base: *mut u8| {
         // SAFETY: the header lies at the start of the zeroed segment.
         unsafe {
-            (*(base as *mut Header))
-                .generation
-                .store(1, Ordering::Relaxed)
+            let h = &*(base as *mut Header);
+            h.generation.store(1, Ordering::Relaxed);
+            h.instance.store(now_us().max(1), Ordering::Relaxed);
         };
     };
     // SAFETY: called from the shmem_startup hook with the size requested in `request()`;
@@ -166,14 +180,50 @@ pub fn commit_begin(idx: u32) {
     }
 }
 
-/// The writer's commit (or abort after PRE_COMMIT) is over.
-pub fn commit_end(idx: u32) {
+/// The writer's commit (or abort after PRE_COMMIT) is over. Returns true when the slot
+/// was watched (and disarms it).
+pub fn commit_end(idx: u32) -> bool {
     if let Some(s) = shared() {
-        let _ = slot(s, idx)
+        let t = slot(s, idx);
+        let _ = t
             .committing
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
                 Some(v.saturating_sub(1))
             });
+        // Pairs with the fence in `watch`: either the watcher sees this commit's generation
+        // or this load sees its arm (store-load order needs a full fence on both sides).
+        // Load first: the common case (nobody watching) writes nothing.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        return t.watched.load(Ordering::SeqCst) != 0 && t.watched.swap(0, Ordering::AcqRel) != 0;
+    }
+    false
+}
+
+/// Arms a slot: the next writer of the relation to end its commit reports it (see
+/// `crate::track::take_watch_fired`). Used by the managed matviews' scheduler to be woken by
+/// the first change after a refresh instead of polling.
+pub fn watch(idx: u32) {
+    if let Some(s) = shared() {
+        slot(s, idx).watched.store(1, Ordering::SeqCst);
+        // The caller reads generations next: see `commit_end`.
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+}
+
+/// Disarms a slot armed with `watch`.
+pub fn unwatch(idx: u32) {
+    if let Some(s) = shared() {
+        slot(s, idx).watched.store(0, Ordering::Release);
+    }
+}
+
+/// This incarnation of the generations (0 when not attached): a generation read under
+/// another instance (before a restart) says nothing about the current ones.
+pub fn instance() -> u64 {
+    match shared() {
+        // SAFETY: header is live; atomics.
+        Some(s) => unsafe { (*s.header).instance.load(Ordering::Acquire) },
+        None => 0,
     }
 }
 

@@ -41,7 +41,8 @@ use crate::pg::list;
 mod generations;
 
 pub use generations::{
-    bump, global_begin, global_end, global_state, relation_slot, relation_state, REGISTRY_SLOTS,
+    bump, global_begin, global_end, global_state, instance, relation_slot, relation_state, unwatch,
+    watch, REGISTRY_SLOTS,
 };
 use generations::{commit_begin, commit_end};
 pub(crate) use generations::{request, startup};
@@ -59,6 +60,8 @@ struct TrackLocal {
     utility_seen: bool,
     /// Counts such utility statements in this backend (see `utility_epoch`).
     utility_epoch: u64,
+    /// A commit of this backend ended on a watched slot (see `take_watch_fired`).
+    watch_fired: bool,
 }
 
 static LOCAL: BackendLocal<TrackLocal> = BackendLocal::new(TrackLocal {
@@ -68,6 +71,7 @@ static LOCAL: BackendLocal<TrackLocal> = BackendLocal::new(TrackLocal {
     global_held: false,
     utility_seen: false,
     utility_epoch: 0,
+    watch_fired: false,
 });
 
 /// Runs `f` on this backend's change bookkeeping. Closures here are a few lines on
@@ -82,6 +86,12 @@ fn with_local<R>(f: impl FnOnce(&mut TrackLocal) -> R) -> R {
 /// generations must not serve results computed without them).
 pub fn with_written_slots<R>(f: impl FnOnce(&[u32]) -> R) -> R {
     with_local(|l| f(&l.written))
+}
+
+/// True (once) when a transaction of this backend that ended changed a relation someone
+/// `watch`ed: the watcher should be told (see `crate::matview::after_transaction`).
+pub fn take_watch_fired() -> bool {
+    with_local(|l| std::mem::replace(&mut l.watch_fired, false))
 }
 
 /// This transaction ran DDL whose effect is not limited to known relations: nothing that
@@ -297,6 +307,12 @@ pub unsafe fn before_utility(node: *mut pg_sys::Node) -> Option<GlobalOperation>
             }
             return None;
         }
+        // A refreshed materialized view changed (managed views that read it refresh next).
+        T_RefreshMatViewStmt => {
+            // SAFETY: the tag says it is a RefreshMatViewStmt; its relation is a RangeVar.
+            unsafe { note_rangevar((*(node as *mut pg_sys::RefreshMatViewStmt)).relation, false) };
+            return None;
+        }
         // Statements that cannot change what a cached query returns (writes are seen by
         // the invalidation triggers; statements they run come through here themselves).
         // EXPLAIN ANALYZE CREATE TABLE AS runs the CTAS without coming back here.
@@ -319,8 +335,9 @@ pub unsafe fn before_utility(node: *mut pg_sys::Node) -> Option<GlobalOperation>
         | T_DeallocateStmt | T_ListenStmt | T_NotifyStmt | T_UnlistenStmt | T_CheckPointStmt
         | T_VacuumStmt | T_CopyStmt | T_LockStmt | T_DeclareCursorStmt | T_ClosePortalStmt
         | T_FetchStmt | T_CallStmt | T_DoStmt | T_ReindexStmt | T_ClusterStmt
-        | T_RefreshMatViewStmt | T_ConstraintsSetStmt | T_LoadStmt | T_TruncateStmt
-        | T_CommentStmt | T_SecLabelStmt => return None,
+        | T_ConstraintsSetStmt | T_LoadStmt | T_TruncateStmt | T_CommentStmt | T_SecLabelStmt => {
+            return None
+        }
         _ => {}
     }
     with_local(|l| {
@@ -447,7 +464,9 @@ impl Drop for GlobalOperation {
 fn end_writers(l: &mut TrackLocal) {
     if l.committing {
         for &slot in &l.written {
-            commit_end(slot);
+            if commit_end(slot) {
+                l.watch_fired = true;
+            }
         }
         l.committing = false;
     }
