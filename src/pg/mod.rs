@@ -8,6 +8,7 @@ pub mod backend;
 pub mod backend_local;
 pub mod hooks;
 pub mod list;
+pub mod privilege;
 pub mod quote;
 pub mod raw;
 pub mod shmem;
