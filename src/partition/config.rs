@@ -9,7 +9,7 @@
 use pgrx::prelude::*;
 
 use crate::error::PerfError;
-use crate::pg::privilege::{self, Role};
+use crate::pg::privilege;
 
 fn owns(rel: pg_sys::Oid) -> bool {
     // SAFETY: catalog lookup by OID for a relation whose existence the caller checked.

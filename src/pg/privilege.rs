@@ -17,6 +17,7 @@
 //! this hint, not PostgreSQL's bare "permission denied for function", is what a user sees.
 
 use pgrx::prelude::*;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicU32, Ordering};
