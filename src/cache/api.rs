@@ -15,9 +15,9 @@ use super::store::{self, CacheKey, Counter, Format, Lookup, NewEntry, Refusal, R
 use crate::error::PerfError;
 use crate::pg::backend_local::BackendLocal;
 use crate::pg::list;
+use crate::pg::privilege::{self, Role};
 use crate::pg::try_catch::{rethrowing, try_capture, try_capture_query};
 use crate::track;
-use crate::pg::privilege::{self, Role};
 
 /// Declares a result type for a varlena datum handed to PostgreSQL as is (no round trip
 /// through serde): the datum is always of SQL type `$sql` (OID `$oid`).

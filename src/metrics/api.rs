@@ -8,8 +8,8 @@ use pgrx::spi::SpiClient;
 
 use super::exposition::{self, Family, Kind};
 use super::sources::{Source, SOURCES};
-use crate::stats::rollup;
 use crate::pg::privilege::{self, Role};
+use crate::stats::rollup;
 
 /// The source's query with its label columns cast to text and its value columns to
 /// float8, so every source reads the same way whatever types its catalog columns have.

@@ -16,8 +16,8 @@
 //! and, in its hint, the GRANT that would allow it. EXECUTE stays granted to PUBLIC so that
 //! this hint, not PostgreSQL's bare "permission denied for function", is what a user sees.
 
-use pgrx::prelude::*;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicU32, Ordering};

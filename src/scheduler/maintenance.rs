@@ -395,7 +395,10 @@ fn run_maintenance(
         name!(duration_ms, f64),
     ),
 > {
-    privilege::require(if dry_run { Role::Reader } else { Role::Admin }, "perf.run_maintenance()");
+    privilege::require(
+        if dry_run { Role::Reader } else { Role::Admin },
+        "perf.run_maintenance()",
+    );
     if dry_run {
         return TableIterator::new(
             plan()
