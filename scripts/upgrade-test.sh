@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Upgrade test: installs the previous release's SQL (rebuilt from git history), runs
-# ALTER EXTENSION pg_perf UPDATE with today's library, and requires the result to be the same
-# schema as a fresh CREATE EXTENSION (pg_dump of every object the extension owns, and its
-# grants), then runs the regress suite (less the install test) in the upgraded database.
+# ALTER EXTENSION pg_perf UPDATE with today's library, and requires that the old release's
+# rows (a job, its runs, a partition set) are kept and that the result is the same schema as a
+# fresh CREATE EXTENSION (every object the extension owns, described from the catalogs, and
+# its grants), then runs the regress suite (less the install test) in the upgraded database.
 # The previous release is named in sql/upgrades/previous: "<version> <commit>".
 # Usage: scripts/upgrade-test.sh   (expects the test cluster on $TEST_PORT with today's build)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -27,7 +28,28 @@ q -d pg_perf_fresh -c "CREATE EXTENSION pg_perf"
 q -d pg_perf_upgraded -c "CREATE EXTENSION pg_perf VERSION '$old_version'"
 # A table tracked by the old release's result cache must stay tracked across the update.
 q -d pg_perf_upgraded -c "CREATE TABLE upgrade_probe (id int)" -c "SELECT perf.cache_track('upgrade_probe')"
+# State the old release keeps in its tables must survive the update: a job with its run
+# history and a partition set (rows written directly: the old release's SQL functions may not
+# match today's library until the update has run).
+q -d pg_perf_upgraded \
+    -c "INSERT INTO perf.jobs (name, schedule, command, timezone, enabled, owner)
+        VALUES ('upgrade_job', '5 minutes', 'SELECT 1', 'UTC', false, 'postgres'::regrole)" \
+    -c "INSERT INTO perf.job_runs (jobid, trigger, status, scheduled_for)
+        SELECT jobid, 'manual', 'succeeded', now() FROM perf.jobs WHERE name = 'upgrade_job'" \
+    -c "CREATE TABLE upgrade_events (ts timestamptz NOT NULL, v int) PARTITION BY RANGE (ts)" \
+    -c "SELECT count(*) FROM perf.partition_table('upgrade_events', 'ts', '1 day', premake => 2)" >/dev/null
+before=$(q -d pg_perf_upgraded -c "SELECT (SELECT jobid FROM perf.jobs WHERE name = 'upgrade_job') || ' '
+    || (SELECT count(*) FROM perf.job_runs) || ' ' || (SELECT count(*) FROM perf.partition_config)")
 q -d pg_perf_upgraded -c "ALTER EXTENSION pg_perf UPDATE TO '$new_version'"
+after=$(q -d pg_perf_upgraded -c "SELECT (SELECT jobid FROM perf.jobs WHERE name = 'upgrade_job') || ' '
+    || (SELECT count(*) FROM perf.job_runs) || ' ' || (SELECT count(*) FROM perf.partition_config)")
+[ "$before" = "$after" ] || die "state lost in the update: job id, runs, partition sets were '$before', now '$after'"
+# Identity values continue after the kept rows.
+next=$(q -d pg_perf_upgraded -c "INSERT INTO perf.jobs (name, schedule, command, timezone, enabled, owner)
+    VALUES ('upgrade_job2', '5 minutes', 'SELECT 1', 'UTC', false, 'postgres'::regrole) RETURNING jobid > ${before%% *}" | head -n 1)
+[ "$next" = t ] || die "perf.jobs' identity restarted after the update"
+q -d pg_perf_upgraded -c "DELETE FROM perf.jobs" -c "DELETE FROM perf.partition_config" -c "DROP TABLE upgrade_events"
+log "$old_version -> $new_version kept state: job id, runs, partition sets = $after"
 got=$(q -d pg_perf_upgraded -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_perf'")
 [ "$got" = "$new_version" ] || die "after the update the extension is at $got, not $new_version"
 tracked=$(q -d pg_perf_upgraded -c "SELECT count(*) FROM perf.cache_tracked WHERE relid = 'upgrade_probe'::regclass")

@@ -53,6 +53,9 @@ CREATE POLICY jobs_owner ON perf.jobs FOR SELECT
     USING (pg_catalog.pg_has_role(current_user, owner, 'USAGE'));
 CREATE POLICY job_runs_owner ON perf.job_runs FOR SELECT
     USING (EXISTS (SELECT 1 FROM perf.jobs j WHERE j.jobid = job_runs.jobid));
+-- pg_dump keeps the jobs and their history (and ALTER EXTENSION UPDATE keeps every table's rows).
+SELECT pg_catalog.pg_extension_config_dump('perf.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('perf.job_runs', '');
 
 -- One row per job: when it runs next, how its last run went, how many runs in a row failed.
 CREATE VIEW perf.jobs_status WITH (security_invoker = true) AS
@@ -110,6 +113,7 @@ CREATE INDEX maintenance_log_runid ON perf.maintenance_log (runid);
 CREATE INDEX maintenance_log_token ON perf.maintenance_log (token);
 REVOKE ALL ON perf.maintenance_log FROM PUBLIC;
 GRANT SELECT ON perf.maintenance_log TO perf_reader;
+SELECT pg_catalog.pg_extension_config_dump('perf.maintenance_log', '');
 
 -- Snapshots of this database's perf.statements counters (job kind `stats_snapshot`), and
 -- the change between consecutive snapshots per statement: trends over time.
@@ -128,6 +132,7 @@ CREATE TABLE perf.statement_snapshots (
 );
 REVOKE ALL ON perf.statement_snapshots FROM PUBLIC;
 GRANT SELECT ON perf.statement_snapshots TO perf_reader;
+SELECT pg_catalog.pg_extension_config_dump('perf.statement_snapshots', '');
 
 -- Saves a snapshot now; returns the statements saved. Needs perf_admin (a `stats_snapshot`
 -- job runs it as its owner, so the same rule applies to jobs). The check runs here, as the

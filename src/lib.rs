@@ -38,6 +38,7 @@ pub extern "C-unwind" fn _PG_init() {
     pg::shmem::init();
     pg::hooks::install();
     pg::xact::init();
+    pg::inval::init();
     metrics::init();
     scheduler::init();
     partition::init();

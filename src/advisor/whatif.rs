@@ -29,6 +29,7 @@
 #![allow(ffi_unwind_calls)]
 
 use std::ffi::{CStr, CString};
+use std::rc::Rc;
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;
@@ -96,28 +97,52 @@ struct SessionState {
     hidden: Vec<Oid>,
 }
 
-static SESSION: BackendLocal<Option<SessionState>> = BackendLocal::new(None);
+/// The active what-if session. The planner hooks read it through `session()`, which hands
+/// out a shared handle, so no borrow of the backend-local slot outlives one access.
+static SESSION: BackendLocal<Option<Rc<SessionState>>> = BackendLocal::new(None);
 
-#[allow(clippy::mut_from_ref)]
-fn session() -> &'static mut Option<SessionState> {
-    // SAFETY: single-threaded backend; borrows are short and never overlap.
-    unsafe { SESSION.get() }
+fn session() -> Option<Rc<SessionState>> {
+    // SAFETY: a short access that only clones the handle.
+    unsafe { SESSION.with(|s| s.clone()) }
+}
+
+fn session_active() -> bool {
+    // SAFETY: a short read.
+    unsafe { SESSION.with(|s| s.is_some()) }
+}
+
+fn set_session(state: Option<SessionState>) {
+    // SAFETY: a short access; the old state is dropped after it ends.
+    let old = unsafe { SESSION.with(|s| std::mem::replace(s, state.map(Rc::new))) };
+    drop(old);
 }
 
 /// Numbers the expression-sample tables of this backend.
-static mut SAMPLE_TABLES: u64 = 0;
+static SAMPLE_TABLES: BackendLocal<u64> = BackendLocal::new(0);
+
+type SampleKey = (u32, String);
 
 /// Expression samples made in this transaction, by (table, deparsed expression): the
 /// advisor asks about the same expression in thousands of configurations, and sampling it
 /// once is enough. Cleared when the transaction or a subtransaction ends with an abort (a
 /// rolled-back subtransaction drops the tables it created) and at commit (ON COMMIT DROP).
-static SAMPLES: BackendLocal<Option<std::collections::HashMap<(u32, String), Oid>>> =
+static SAMPLES: BackendLocal<Option<std::collections::HashMap<SampleKey, Oid>>> =
     BackendLocal::new(None);
 
-#[allow(clippy::mut_from_ref)]
-fn samples() -> &'static mut std::collections::HashMap<(u32, String), Oid> {
-    // SAFETY: single-threaded backend; borrows are short and never overlap.
-    unsafe { SAMPLES.get().get_or_insert_with(Default::default) }
+fn sample_of(key: &SampleKey) -> Option<Oid> {
+    // SAFETY: a short read.
+    unsafe { SAMPLES.with(|m| m.as_ref().and_then(|m| m.get(key).copied())) }
+}
+
+fn remember_sample(key: SampleKey, oid: Oid) {
+    // SAFETY: a short write.
+    unsafe { SAMPLES.with(|m| m.get_or_insert_with(Default::default).insert(key, oid)) };
+}
+
+fn forget_samples() {
+    // SAFETY: a short write; the map is dropped after the access ends.
+    let old = unsafe { SAMPLES.with(|m| m.take()) };
+    drop(old);
 }
 
 /// Transaction events (called from `crate::xact`).
@@ -126,7 +151,7 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
         event,
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
     ) {
-        *session() = None;
+        set_session(None);
     }
     if matches!(
         event,
@@ -136,16 +161,14 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
             | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
             | pg_sys::XactEvent::XACT_EVENT_PREPARE
     ) {
-        // SAFETY: backend-local; no borrow is live inside a transaction callback.
-        unsafe { *SAMPLES.get() = None };
+        forget_samples();
     }
 }
 
 /// Subtransaction events (called from `crate::xact`).
 pub(crate) fn on_subxact_event(event: pg_sys::SubXactEvent::Type) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        // SAFETY: backend-local; no borrow is live inside a transaction callback.
-        unsafe { *SAMPLES.get() = None };
+        forget_samples();
     }
 }
 
@@ -176,7 +199,7 @@ impl Session {
             sample_expression_stats(h);
             h.distinct_keys = distinct_keys(h, reltuples_of(h.relid));
         }
-        *session() = Some(state);
+        set_session(Some(state));
         Session(())
     }
 
@@ -195,7 +218,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        *session() = None;
+        set_session(None);
     }
 }
 
@@ -243,14 +266,16 @@ fn sample_expression_stats(h: &mut HypoIndex) {
     };
     for ((i, _), text) in exprs.iter().zip(&texts) {
         let cache_key = (h.relid.to_u32(), text.clone());
-        if let Some(&oid) = samples().get(&cache_key) {
+        if let Some(oid) = sample_of(&cache_key) {
             h.expr_stats[*i] = oid;
             continue;
         }
-        // SAFETY: a backend-local counter.
+        // SAFETY: a short access to a backend-local counter.
         let n = unsafe {
-            SAMPLE_TABLES += 1;
-            SAMPLE_TABLES
+            SAMPLE_TABLES.with(|n| {
+                *n += 1;
+                *n
+            })
         };
         let name = format!("pg_perf_whatif_{}_{n}", std::process::id());
         // The empty table is created first (a security-restricted operation may not create
@@ -275,7 +300,7 @@ fn sample_expression_stats(h: &mut HypoIndex) {
         })
         .flatten();
         if let Some(oid) = sampled {
-            samples().insert(cache_key, oid);
+            remember_sample(cache_key, oid);
             h.expr_stats[*i] = oid;
         }
     }
@@ -384,7 +409,7 @@ pub(crate) unsafe extern "C-unwind" fn get_relation_info(
     inhparent: bool,
     rel: *mut pg_sys::RelOptInfo,
 ) {
-    if crate::pg::hooks::prev_get_relation_info().is_none() && session().is_none() {
+    if crate::pg::hooks::prev_get_relation_info().is_none() && !session_active() {
         return;
     }
     // SAFETY: same arguments, handed on to the guarded implementation.

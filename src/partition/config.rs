@@ -111,16 +111,8 @@ fn partition_config_put(parent: Option<pg_sys::Oid>, config: Option<&str>, forge
     .ok()
     .flatten()
     .unwrap_or(pg_sys::BOOTSTRAP_SUPERUSERID.into());
-    let (mut saved_user, mut saved_ctx) = (pg_sys::InvalidOid, 0);
-    // SAFETY: as a SECURITY DEFINER function does: switch the current user for the two
-    // statements below and switch back. On ERROR, (sub)transaction abort restores both.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
+    // As a SECURITY DEFINER function would, for the two statements below.
+    let acting = crate::pg::role::ActingAs::switch(owner);
     let result = Spi::connect_mut(|client| -> Result<(), pgrx::spi::Error> {
         client.update(
             "DELETE FROM perf.partition_config WHERE parent = $1::oid::regclass",
@@ -138,8 +130,7 @@ fn partition_config_put(parent: Option<pg_sys::Oid>, config: Option<&str>, forge
         }
         Ok(())
     });
-    // SAFETY: restores what GetUserIdAndSecContext saved above.
-    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx) };
+    drop(acting);
     if let Err(e) = result {
         crate::error::invalid_argument(
             format!("could not record the partition set: {e}"),

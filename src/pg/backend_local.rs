@@ -35,18 +35,4 @@ impl<T> BackendLocal<T> {
         // SAFETY: per the contract above, this is the only live reference.
         f(unsafe { &mut *self.0.get() })
     }
-
-    /// Unscoped access, kept only for `advisor::whatif` until its owner moves it to
-    /// [`BackendLocal::with`]; new code must not use it.
-    ///
-    /// # Safety
-    /// No other reference obtained from this value may be live while the returned one is
-    /// used.
-    #[doc(hidden)]
-    #[inline]
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn get(&self) -> &mut T {
-        // SAFETY: per the contract above.
-        unsafe { &mut *self.0.get() }
-    }
 }

@@ -32,6 +32,15 @@ pub fn init() {
     }
 }
 
+/// Runs `f` once when the current transaction commits (nothing on abort), guarded like the
+/// handlers: a panic in it is a WARNING. For one-off work a statement asks for, such as
+/// waking a worker after the change it must see is visible.
+pub fn at_commit(f: impl FnOnce() + std::panic::UnwindSafe + std::panic::RefUnwindSafe + 'static) {
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
+        guarded("at-commit", f)
+    });
+}
+
 /// Runs one handler; a panic is reported as a WARNING, never propagated.
 fn guarded(what: &str, f: impl FnOnce()) {
     if catch_unwind(AssertUnwindSafe(f)).is_err() {

@@ -11,7 +11,7 @@ use std::ffi::CString;
 use jiff::tz::TimeZone;
 use pgrx::datum::{Interval, Time, TimestampWithTimeZone};
 use pgrx::prelude::*;
-use pgrx::{PgSqlErrorCode, PgXactCallbackEvent};
+use pgrx::PgSqlErrorCode;
 
 use super::{exec, gucs, shared, Schedule, Window};
 use crate::pg::privilege::{self, Role};
@@ -212,8 +212,7 @@ fn caller() -> pg_sys::Oid {
 /// Writes to the scheduler's catalog as the bootstrap superuser until dropped. An ERROR
 /// in between aborts the (sub)transaction, which restores the user id itself.
 struct AsCatalogOwner {
-    user: pg_sys::Oid,
-    context: i32,
+    _acting: crate::pg::role::ActingAs,
 }
 
 /// Refuses work that writes the scheduler's catalog or needs its workers on a hot standby
@@ -233,24 +232,9 @@ pub(super) fn refuse_in_recovery(what: &str) {
 impl AsCatalogOwner {
     fn switch() -> Self {
         refuse_in_recovery("change scheduled jobs");
-        let mut user = pg_sys::InvalidOid;
-        let mut context = 0;
-        // SAFETY: saving and switching the current user id, as SECURITY DEFINER does.
-        unsafe {
-            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-            pg_sys::SetUserIdAndSecContext(
-                pg_sys::BOOTSTRAP_SUPERUSERID.into(),
-                context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-            );
+        AsCatalogOwner {
+            _acting: crate::pg::role::ActingAs::catalog_owner(),
         }
-        AsCatalogOwner { user, context }
-    }
-}
-
-impl Drop for AsCatalogOwner {
-    fn drop(&mut self) {
-        // SAFETY: restores the values saved in `switch`.
-        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
     }
 }
 
@@ -258,7 +242,7 @@ impl Drop for AsCatalogOwner {
 fn wake_at_commit() {
     // SAFETY: plain read of the backend's database id.
     let db = unsafe { pg_sys::MyDatabaseId };
-    pgrx::register_xact_callback(PgXactCallbackEvent::Commit, move || shared::wake(db));
+    crate::pg::xact::at_commit(move || shared::wake(db));
 }
 
 struct JobRow {

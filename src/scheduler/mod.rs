@@ -123,9 +123,7 @@ pub unsafe fn before_utility(pstmt: *mut pgrx::pg_sys::PlannedStmt) {
                     && names_pg_perf((*stmt).objects)
                 {
                     let db = pg_sys::MyDatabaseId;
-                    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
-                        shared::wake(db)
-                    });
+                    crate::pg::xact::at_commit(move || shared::wake(db));
                 }
             }
             pg_sys::NodeTag::T_CreateExtensionStmt => {
@@ -134,9 +132,7 @@ pub unsafe fn before_utility(pstmt: *mut pgrx::pg_sys::PlannedStmt) {
                     && std::ffi::CStr::from_ptr((*stmt).extname).to_bytes() == b"pg_perf"
                 {
                     let db = pg_sys::MyDatabaseId;
-                    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
-                        shared::wake_launcher(Some(db))
-                    });
+                    crate::pg::xact::at_commit(move || shared::wake_launcher(Some(db)));
                 }
             }
             _ => {}

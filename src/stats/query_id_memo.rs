@@ -65,7 +65,6 @@ struct Memo {
     templates: Vec<TemplateSlot>,
     /// Set by invalidation callbacks; the next lookup empties the memo.
     stale: bool,
-    callbacks_registered: bool,
     /// Reused buffer for the fingerprint stream (no allocation per statement).
     stream: Vec<u8>,
     hits: u64,
@@ -78,7 +77,6 @@ static MEMO: BackendLocal<Memo> = BackendLocal::new(Memo {
         query_id: 0,
     }; SLOTS],
     stale: false,
-    callbacks_registered: false,
     templates: Vec::new(),
     stream: Vec::new(),
     hits: 0,
@@ -137,7 +135,6 @@ pub unsafe fn assign(
             with_memo(|m| m.misses += 1);
             return jumble(query, source);
         }
-        register_callbacks();
         let (location, len) = ((*query).stmt_location, (*query).stmt_len);
         // Ok(query id) on a hit, Err(memo key, if the text has one) on a miss.
         let found = with_memo(|m| {
@@ -339,57 +336,8 @@ unsafe fn verify(
     }
 }
 
-unsafe extern "C-unwind" fn on_syscache_invalidation(
-    _arg: pg_sys::Datum,
-    _cache_id: i32,
-    _hash: u32,
-) {
-    // Callbacks run on the backend's thread, never while a `with_memo` closure runs.
+/// A catalog changed (called by `pg::inval`'s callbacks, on the backend's thread, never
+/// while a `with_memo` closure runs): the next lookup empties the memo.
+pub(crate) fn on_catalog_change() {
     with_memo(|m| m.stale = true);
-}
-
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
-    // As above.
-    with_memo(|m| m.stale = true);
-}
-
-/// Registers the invalidation callbacks once per backend.
-#[inline(always)]
-fn register_callbacks() {
-    if !with_memo(|m| m.callbacks_registered) {
-        register_callbacks_now();
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn register_callbacks_now() {
-    use pg_sys::SysCacheIdentifier::*;
-    with_memo(|m| m.callbacks_registered = true);
-    // SAFETY: registration runs once per backend, outside any critical section.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(
-            Some(on_relcache_invalidation),
-            pg_sys::Datum::from(0),
-        );
-        for cache in [
-            RELNAMENSP,
-            ATTNAME,
-            TYPEOID,
-            PROCOID,
-            OPEROID,
-            CASTSOURCETARGET,
-            COLLOID,
-            NAMESPACEOID,
-            AUTHOID,
-            CLAOID,
-            AMOPSTRATEGY,
-        ] {
-            pg_sys::CacheRegisterSyscacheCallback(
-                cache as i32,
-                Some(on_syscache_invalidation),
-                pg_sys::Datum::from(0),
-            );
-        }
-    }
 }
