@@ -35,6 +35,7 @@ DECLARE
     r regclass;
     kind "char";
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.cache_track()');
     IF rel IS NULL THEN
         RAISE EXCEPTION 'perf.cache_track: rel must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
@@ -78,6 +79,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r regclass;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.cache_untrack()');
     IF rel IS NULL THEN
         RAISE EXCEPTION 'perf.cache_untrack: rel must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
@@ -91,7 +93,6 @@ BEGIN
 END
 $$;
 
--- Application roles call the cache (and read their own statement statistics); flushing
--- everything is for administrators.
+-- Application roles call the cache (and read their own statement statistics); tracking,
+-- invalidating and flushing are for perf_admin, checked inside each function.
 GRANT USAGE ON SCHEMA perf TO PUBLIC;
-REVOKE EXECUTE ON FUNCTION perf.cache_flush() FROM PUBLIC;

@@ -27,6 +27,7 @@ DECLARE
     detail text;
     st text;
 BEGIN
+    PERFORM perf._require_role('perf_reader', 'perf.health()');
     -- Buffer cache hit ratio of this database (judged once 1,000 blocks were requested).
     SELECT CASE WHEN blks_hit + blks_read >= 1000 THEN blks_hit::float8 / (blks_hit + blks_read) END
       INTO v FROM pg_stat_database WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database());

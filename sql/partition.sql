@@ -32,7 +32,7 @@ CREATE TABLE perf.partition_config (
     created           timestamptz NOT NULL DEFAULT now()
 );
 REVOKE ALL ON perf.partition_config FROM PUBLIC;
-GRANT SELECT ON perf.partition_config TO PUBLIC;
+GRANT SELECT ON perf.partition_config TO perf_reader;
 SELECT pg_catalog.pg_extension_config_dump('perf.partition_config', '');
 
 -- The time partition maintenance treats as now: perf.partition_now if set, else now().
@@ -298,6 +298,7 @@ DECLARE
     owner_name name := owner;
     i int;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf._partition_maintain_set()');
     IF c.kind = 'hash' THEN
         RETURN;
     END IF;
@@ -576,6 +577,7 @@ DECLARE
     r record;
     want regclass := parent;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.partition_maintenance()');
     IF want IS NOT NULL THEN
         SELECT * INTO c FROM perf.partition_config WHERE partition_config.parent = want;
         IF NOT FOUND THEN
@@ -652,6 +654,7 @@ DECLARE
     r record;
     i int;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf._partition_convert()');
     SELECT n2.nspname, k.relname, ro.rolname INTO nsp, pname, owner_name
       FROM pg_class k JOIN pg_namespace n2 ON n2.oid = k.relnamespace
       JOIN pg_roles ro ON ro.oid = k.relowner WHERE k.oid = old;
@@ -915,6 +918,7 @@ DECLARE
     lo text;
     hi text;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf._partition_create_initial()');
     IF c.template IS NOT NULL THEN
         SELECT coalesce(format(' WITH (%s)', array_to_string(reloptions, ', ')), '') INTO opts
           FROM pg_class WHERE oid = c.template;
@@ -1012,6 +1016,7 @@ DECLARE
     keydef text;
     is_plain boolean;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.partition_table()');
     IF p IS NULL OR col IS NULL OR step IS NULL THEN
         RAISE EXCEPTION 'parent, column and interval must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -1181,6 +1186,7 @@ DECLARE
     t text;
     i int;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.partition_table()');
     IF p IS NULL OR col IS NULL OR n IS NULL THEN
         RAISE EXCEPTION 'parent, column and hash_partitions must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -1220,7 +1226,10 @@ END $$;
 
 -- Stops managing a set (its partitions stay as they are).
 CREATE FUNCTION perf.partition_forget(parent regclass) RETURNS void
-LANGUAGE sql VOLATILE STRICT AS $$ SELECT perf._partition_config_put($1, NULL, true) $$;
+LANGUAGE sql VOLATILE STRICT AS $$
+    SELECT perf._require_role('perf_admin', 'perf.partition_forget()');
+    SELECT perf._partition_config_put($1, NULL, true)
+$$;
 
 -- Exact row count of one table (not its partitions).
 CREATE FUNCTION perf._partition_count(rel regclass) RETURNS bigint
@@ -1245,7 +1254,7 @@ SELECT f.parent, f.control AS "column", f.control_type, f.kind, f.step AS "inter
            AND pg_get_expr(k.relpartbound, k.oid) = 'DEFAULT') AS rows_in_default_estimate
   FROM perf.partition_config f
  WHERE EXISTS (SELECT FROM pg_class k WHERE k.oid = f.parent);
-GRANT SELECT ON perf.partition_sets TO PUBLIC;
+GRANT SELECT ON perf.partition_sets TO perf_reader;
 
 -- Every partition of every set: bounds, estimated rows, size; for the default partition,
 -- the exact number of rows in it (counted only when the catalog estimate is not zero).
@@ -1261,7 +1270,7 @@ SELECT f.parent, i.inhrelid::regclass AS partition,
   FROM perf.partition_config f
   JOIN pg_inherits i ON i.inhparent = f.parent
   JOIN pg_class k ON k.oid = i.inhrelid;
-GRANT SELECT ON perf.partitions TO PUBLIC;
+GRANT SELECT ON perf.partitions TO perf_reader;
 
 -- Long partition work running now in this database (see progress.rs).
 CREATE VIEW perf.partition_progress AS
@@ -1269,4 +1278,4 @@ SELECT p.pid, p.relid::regclass AS relation, p.phase, p.rows_done, p.rows_total,
        p.partitions_done, p.started
   FROM perf.partition_progress_all() p
  WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database());
-GRANT SELECT ON perf.partition_progress TO PUBLIC;
+GRANT SELECT ON perf.partition_progress TO perf_reader;

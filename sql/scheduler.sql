@@ -113,7 +113,7 @@ CREATE TABLE perf.maintenance_log (
 CREATE INDEX maintenance_log_runid ON perf.maintenance_log (runid);
 CREATE INDEX maintenance_log_token ON perf.maintenance_log (token);
 REVOKE ALL ON perf.maintenance_log FROM PUBLIC;
-GRANT SELECT ON perf.maintenance_log TO PUBLIC;
+GRANT SELECT ON perf.maintenance_log TO perf_reader;
 SELECT pg_catalog.pg_extension_config_dump('perf.maintenance_log', '');
 
 -- Snapshots of this database's perf.statements counters (job kind `stats_snapshot`), and
@@ -132,12 +132,23 @@ CREATE TABLE perf.statement_snapshots (
     PRIMARY KEY (taken_at, userid, toplevel, queryid)
 );
 REVOKE ALL ON perf.statement_snapshots FROM PUBLIC;
+GRANT SELECT ON perf.statement_snapshots TO perf_reader;
 SELECT pg_catalog.pg_extension_config_dump('perf.statement_snapshots', '');
 
--- Saves a snapshot now; returns the statements saved. EXECUTE is revoked from PUBLIC: it
--- is for superusers and the roles they grant it to (a `stats_snapshot` job runs it as its
--- owner, so the same rule applies to jobs).
+-- Saves a snapshot now; returns the statements saved. Needs perf_admin (a `stats_snapshot`
+-- job runs it as its owner, so the same rule applies to jobs). The check runs here, as the
+-- caller; only then does perf._stats_snapshot_save() write as the table's owner.
 CREATE FUNCTION perf.stats_snapshot() RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.stats_snapshot()');
+    RETURN perf._stats_snapshot_save();
+END $$;
+
+-- The writer behind perf.stats_snapshot(): SECURITY DEFINER so that nobody needs INSERT on
+-- perf.statement_snapshots; EXECUTE only for perf_admin (PUBLIC calls perf.stats_snapshot(),
+-- whose check names the role to grant).
+CREATE FUNCTION perf._stats_snapshot_save() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE n bigint;
 BEGIN
@@ -150,7 +161,8 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
-REVOKE EXECUTE ON FUNCTION perf.stats_snapshot() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION perf._stats_snapshot_save() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION perf._stats_snapshot_save() TO perf_admin;
 
 CREATE VIEW perf.statement_trends AS
 SELECT taken_at, userid::regrole AS role, toplevel, queryid,
@@ -163,3 +175,4 @@ SELECT taken_at, userid::regrole AS role, toplevel, queryid,
        p95_exec_time
   FROM perf.statement_snapshots
 WINDOW w AS (PARTITION BY userid, toplevel, queryid ORDER BY taken_at);
+GRANT SELECT ON perf.statement_trends TO perf_reader;

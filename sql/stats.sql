@@ -97,6 +97,7 @@ CREATE FUNCTION perf.unused_indexes(min_bytes bigint DEFAULT 0)
 RETURNS TABLE (index regclass, relation regclass, index_bytes bigint, idx_scan bigint,
                reason text, drop_ddl text)
 LANGUAGE sql STABLE AS $$
+    SELECT perf._require_role('perf_reader', 'perf.unused_indexes()');
     SELECT i.indexrelid::regclass,
            i.indrelid::regclass,
            pg_relation_size(i.indexrelid),
@@ -123,6 +124,7 @@ CREATE FUNCTION perf.duplicate_indexes()
 RETURNS TABLE (index regclass, covered_by regclass, relation regclass, reason text,
                index_bytes bigint, drop_ddl text)
 LANGUAGE sql STABLE AS $$
+    SELECT perf._require_role('perf_reader', 'perf.duplicate_indexes()');
     WITH idx AS (
         SELECT i.indexrelid, i.indrelid, c.relam, i.indnkeyatts AS nkeys, i.indnatts AS natts,
                i.indisunique OR i.indisprimary AS is_unique,
@@ -169,5 +171,9 @@ LANGUAGE sql STABLE AS $$
      ORDER BY 3, 1
 $$;
 
--- Resetting statistics is for administrators (as with pg_stat_statements_reset()).
-REVOKE EXECUTE ON FUNCTION perf.reset_stats(oid, oid, bigint) FROM PUBLIC;
+-- Who reads what (README.md, "Roles and privileges"): every role its own statements (the
+-- text-visibility rule is applied inside perf.query_stats()), perf_reader the per-table view.
+-- perf.reset_stats() is for perf_admin: it checks inside (perf._require_role), so EXECUTE
+-- stays with PUBLIC and a refusal names the role to grant.
+GRANT SELECT ON perf.statements, perf.predicates, perf.predicate_stats TO PUBLIC;
+GRANT SELECT ON perf.table_access TO perf_reader;

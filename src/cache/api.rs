@@ -15,6 +15,7 @@ use super::store::{self, CacheKey, Counter, Format, Lookup, NewEntry, Refusal, R
 use crate::error::PerfError;
 use crate::pg::backend_local::BackendLocal;
 use crate::pg::list;
+use crate::pg::privilege::{self, Role};
 use crate::pg::try_catch::{rethrowing, try_capture, try_capture_query};
 use crate::track;
 
@@ -923,6 +924,7 @@ fn cache_stats() -> TableIterator<
         name!(refusals, i64),
     ),
 > {
+    privilege::require(Role::Reader, "perf.cache_stats()");
     let (entries, bytes, capacity) = store::usage();
     let hits = store::counter(Counter::Hits);
     let misses = store::counter(Counter::Misses);
@@ -946,6 +948,7 @@ fn cache_stats() -> TableIterator<
 /// How often results were not cached, by reason.
 #[pg_extern(volatile, parallel_safe)]
 fn cache_refusals() -> TableIterator<'static, (name!(reason, String), name!(count, i64))> {
+    privilege::require(Role::Reader, "perf.cache_refusals()");
     TableIterator::new(
         Refusal::ALL
             .iter()
@@ -973,6 +976,7 @@ fn cache_entries() -> TableIterator<
         name!(relations, Vec<pg_sys::Oid>),
     ),
 > {
+    privilege::require(Role::Reader, "perf.cache_entries()");
     // SAFETY: privilege check and plain reads of backend globals.
     let (all, me, db) = unsafe {
         (
@@ -1013,6 +1017,7 @@ fn cache_entries() -> TableIterator<
 /// (SQL callers use `perf.cache_invalidate(regclass)`, defined in sql/cache.sql.)
 #[pg_extern(volatile)]
 fn cache_invalidate_oid(rel: pg_sys::Oid) -> i64 {
+    privilege::require(Role::Admin, "perf.cache_invalidate()");
     // SAFETY: catalog lookups by OID (the owner check only for an existing relation) and
     // plain reads of backend globals.
     let (owner, db) = unsafe {
@@ -1057,6 +1062,7 @@ fn cache_invalidate_oid(rel: pg_sys::Oid) -> i64 {
 /// Drops every cached result; returns how many.
 #[pg_extern(volatile)]
 fn cache_flush() -> i64 {
+    privilege::require(Role::Admin, "perf.cache_flush()");
     track::global_begin();
     track::global_end();
     store::invalidate(|_, _| true) as i64

@@ -8,6 +8,7 @@ use pgrx::spi::SpiClient;
 
 use super::exposition::{self, Family, Kind};
 use super::sources::{Source, SOURCES};
+use crate::pg::privilege::{self, Role};
 use crate::stats::rollup;
 
 /// The source's query with its label columns cast to text and its value columns to
@@ -160,6 +161,7 @@ fn statement_families(names: &HashMap<u32, String>) -> Vec<Family> {
 /// roles without pg_read_all_stats); per-table figures are the current database's.
 #[pg_extern(volatile, parallel_safe)]
 fn metrics() -> String {
+    privilege::require(Role::Reader, "perf.metrics()");
     let mut families = Vec::new();
     let mut up = Family::new(
         "pg_up",
@@ -198,6 +200,7 @@ fn database_stats() -> TableIterator<
         name!(p99_seconds, Option<f64>),
     ),
 > {
+    privilege::require(Role::Reader, "perf.database_stats()");
     let names = Spi::connect(database_names);
     let rows: Vec<_> = rollup::per_database()
         .into_iter()

@@ -9,6 +9,7 @@
 use pgrx::prelude::*;
 
 use crate::error::PerfError;
+use crate::pg::privilege;
 
 fn owns(rel: pg_sys::Oid) -> bool {
     // SAFETY: catalog lookup by OID for a relation whose existence the caller checked.
@@ -51,6 +52,7 @@ fn require_owner(rel: pg_sys::Oid, what: &str) {
 /// CREATE on a `schema:<name>` retention target.
 #[pg_extern(volatile, parallel_unsafe, name = "_partition_config_put")]
 fn partition_config_put(parent: Option<pg_sys::Oid>, config: Option<&str>, forget: Option<bool>) {
+    privilege::require_in_admin_call("perf._partition_config_put()");
     let (Some(parent), Some(forget)) = (parent, forget) else {
         crate::error::invalid_argument(
             "parent and forget must not be NULL",

@@ -44,6 +44,7 @@ pgrx::extension_sql_file!(
         partition::config::partition_config_put,
         partition::progress::partition_progress_update,
         partition::progress::partition_progress_done,
-        partition::progress::partition_progress_all
+        partition::progress::partition_progress_all,
+        pg::privilege::require_role_sql
     ]
 );

@@ -19,6 +19,7 @@ use std::time::Instant;
 use pgrx::prelude::*;
 
 use crate::error::invalid_argument;
+use crate::pg::privilege::{self, Role};
 
 /// Concurrent long partition operations whose progress is shown.
 pub const SLOTS: usize = 32;
@@ -143,6 +144,7 @@ fn partition_progress_update(
     rows_total: i64,
     parts_done: i64,
 ) {
+    privilege::require_in_admin_call("perf._partition_progress()");
     let Some(code) = PHASES.iter().skip(1).position(|p| *p == phase) else {
         invalid_argument(
             format!("unknown partition progress phase \"{phase}\""),
@@ -199,6 +201,7 @@ fn partition_progress_update(
 /// Marks this backend's long partition operation finished (frees its progress slot).
 #[pg_extern(volatile, parallel_unsafe, name = "_partition_progress_done")]
 fn partition_progress_done() {
+    privilege::require_in_admin_call("perf._partition_progress_done()");
     LAST_NOTICE.set(None);
     if let (Some(slots), Some(i)) = (slots(), MY_SLOT.get()) {
         // SAFETY: plain read of a backend global.
@@ -226,6 +229,7 @@ fn partition_progress_all() -> TableIterator<
         name!(started, Option<TimestampWithTimeZone>),
     ),
 > {
+    privilege::require(Role::Reader, "perf.partition_progress_all()");
     let mut rows = Vec::new();
     if let Some(slots) = slots() {
         for s in slots {

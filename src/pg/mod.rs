@@ -11,6 +11,7 @@ pub mod backend_local;
 pub mod hooks;
 pub mod inval;
 pub mod list;
+pub mod privilege;
 pub mod quote;
 pub mod raw;
 pub mod role;

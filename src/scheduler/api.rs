@@ -14,6 +14,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use super::{exec, gucs, shared, Schedule, Window};
+use crate::pg::privilege::{self, Role};
 
 /// Job kinds: what the command of a job means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,6 +338,7 @@ fn schedule(
     window_end: default!(Option<Time>, "NULL"),
     enabled: default!(Option<bool>, true),
 ) -> i64 {
+    privilege::require(Role::Admin, "perf.schedule()");
     let name = required(name, "name");
     let schedule = required(schedule, "schedule");
     let command = required(command, "command");
@@ -425,6 +427,7 @@ fn alter_job(
     clear_max_runtime: default!(Option<bool>, false),
     clear_window: default!(Option<bool>, false),
 ) -> bool {
+    privilege::require(Role::Admin, "perf.alter_job()");
     let name = required(name, "name");
     let clear_max_runtime = required(clear_max_runtime, "clear_max_runtime");
     let clear_window = required(clear_window, "clear_window");
@@ -500,6 +503,7 @@ fn alter_job(
 /// Removes a job and its run history. A run in progress finishes; it is not recorded.
 #[pg_extern(volatile, parallel_unsafe)]
 fn unschedule(name: Option<&str>) -> bool {
+    privilege::require(Role::Admin, "perf.unschedule()");
     let name = required(name, "name");
     let who = caller();
     let _as = AsCatalogOwner::switch();
@@ -518,6 +522,7 @@ fn unschedule(name: Option<&str>) -> bool {
 /// perf.job_runs. The run starts when this transaction commits.
 #[pg_extern(volatile, parallel_unsafe)]
 fn run_job(name: Option<&str>) -> i64 {
+    privilege::require(Role::Admin, "perf.run_job()");
     let name = required(name, "name");
     let who = caller();
     let _as = AsCatalogOwner::switch();
@@ -569,17 +574,10 @@ fn job_next_run(
     TimestampWithTimeZone::try_from(super::to_pg(t)).ok()
 }
 
-/// Wakes this database's scheduler (after changing perf.jobs by hand, say). Superuser only.
+/// Wakes this database's scheduler (after changing perf.jobs by hand, say). perf_admin.
 #[pg_extern(volatile, parallel_unsafe)]
 fn scheduler_wake() -> bool {
-    // SAFETY: catalog lookup of the current user.
-    if !unsafe { pg_sys::superuser() } {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            "perf.scheduler_wake() is for superusers".into(),
-            "perf.schedule()/perf.alter_job()/perf.run_job() wake the scheduler themselves.",
-        );
-    }
+    privilege::require(Role::Admin, "perf.scheduler_wake()");
     wake_at_commit();
     true
 }

@@ -22,6 +22,7 @@ use pgrx::prelude::*;
 use super::exec;
 use super::gucs;
 use super::policy::{self, Action, IndexFacts, TableFacts, Thresholds};
+use crate::pg::privilege::{self, Role};
 
 /// One planned action.
 #[derive(Debug, Clone)]
@@ -363,6 +364,7 @@ fn maintenance_plan() -> TableIterator<
         name!(runs_now, bool),
     ),
 > {
+    privilege::require(Role::Reader, "perf.maintenance_plan()");
     TableIterator::new(plan().into_iter().map(|i| {
         (
             i.action.as_str().to_string(),
@@ -393,6 +395,10 @@ fn run_maintenance(
         name!(duration_ms, f64),
     ),
 > {
+    privilege::require(
+        if dry_run { Role::Reader } else { Role::Admin },
+        "perf.run_maintenance()",
+    );
     if dry_run {
         return TableIterator::new(
             plan()

@@ -13,6 +13,7 @@ use super::shmem::{self, EntrySnapshot, PredicateKind, StatKey};
 use super::why_slow::{self, Finding, PlanContext, Severity};
 use super::workload::{self, caller_reads_all as can_read_all, current_db_id, current_user_id};
 use crate::error::{invalid_argument, PerfError};
+use crate::pg::privilege::{self, Role};
 
 fn require_shmem() {
     if !shmem::available() {
@@ -534,6 +535,7 @@ fn stats_info() -> TableIterator<
         name!(stats_reset, Option<TimestampWithTimeZone>),
     ),
 > {
+    privilege::require(Role::Reader, "perf.stats_info()");
     require_shmem();
     let i = shmem::info();
     TableIterator::once((
@@ -566,6 +568,7 @@ fn reset_stats(
     dbid: default!(pg_sys::Oid, 0),
     queryid: default!(i64, 0),
 ) -> i64 {
+    privilege::require(Role::Admin, "perf.reset_stats()");
     require_shmem();
     let (u, d) = (userid.to_u32(), dbid.to_u32());
     shmem::reset(|k| {

@@ -9,6 +9,7 @@ pgrx::extension_sql_file!(
     requires = [
         stats::api::query_stats,
         stats::api::query_predicates,
-        stats::api::reset_stats
+        stats::api::reset_stats,
+        pg::privilege::require_role_sql
     ]
 );

@@ -212,6 +212,9 @@ def plain_role(connect, fresh_db):
     admin = connect()
     name = "fuzz_" + fresh_db
     admin.execute(f'CREATE ROLE "{name}" LOGIN')
+    # With pg_perf's roles, so that hostile input reaches each function's non-superuser
+    # paths instead of stopping at the role check (test_roles.py covers the check).
+    admin.execute(f'GRANT perf_admin TO "{name}"')
     yield name
     # A new connection: a crash during the test may have broken the first one.
     with psycopg.connect(dsn(fresh_db), autocommit=True) as c:

@@ -90,6 +90,7 @@ def test_metrics_as_a_plain_role(connect):
     c = connect()
     c.execute("DROP ROLE IF EXISTS metrics_reader")
     c.execute("CREATE ROLE metrics_reader LOGIN")
+    c.execute("GRANT perf_reader TO metrics_reader")
     try:
         with psycopg.connect(dsn(c.info.dbname, user="metrics_reader"), autocommit=True) as r:
             text, fams = scrape(r)

@@ -192,6 +192,7 @@ def test_job_runs_as_the_role_that_scheduled_it(connect, fresh_db):
     c = connect()
     role = "alice_" + uuid.uuid4().hex[:6]
     c.execute(f"CREATE ROLE {role} LOGIN")
+    c.execute(f"GRANT perf_admin TO {role}")  # scheduling needs it; it gives no other privilege
     try:
         c.execute("CREATE TABLE secret (x int)")
         c.execute("INSERT INTO secret VALUES (1)")
@@ -206,7 +207,9 @@ def test_job_runs_as_the_role_that_scheduled_it(connect, fresh_db):
                       f"'INSERT INTO {role}_own SELECT current_user, "
                       f"pg_has_role(current_user, ''pg_read_server_files'', ''USAGE'')::text')")
             a.execute("SELECT perf.schedule('snap', '1 day', '', kind => 'stats_snapshot')")
-            ids = [a.execute("SELECT perf.run_job(%s)", (n,)).fetchone()[0]
+            # Without perf_admin now: the snapshot job, run as its owner, must be refused.
+            c.execute(f"REVOKE perf_admin FROM {role}")
+            ids = [c.execute("SELECT perf.run_job(%s)", (n,)).fetchone()[0]
                    for n in ("steal", "escalate", "superuser_only", "whoami", "snap")]
             res = [wait_for(lambda i=i: finished(a, i), timeout=20) for i in ids]
         assert res[0][0] == "failed" and res[0][1] == "42501", res[0]
@@ -465,6 +468,7 @@ def test_partition_maintenance_job_drains_default_of_the_owners_sets_only(connec
     admin.execute("DROP ROLE IF EXISTS part_owner")
     admin.execute("CREATE ROLE part_owner LOGIN")
     admin.execute("GRANT CREATE ON SCHEMA public TO part_owner")
+    admin.execute("GRANT perf_admin TO part_owner")  # partitioning and scheduling need it
     try:
         with psycopg.connect(dsn(fresh_db, user="part_owner"), autocommit=True) as c:
             c.execute("CREATE TABLE ev (at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)")

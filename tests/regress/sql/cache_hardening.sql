@@ -4,6 +4,9 @@
 SET client_min_messages = warning;
 DROP ROLE IF EXISTS regress_cache_plain;
 CREATE ROLE regress_cache_plain;
+-- perf_admin, so that what is tested below is the table-owner rule (the role check itself is
+-- tested in stats.sql and tests/integration/test_roles.py); it gives no write privilege.
+GRANT perf_admin TO regress_cache_plain;
 RESET client_min_messages;
 
 -- The SQLSTATE a statement fails with ('ok' if it does not fail).

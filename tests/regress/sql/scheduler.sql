@@ -62,6 +62,7 @@ SELECT perf.alter_job('r_daily', clear_window => true, clear_max_runtime => true
 SELECT window_start, window_end, max_runtime FROM perf.jobs WHERE name = 'r_daily';
 -- another role sees only its own jobs and cannot touch the catalog or others' jobs
 CREATE ROLE r_sched_other;
+GRANT perf_admin TO r_sched_other;  -- the job-owner rule is tested here, not the role check
 SET ROLE r_sched_other;
 SELECT count(*) AS visible FROM perf.jobs WHERE name = 'r_yearly';
 SELECT pg_temp.try($$SELECT perf.alter_job('r_yearly', enabled => false)$$);

@@ -42,8 +42,13 @@ SELECT index, covered_by, reason, drop_ddl FROM perf.duplicate_indexes() ORDER B
 SELECT index, relation, drop_ddl FROM perf.unused_indexes() ORDER BY 1;
 SELECT relation, statements_filtering, filtered_columns FROM perf.table_access;
 
--- resetting statistics is for superusers only
-SELECT has_function_privilege('public', 'perf.reset_stats(oid,oid,bigint)', 'EXECUTE') AS public_can_reset;
+-- resetting statistics is for perf_admin (and superusers): a plain role is refused (42501)
+CREATE ROLE regress_stats_plain;
+SET ROLE regress_stats_plain;
+DO $$ BEGIN PERFORM perf.reset_stats();
+EXCEPTION WHEN insufficient_privilege THEN RAISE NOTICE 'refused: %', SQLERRM; END $$;
+RESET ROLE;
+DROP ROLE regress_stats_plain;
 SELECT perf.reset_stats(queryid => 1) AS removed_none;
 
 -- query ids: a repeated statement text (other constants) is answered from this
