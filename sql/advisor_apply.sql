@@ -50,12 +50,11 @@ CREATE TABLE perf.index_application_statements (
 );
 
 REVOKE ALL ON perf.index_applications, perf.index_application_statements FROM PUBLIC;
-GRANT SELECT ON perf.index_applications, perf.index_application_statements TO PUBLIC;
+GRANT SELECT ON perf.index_applications, perf.index_application_statements TO perf_reader;
 SELECT pg_catalog.pg_extension_config_dump('perf.index_applications', '');
 SELECT pg_catalog.pg_extension_config_dump('perf.index_applications_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('perf.index_application_statements', '');
 
--- role: reader
 -- Per remembered statement of each applied index: mean latency before (pg_perf's counters
 -- when perf.apply_index() was called) and after (the change of calls and total time since
 -- the index was built), the measured gain and the time it saved (negative: it cost).
@@ -93,9 +92,9 @@ SELECT application_id, queryid, relation, query,
              / nullif(mean_ms_before, 0)::numeric, 1)::float8 AS gain_pct,
        CASE WHEN calls_after > 0 THEN calls_after * mean_ms_before - total_ms_after END AS saved_ms
   FROM m;
-GRANT SELECT ON perf.index_outcome_statements TO PUBLIC;
+REVOKE ALL ON perf.index_outcome_statements FROM PUBLIC;
+GRANT SELECT ON perf.index_outcome_statements TO perf_reader;
 
--- role: reader
 -- One row per perf.apply_index() call: the build's status, the index's size, scans and
 -- write cost since the build, the measured latency of the statements it was meant to help
 -- before and after, and a verdict. pays_off is false for an index that did not pay off
@@ -198,4 +197,5 @@ SELECT w.id,
   FROM w
   LEFT JOIN pg_catalog.pg_class ic ON ic.oid = w.ioid AND w.index_exists
   LEFT JOIN pg_catalog.pg_namespace ns ON ns.oid = ic.relnamespace;
-GRANT SELECT ON perf.index_outcomes TO PUBLIC;
+REVOKE ALL ON perf.index_outcomes FROM PUBLIC;
+GRANT SELECT ON perf.index_outcomes TO perf_reader;

@@ -42,8 +42,8 @@ CREATE TABLE perf.matview_sources (
 SELECT pg_catalog.pg_extension_config_dump('perf.matviews', '');
 SELECT pg_catalog.pg_extension_config_dump('perf.matview_sources', '');
 REVOKE ALL ON perf.matviews, perf.matview_sources FROM PUBLIC;
+GRANT SELECT ON perf.matviews, perf.matview_sources TO perf_reader;
 
--- role: admin
 -- Keeps a materialized view fresh: refreshed (as its owner) when a source changed and
 -- min_interval passed (on_change), at the first `schedule` slot after a change (cron or
 -- interval, in perf.scheduler_timezone or the session's TimeZone), or once a change is
@@ -60,14 +60,12 @@ RETURNS void LANGUAGE sql VOLATILE AS $$
     SELECT perf.matview_manage_oid($1::oid, $2, $3, $4, $5, $6)
 $$;
 
--- role: admin
 -- Stops refreshing a view (its job and state are removed; tracking triggers stay).
 CREATE FUNCTION perf.unmanage_matview(view regclass)
 RETURNS void LANGUAGE sql VOLATILE AS $$
     SELECT perf.matview_unmanage_oid($1::oid)
 $$;
 
--- role: reader
 -- One row per managed view: when it was refreshed and how long it took, how many changes
 -- its sources saw since (NULL: cannot tell, e.g. after a restart), whether it is stale,
 -- when it refreshes next, how (concurrent/plain and why), and its last error.
@@ -124,7 +122,8 @@ SELECT m.view::regclass AS view,
                       ORDER BY r.runid DESC LIMIT 1) le ON true
  WHERE pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE')
     OR pg_catalog.has_table_privilege(current_user, c.oid, 'SELECT');
-GRANT SELECT ON perf.matview_status TO PUBLIC;
+REVOKE ALL ON perf.matview_status FROM PUBLIC;
+GRANT SELECT ON perf.matview_status TO perf_reader;
 
 -- Dropping a managed view removes its job and state (sql_drop event trigger).
 CREATE FUNCTION perf.matview_dropped() RETURNS event_trigger

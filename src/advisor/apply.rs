@@ -540,9 +540,9 @@ fn check_worker() {
 /// scheduler run as the caller; 'inline' builds it now, in this transaction, without
 /// CONCURRENTLY (writes to the table wait until the transaction ends). First it remembers
 /// the captured statements the index should help, with their latency so far.
-// role: admin
 #[pg_extern(volatile, parallel_unsafe)]
 fn apply_index(ddl: Option<&str>, mode: default!(Option<&str>, "'worker'")) -> i64 {
+    crate::pg::privilege::require(crate::pg::privilege::Role::Admin, "perf.apply_index()");
     let Some(ddl) = ddl.map(str::to_string) else {
         raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,

@@ -231,7 +231,6 @@ fn refuse_concurrently(name: &str) -> ! {
 
 /// perf.manage_matview(): see sql/matview.sql. Every input is checked before anything is
 /// written, so a refused call leaves nothing behind.
-// role: admin
 #[pg_extern(volatile, parallel_unsafe)]
 fn matview_manage_oid(
     view: Option<pg_sys::Oid>,
@@ -241,6 +240,7 @@ fn matview_manage_oid(
     max_staleness: Option<Interval>,
     concurrently: Option<bool>,
 ) -> bool {
+    crate::pg::privilege::require(crate::pg::privilege::Role::Admin, "perf.manage_matview()");
     refuse_in_recovery("manage materialized views");
     let view = required(view, "view");
     let on_change = required(on_change, "on_change");
@@ -382,9 +382,9 @@ fn matview_manage_oid(
 /// perf.unmanage_matview(): removes the view's refresh job and state. The tracking
 /// triggers stay on the sources (the result cache may rely on them; perf.cache_untrack()
 /// removes them).
-// role: admin
 #[pg_extern(volatile, parallel_unsafe)]
 fn matview_unmanage_oid(view: Option<pg_sys::Oid>) -> bool {
+    crate::pg::privilege::require(crate::pg::privilege::Role::Admin, "perf.unmanage_matview()");
     refuse_in_recovery("unmanage materialized views");
     let view = required(view, "view");
     check_view(view);
@@ -410,24 +410,24 @@ fn matview_unmanage_oid(view: Option<pg_sys::Oid>) -> bool {
 
 /// The change generation of a relation now (NULL when nothing recorded one since the
 /// server started), for perf.matview_status.
-// role: reader
 #[pg_extern(volatile, parallel_safe)]
 fn track_generation(rel: pg_sys::Oid) -> Option<i64> {
+    crate::pg::privilege::require(crate::pg::privilege::Role::Reader, "perf.track_generation()");
     let slot = track::relation_slot(db(), rel.to_u32(), false)?;
     Some(track::relation_state(slot).0 as i64)
 }
 
 /// The registry slot of a relation now (NULL when it has none).
-// role: reader
 #[pg_extern(volatile, parallel_safe)]
 fn track_slot(rel: pg_sys::Oid) -> Option<i32> {
+    crate::pg::privilege::require(crate::pg::privilege::Role::Reader, "perf.track_slot()");
     track::relation_slot(db(), rel.to_u32(), false).map(|s| s as i32)
 }
 
 /// Identifies this server's change generations (they start over at a restart).
-// role: reader
 #[pg_extern(volatile, parallel_safe)]
 fn track_instance() -> i64 {
+    crate::pg::privilege::require(crate::pg::privilege::Role::Reader, "perf.track_instance()");
     track::instance() as i64
 }
 
