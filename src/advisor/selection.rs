@@ -690,7 +690,7 @@ impl<'w> Search<'w> {
 /// Whether `query` might plan differently with or without any of `indexes` (on `table`):
 /// it filters, joins, sorts or groups that table on an index's leading key, or the index is
 /// partial (usable for its predicate alone) or has no keys.
-fn may_use_any(query: &QueryShape, table: TableId, indexes: &[&IndexCandidate]) -> bool {
+pub(super) fn may_use_any(query: &QueryShape, table: TableId, indexes: &[&IndexCandidate]) -> bool {
     let accesses = || query.tables.iter().filter(|a| a.table == table);
     indexes.iter().any(|c| {
         let Some(lead) = c.keys.first().filter(|_| c.predicate.is_none()) else {
