@@ -146,7 +146,7 @@ pub fn value_samples() -> std::collections::HashMap<i64, Vec<ValueSample>> {
         }
     }
     for list in out.values_mut() {
-        list.sort_by(|a, b| b.seen.cmp(&a.seen));
+        list.sort_by_key(|s| std::cmp::Reverse(s.seen));
     }
     out
 }
