@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::guard::in_subtransaction;
 use super::model::*;
 use super::output::index_ddl;
-use super::selection::{CostOracle, SelectionResult};
+use super::selection::{may_use_any, CostOracle, SelectionResult};
 use super::whatif::{self, Session};
 use super::workload::PlanTexts;
 
@@ -40,10 +40,17 @@ impl<'a> WhatIfOracle<'a> {
 impl CostOracle for WhatIfOracle<'_> {
     fn workload_query_cost(&mut self, query: QueryId, config: &[IndexCandidate]) -> Option<f64> {
         let (texts, foreign) = self.texts.get(&query)?;
+        // Only the indexes the statement may use (on a table it reads, leading key among the
+        // columns it filters, joins, sorts or groups on, or partial): the cache key leaves
+        // out the rest, so configurations that differ only in indexes it cannot use share one
+        // plan. The selection makes the same call (`may_use_any`) when it decides which
+        // statements a move re-plans.
         let shape = self.shapes.get(&query);
         let mut relevant: Vec<&IndexCandidate> = config
             .iter()
-            .filter(|c| shape.is_none_or(|q| q.touches(c.table)))
+            .filter(|c| {
+                shape.is_none_or(|q| q.touches(c.table) && may_use_any(q, c.table, &[*c]))
+            })
             .collect();
         relevant.sort_by_key(|c| c.signature());
         relevant.dedup_by_key(|c| c.signature());
