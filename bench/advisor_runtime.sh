@@ -128,9 +128,14 @@ EOF
     done
     local med
     med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    echo "$med ${times[*]// /,} $stmts $samples"
+    local joined
+    joined=$(IFS=,; echo "${times[*]}")
+    echo "$med $joined $stmts $samples"
 }
 read -r with_s with_all stmts_on samples_on < <(measure on)
+# What-if requests of one more call (the advisor's DEBUG1 line), for the report.
+requests=$(dbpsql postgres -At -c "SET client_min_messages = debug1" -c "SELECT count(*) FROM perf.suggest_indexes()" 2>&1 |
+    grep -o '[0-9]* oracle calls' | head -1)
 read -r without_s without_all stmts_off samples_off < <(measure off)
 explain_s=$(dbpsql postgres -At <<EOF
 SELECT clock_timestamp() AS t0 \gset
@@ -146,8 +151,11 @@ verdict=$(awk -v s="$with_s" -v t="$TARGET_S" 'BEGIN { print (s < t) ? "PASS" : 
     echo
     echo "| configuration | captured statements | samples kept | advisor runtime (median of $CALLS) | calls | target | verdict |"
     echo "|---|---:|---:|---:|---|---|---|"
-    echo "| sample values on (default) | $stmts_on | $samples_on | **${with_s} s** | $with_all | < ${TARGET_S} s | $verdict |"
-    echo "| sample values off | $stmts_off | $samples_off | ${without_s} s | $without_all | | |"
+    echo "| sample values on (default) | $stmts_on | $samples_on | **${with_s} s** | ${with_all//,/, } | < ${TARGET_S} s | $verdict |"
+    echo "| sample values off | $stmts_off | $samples_off | ${without_s} s | ${without_all//,/, } | | |"
     echo "| plain EXPLAIN of the 100 statements | | | ${explain_s} s | | | |"
+    echo
+    echo "What-if requests of one call with sample values: ${requests:-?} (the advisor's DEBUG1 line)."
+
 } | tee "$REPORT"
 [ "$verdict" = PASS ]

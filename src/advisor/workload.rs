@@ -243,14 +243,25 @@ pub(super) fn plan_workload(
         // Sample values: each sample planned with its values (a custom plan), its share of
         // the statement's weight by how many captures saw it. The shape comes from the
         // most seen sample that plans.
+        // Samples the planner sees alike (the same estimates: every predicate's selectivity
+        // and the result rows within 25%) plan alike under any indexes: planned once, with
+        // their weights added up.
         let mut with_values: Vec<(String, f64)> = Vec::new();
+        let mut seen_estimates: Vec<Vec<f64>> = Vec::new();
         let mut first_plan = None;
         for (seen, values) in &q.values {
             let t = with_sample_values(&q.text, values);
             let t = plannable_text(&t).unwrap_or(t);
             if let Some(p) = in_subtransaction(|| whatif::plan_checked(&t, foreign)) {
+                let estimates = plan_estimates(&p);
+                match seen_estimates.iter().position(|e| alike(e, &estimates)) {
+                    Some(k) => with_values[k].1 += *seen,
+                    None => {
+                        seen_estimates.push(estimates);
+                        with_values.push((t, *seen));
+                    }
+                }
                 first_plan.get_or_insert(p);
-                with_values.push((t, *seen));
             }
         }
         if let Some(planned) = first_plan {
@@ -310,6 +321,23 @@ pub(super) fn plan_workload(
         writes,
         skipped,
     }
+}
+
+/// What the planner estimated for a plan: the result rows and each predicate's
+/// selectivity, in plan order.
+fn plan_estimates(p: &Planned) -> Vec<f64> {
+    std::iter::once(p.rows)
+        .chain(p.predicates.iter().map(|r| r.est_selectivity as f64))
+        .collect()
+}
+
+/// Two plans' estimates are alike: as many, each pair within 25% (or both tiny).
+fn alike(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(&x, &y)| {
+            let (lo, hi) = (x.min(y), x.max(y));
+            hi <= 1e-9 || (lo > 0.0 && hi / lo <= 1.25)
+        })
 }
 
 /// Counts a write statement's rows against the table it writes.
