@@ -105,7 +105,7 @@ mod unit_tests {
     fn literals_and_gaps() {
         assert_eq!(param_literal(Some("It's"), "text"), "'It''s'::text");
         assert_eq!(param_literal(None, "integer"), "NULL::integer");
-        assert_eq!(next_gap(0, 12345), 1);
+        assert!((1..=2).contains(&next_gap(0, 12345)));
         for r in 0..100 {
             let g = next_gap(8000, r * 7919);
             assert!((1..=2000).contains(&g));
