@@ -48,9 +48,7 @@ impl CostOracle for WhatIfOracle<'_> {
         let shape = self.shapes.get(&query);
         let mut relevant: Vec<&IndexCandidate> = config
             .iter()
-            .filter(|c| {
-                shape.is_none_or(|q| q.touches(c.table) && may_use_any(q, c.table, &[*c]))
-            })
+            .filter(|c| shape.is_none_or(|q| q.touches(c.table) && may_use_any(q, c.table, &[*c])))
             .collect();
         relevant.sort_by_key(|c| c.signature());
         relevant.dedup_by_key(|c| c.signature());
