@@ -120,7 +120,7 @@ as_postgres "$(pgbin initdb)" -D "$DATA" -U postgres -A trust --no-sync -E UTF8 
 bench_server_start "$DATA" -c shared_preload_libraries=pg_perf -c compute_query_id=on \
     -c shared_buffers=1GB -c jit=off -c autovacuum=off -c fsync=off -c synchronous_commit=off \
     -c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=8GB -c checkpoint_timeout=30min \
-    -c maintenance_work_mem=512MB -c timezone=UTC
+    -c maintenance_work_mem=512MB -c timezone=UTC -c perf.worker_enabled=off
 log "private server on $BENCH_TMP/.s.PGSQL.$BENCH_PORT: $(dbpsql postgres -At -c "SELECT current_setting('server_version') || ', shared_preload_libraries=' || current_setting('shared_preload_libraries') || ', compute_query_id=' || current_setting('compute_query_id')")"
 
 # --- statement generator (in the postgres database, which nothing measures) -------------------

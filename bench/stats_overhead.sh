@@ -8,6 +8,7 @@
 #   pg_perf             shared_preload_libraries=pg_perf, its defaults (compute_query_id=auto:
 #                       pg_perf memoizes core's query ids per statement text), $PERF_BENCH_OPTS
 #   pg_perf_core_ids    the same with compute_query_id=on (core jumbles every statement)
+#   pg_perf_no_samples  pg_perf with perf.capture_sample_values=off (not in the default list)
 # Each configuration runs N and 2N statements on fresh copies of one prepared data dir;
 # (total(2N) - total(N)) / N is the cost of one statement, repeatable to < 0.1%.
 #
@@ -31,7 +32,7 @@ read -ra configs <<<"${BENCH_CONFIGS:-none query_id pg_stat_statements pg_perf_c
 read -ra perf_opts <<<"${PERF_BENCH_OPTS:-}"
 [ ${#configs[@]} -gt 0 ] || die "BENCH_CONFIGS is empty"
 for c in "${configs[@]}"; do
-    case "$c" in none | query_id | pg_stat_statements | pg_perf | pg_perf_core_ids) ;; *) die "unknown configuration '$c'" ;; esac
+    case "$c" in none | query_id | pg_stat_statements | pg_perf | pg_perf_core_ids | pg_perf_no_samples) ;; *) die "unknown configuration '$c'" ;; esac
 done
 want_pg_perf=0
 [[ " ${configs[*]} " == *" pg_perf"* ]] && want_pg_perf=1
@@ -57,6 +58,7 @@ config_opts() {
     pg_stat_statements) echo "-c shared_preload_libraries=pg_stat_statements" ;;
     pg_perf) echo "-c shared_preload_libraries=pg_perf ${perf_opts[*]}" ;;
     pg_perf_core_ids) echo "-c shared_preload_libraries=pg_perf -c compute_query_id=on ${perf_opts[*]}" ;;
+    pg_perf_no_samples) echo "-c shared_preload_libraries=pg_perf -c perf.capture_sample_values=off ${perf_opts[*]}" ;;
     esac
 }
 

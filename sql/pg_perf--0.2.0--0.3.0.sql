@@ -70,7 +70,37 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/partition/config.rs:52
+-- src/pg/privilege.rs:26
+-- bootstrap
+-- pg_perf's roles (see README.md, "Roles and privileges", and src/pg/privilege.rs).
+--   perf_reader: monitoring reads (metrics, health, cache and index statistics, plans).
+--   perf_admin:  changes to the database or to pg_perf's state; a member of perf_reader.
+-- Roles belong to the cluster, not to a database or the extension: they are created here
+-- only if missing (a second database, or CREATE EXTENSION after DROP EXTENSION, finds them),
+-- and DROP EXTENSION leaves them. Memberships granted to them survive a re-install. They
+-- are NOLOGIN groups: GRANT them to the roles that log in.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'perf_reader') THEN
+        CREATE ROLE perf_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'perf_admin') THEN
+        CREATE ROLE perf_admin NOLOGIN;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('perf_admin', 'perf_reader', 'MEMBER') THEN
+        GRANT perf_reader TO perf_admin;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles
+                WHERE rolname IN ('perf_reader', 'perf_admin') AND (rolcanlogin OR rolsuper)) THEN
+        RAISE WARNING 'pg_perf: an existing role perf_reader or perf_admin can log in or is a superuser'
+            USING HINT = 'They are meant as NOLOGIN groups: ALTER ROLE ... NOLOGIN NOSUPERUSER.';
+    END IF;
+END
+$roles$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/partition/config.rs:53
 -- pg_perf::partition::config::_partition_config_put
 CREATE  FUNCTION "_partition_config_put"(
 	"parent" oid, /* Option < pg_sys :: Oid > */
@@ -83,7 +113,7 @@ AS 'MODULE_PATHNAME', 'partition_config_put_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/partition/progress.rs:138
+-- src/partition/progress.rs:139
 -- pg_perf::partition::progress::_partition_progress
 CREATE  FUNCTION "_partition_progress"(
 	"relid" oid, /* pg_sys :: Oid */
@@ -98,12 +128,24 @@ AS 'MODULE_PATHNAME', 'partition_progress_update_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/partition/progress.rs:200
+-- src/partition/progress.rs:202
 -- pg_perf::partition::progress::_partition_progress_done
 CREATE  FUNCTION "_partition_progress_done"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'partition_progress_done_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/pg/privilege.rs:166
+-- pg_perf::pg::privilege::_require_role
+CREATE  FUNCTION "_require_role"(
+	"role" TEXT, /* & str */
+	"function" TEXT /* & str */
+) RETURNS void
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'require_role_sql_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -121,7 +163,7 @@ AS 'MODULE_PATHNAME', 'advisor_skipped_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:391
+-- src/scheduler/api.rs:414
 -- pg_perf::scheduler::api::alter_job
 CREATE  FUNCTION "alter_job"(
 	"name" TEXT, /* Option < & str > */
@@ -144,7 +186,19 @@ AS 'MODULE_PATHNAME', 'alter_job_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/cache/api.rs:959
+-- src/advisor/apply.rs:543
+-- pg_perf::advisor::apply::apply_index
+CREATE  FUNCTION "apply_index"(
+	"ddl" TEXT, /* Option < & str > */
+	"mode" TEXT DEFAULT 'worker' /* Option < & str > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'apply_index_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/cache/api.rs:962
 -- pg_perf::cache::api::cache_entries
 CREATE  FUNCTION "cache_entries"() RETURNS TABLE (
 	"query" TEXT,  /* Option < String > */
@@ -164,7 +218,7 @@ AS 'MODULE_PATHNAME', 'cache_entries_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/cache/api.rs:1058
+-- src/cache/api.rs:1063
 -- pg_perf::cache::api::cache_flush
 CREATE  FUNCTION "cache_flush"() RETURNS bigint /* i64 */
 STRICT VOLATILE
@@ -173,7 +227,7 @@ AS 'MODULE_PATHNAME', 'cache_flush_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/cache/api.rs:1014
+-- src/cache/api.rs:1018
 -- pg_perf::cache::api::cache_invalidate_oid
 CREATE  FUNCTION "cache_invalidate_oid"(
 	"rel" oid /* pg_sys :: Oid */
@@ -184,7 +238,7 @@ AS 'MODULE_PATHNAME', 'cache_invalidate_oid_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/cache/api.rs:947
+-- src/cache/api.rs:949
 -- pg_perf::cache::api::cache_refusals
 CREATE  FUNCTION "cache_refusals"() RETURNS TABLE (
 	"reason" TEXT,  /* String */
@@ -196,7 +250,7 @@ AS 'MODULE_PATHNAME', 'cache_refusals_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/cache/api.rs:908
+-- src/cache/api.rs:909
 -- pg_perf::cache::api::cache_stats
 CREATE  FUNCTION "cache_stats"() RETURNS TABLE (
 	"entries" bigint,  /* i64 */
@@ -217,7 +271,7 @@ AS 'MODULE_PATHNAME', 'cache_stats_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/cache/api.rs:649
+-- src/cache/api.rs:650
 -- pg_perf::cache::api::cached_json
 CREATE  FUNCTION "cached_json"(
 	"query" TEXT, /* Option < & str > */
@@ -230,7 +284,7 @@ AS 'MODULE_PATHNAME', 'cached_json_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/cache/api.rs:663
+-- src/cache/api.rs:664
 -- pg_perf::cache::api::cached_json_text
 CREATE  FUNCTION "cached_json_text"(
 	"query" TEXT, /* Option < & str > */
@@ -243,7 +297,7 @@ AS 'MODULE_PATHNAME', 'cached_json_text_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/metrics/api.rs:184
+-- src/metrics/api.rs:186
 -- pg_perf::metrics::api::database_stats
 CREATE  FUNCTION "database_stats"() RETURNS TABLE (
 	"datname" TEXT,  /* String */
@@ -263,7 +317,7 @@ AS 'MODULE_PATHNAME', 'database_stats_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:530
+-- src/scheduler/api.rs:556
 -- pg_perf::scheduler::api::job_next_run
 CREATE  FUNCTION "job_next_run"(
 	"schedule" TEXT, /* Option < & str > */
@@ -279,7 +333,7 @@ AS 'MODULE_PATHNAME', 'job_next_run_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/mod.rs:68
+-- src/scheduler/mod.rs:92
 -- requires:
 --   scheduler::api::job_next_run
 
@@ -295,7 +349,8 @@ CREATE TABLE perf.jobs (
     schedule       text NOT NULL,
     command        text NOT NULL,
     kind           text NOT NULL DEFAULT 'sql'
-                   CHECK (kind IN ('sql', 'maintenance', 'stats_snapshot', 'partition_maintenance')),
+                   CHECK (kind IN ('sql', 'maintenance', 'stats_snapshot', 'partition_maintenance',
+                                   'matview_refresh')),
     timezone       text NOT NULL,
     max_runtime    interval,
     retries        integer NOT NULL DEFAULT 0 CHECK (retries >= 0),
@@ -313,7 +368,7 @@ CREATE TABLE perf.jobs (
 CREATE TABLE perf.job_runs (
     runid          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     jobid          bigint NOT NULL REFERENCES perf.jobs ON DELETE CASCADE,
-    trigger        text NOT NULL CHECK (trigger IN ('schedule', 'manual', 'retry')),
+    trigger        text NOT NULL CHECK (trigger IN ('schedule', 'manual', 'retry', 'change')),
     attempt        integer NOT NULL DEFAULT 1,
     status         text NOT NULL
                    CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'skipped')),
@@ -397,7 +452,7 @@ CREATE TABLE perf.maintenance_log (
 CREATE INDEX maintenance_log_runid ON perf.maintenance_log (runid);
 CREATE INDEX maintenance_log_token ON perf.maintenance_log (token);
 REVOKE ALL ON perf.maintenance_log FROM PUBLIC;
-GRANT SELECT ON perf.maintenance_log TO PUBLIC;
+GRANT SELECT ON perf.maintenance_log TO perf_reader;
 SELECT pg_catalog.pg_extension_config_dump('perf.maintenance_log', '');
 
 -- Snapshots of this database's perf.statements counters (job kind `stats_snapshot`), and
@@ -416,12 +471,23 @@ CREATE TABLE perf.statement_snapshots (
     PRIMARY KEY (taken_at, userid, toplevel, queryid)
 );
 REVOKE ALL ON perf.statement_snapshots FROM PUBLIC;
+GRANT SELECT ON perf.statement_snapshots TO perf_reader;
 SELECT pg_catalog.pg_extension_config_dump('perf.statement_snapshots', '');
 
--- Saves a snapshot now; returns the statements saved. EXECUTE is revoked from PUBLIC: it
--- is for superusers and the roles they grant it to (a `stats_snapshot` job runs it as its
--- owner, so the same rule applies to jobs).
+-- Saves a snapshot now; returns the statements saved. Needs perf_admin (a `stats_snapshot`
+-- job runs it as its owner, so the same rule applies to jobs). The check runs here, as the
+-- caller; only then does perf._stats_snapshot_save() write as the table's owner.
 CREATE FUNCTION perf.stats_snapshot() RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.stats_snapshot()');
+    RETURN perf._stats_snapshot_save();
+END $$;
+
+-- The writer behind perf.stats_snapshot(): SECURITY DEFINER so that nobody needs INSERT on
+-- perf.statement_snapshots; EXECUTE only for perf_admin (PUBLIC calls perf.stats_snapshot(),
+-- whose check names the role to grant).
+CREATE FUNCTION perf._stats_snapshot_save() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE n bigint;
 BEGIN
@@ -434,7 +500,8 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
-REVOKE EXECUTE ON FUNCTION perf.stats_snapshot() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION perf._stats_snapshot_save() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION perf._stats_snapshot_save() TO perf_admin;
 
 CREATE VIEW perf.statement_trends AS
 SELECT taken_at, userid::regrole AS role, toplevel, queryid,
@@ -447,10 +514,11 @@ SELECT taken_at, userid::regrole AS role, toplevel, queryid,
        p95_exec_time
   FROM perf.statement_snapshots
 WINDOW w AS (PARTITION BY userid, toplevel, queryid ORDER BY taken_at);
+GRANT SELECT ON perf.statement_trends TO perf_reader;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/maintenance.rs:353
+-- src/scheduler/maintenance.rs:354
 -- pg_perf::scheduler::maintenance::maintenance_plan
 CREATE  FUNCTION "maintenance_plan"() RETURNS TABLE (
 	"action" TEXT,  /* String */
@@ -467,7 +535,34 @@ AS 'MODULE_PATHNAME', 'maintenance_plan_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/metrics/api.rs:161
+-- src/matview/managed.rs:234
+-- pg_perf::matview::managed::matview_manage_oid
+CREATE  FUNCTION "matview_manage_oid"(
+	"view" oid, /* Option < pg_sys :: Oid > */
+	"schedule" TEXT, /* Option < & str > */
+	"on_change" bool, /* Option < bool > */
+	"min_interval" interval, /* Option < Interval > */
+	"max_staleness" interval, /* Option < Interval > */
+	"concurrently" bool /* Option < bool > */
+) RETURNS bool /* bool */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'matview_manage_oid_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/matview/managed.rs:385
+-- pg_perf::matview::managed::matview_unmanage_oid
+CREATE  FUNCTION "matview_unmanage_oid"(
+	"view" oid /* Option < pg_sys :: Oid > */
+) RETURNS bool /* bool */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'matview_unmanage_oid_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/metrics/api.rs:162
 -- pg_perf::metrics::api::metrics
 CREATE  FUNCTION "metrics"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE
@@ -476,7 +571,7 @@ AS 'MODULE_PATHNAME', 'metrics_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/partition/progress.rs:214
+-- src/partition/progress.rs:217
 -- pg_perf::partition::progress::partition_progress_all
 CREATE  FUNCTION "partition_progress_all"() RETURNS TABLE (
 	"pid" INT,  /* i32 */
@@ -500,6 +595,7 @@ AS 'MODULE_PATHNAME', 'partition_progress_all_wrapper';
 --   partition::progress::partition_progress_update
 --   partition::progress::partition_progress_done
 --   partition::progress::partition_progress_all
+--   pg::privilege::require_role_sql
 
 -- Partition sets: perf.partition_table(), perf.partition_maintenance(), their views.
 -- Design and lock order: README.md, "Partitioning". Everything here runs as the caller;
@@ -535,7 +631,7 @@ CREATE TABLE perf.partition_config (
     created           timestamptz NOT NULL DEFAULT now()
 );
 REVOKE ALL ON perf.partition_config FROM PUBLIC;
-GRANT SELECT ON perf.partition_config TO PUBLIC;
+GRANT SELECT ON perf.partition_config TO perf_reader;
 SELECT pg_catalog.pg_extension_config_dump('perf.partition_config', '');
 
 -- The time partition maintenance treats as now: perf.partition_now if set, else now().
@@ -801,6 +897,7 @@ DECLARE
     owner_name name := owner;
     i int;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf._partition_maintain_set()');
     IF c.kind = 'hash' THEN
         RETURN;
     END IF;
@@ -1079,6 +1176,7 @@ DECLARE
     r record;
     want regclass := parent;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.partition_maintenance()');
     IF want IS NOT NULL THEN
         SELECT * INTO c FROM perf.partition_config WHERE partition_config.parent = want;
         IF NOT FOUND THEN
@@ -1155,6 +1253,7 @@ DECLARE
     r record;
     i int;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf._partition_convert()');
     SELECT n2.nspname, k.relname, ro.rolname INTO nsp, pname, owner_name
       FROM pg_class k JOIN pg_namespace n2 ON n2.oid = k.relnamespace
       JOIN pg_roles ro ON ro.oid = k.relowner WHERE k.oid = old;
@@ -1392,11 +1491,21 @@ END $$;
 -- The first partitions of a new, empty set (from `from_key` or now to premake ahead, then
 -- the default): CREATE TABLE ... PARTITION OF, one statement each. It takes ACCESS EXCLUSIVE on
 -- the parent, which is fine for a table without partitions (nothing can be reading it);
--- maintenance later attaches partitions without that lock.
+-- maintenance later attaches partitions without that lock. Runs as the parent's owner (as
+-- maintenance does), so the partitions belong to it even when a member of the owning role
+-- calls: maintenance must be able to drop or detach them later.
+-- Why one statement per partition and not something faster (measured, bench/README.md):
+-- each CREATE TABLE ... PARTITION OF rebuilds the parent's partition descriptor, parsing the
+-- bound of every partition already there, so n partitions cost O(n^2) inside PostgreSQL
+-- whatever issues the DDL; ATTACH PARTITION does the same and more (the table is created
+-- first), one multi-statement EXECUTE was slower, and the default partition is made last so
+-- that no CREATE has to check it. This function adds next to nothing to that DDL.
 CREATE FUNCTION perf._partition_create_initial(c perf.partition_config, nsp text, pname text, from_key numeric)
 RETURNS TABLE ("set" regclass, action text, object text, detail text)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    saved_role text := current_setting('role');
+    owner_name name;
     cur numeric;
     k numeric;
     k2 numeric;
@@ -1408,11 +1517,13 @@ DECLARE
     lo text;
     hi text;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf._partition_create_initial()');
     IF c.template IS NOT NULL THEN
         SELECT coalesce(format(' WITH (%s)', array_to_string(reloptions, ', ')), '') INTO opts
           FROM pg_class WHERE oid = c.template;
     END IF;
-    SELECT relacl IS NOT NULL INTO grants FROM pg_class WHERE oid = c.parent;
+    SELECT k.relacl IS NOT NULL, r.rolname INTO grants, owner_name
+      FROM pg_class k JOIN pg_roles r ON r.oid = k.relowner WHERE k.oid = c.parent;
     IF c.kind = 'time' THEN
         cur := perf._partition_floor(c, perf._partition_ts_key(perf.partition_now() AT TIME ZONE c.tz));
     ELSE
@@ -1434,6 +1545,9 @@ BEGIN
         END IF;
         k2 := perf._partition_next(c, k2);
     END LOOP;
+    IF owner_name IS DISTINCT FROM current_user AND pg_has_role(owner_name, 'MEMBER') THEN
+        PERFORM set_config('role', owner_name, true);
+    END IF;
     ahead := 0;
     LOOP
         IF k >= cur THEN
@@ -1462,6 +1576,9 @@ BEGIN
             PERFORM perf._partition_copy_grants(c.parent, t::regclass);
         END IF;
         RETURN QUERY SELECT c.parent, 'create'::text, t::regclass::text, 'DEFAULT'::text;
+    END IF;
+    IF current_setting('role') IS DISTINCT FROM saved_role THEN  -- (never SET inside a job's restricted context)
+        PERFORM set_config('role', saved_role, true);
     END IF;
 END $$;
 
@@ -1498,6 +1615,7 @@ DECLARE
     keydef text;
     is_plain boolean;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.partition_table()');
     IF p IS NULL OR col IS NULL OR step IS NULL THEN
         RAISE EXCEPTION 'parent, column and interval must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -1667,6 +1785,7 @@ DECLARE
     t text;
     i int;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.partition_table()');
     IF p IS NULL OR col IS NULL OR n IS NULL THEN
         RAISE EXCEPTION 'parent, column and hash_partitions must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -1706,7 +1825,10 @@ END $$;
 
 -- Stops managing a set (its partitions stay as they are).
 CREATE FUNCTION perf.partition_forget(parent regclass) RETURNS void
-LANGUAGE sql VOLATILE STRICT AS $$ SELECT perf._partition_config_put($1, NULL, true) $$;
+LANGUAGE sql VOLATILE STRICT AS $$
+    SELECT perf._require_role('perf_admin', 'perf.partition_forget()');
+    SELECT perf._partition_config_put($1, NULL, true)
+$$;
 
 -- Exact row count of one table (not its partitions).
 CREATE FUNCTION perf._partition_count(rel regclass) RETURNS bigint
@@ -1731,7 +1853,7 @@ SELECT f.parent, f.control AS "column", f.control_type, f.kind, f.step AS "inter
            AND pg_get_expr(k.relpartbound, k.oid) = 'DEFAULT') AS rows_in_default_estimate
   FROM perf.partition_config f
  WHERE EXISTS (SELECT FROM pg_class k WHERE k.oid = f.parent);
-GRANT SELECT ON perf.partition_sets TO PUBLIC;
+GRANT SELECT ON perf.partition_sets TO perf_reader;
 
 -- Every partition of every set: bounds, estimated rows, size; for the default partition,
 -- the exact number of rows in it (counted only when the catalog estimate is not zero).
@@ -1747,7 +1869,7 @@ SELECT f.parent, i.inhrelid::regclass AS partition,
   FROM perf.partition_config f
   JOIN pg_inherits i ON i.inhparent = f.parent
   JOIN pg_class k ON k.oid = i.inhrelid;
-GRANT SELECT ON perf.partitions TO PUBLIC;
+GRANT SELECT ON perf.partitions TO perf_reader;
 
 -- Long partition work running now in this database (see progress.rs).
 CREATE VIEW perf.partition_progress AS
@@ -1755,11 +1877,11 @@ SELECT p.pid, p.relid::regclass AS relation, p.phase, p.rows_done, p.rows_total,
        p.partitions_done, p.started
   FROM perf.partition_progress_all() p
  WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database());
-GRANT SELECT ON perf.partition_progress TO PUBLIC;
+GRANT SELECT ON perf.partition_progress TO perf_reader;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/stats/api.rs:550
+-- src/stats/api.rs:552
 -- pg_perf::stats::api::query_id_memo
 CREATE  FUNCTION "query_id_memo"() RETURNS TABLE (
 	"hits" bigint,  /* i64 */
@@ -1772,7 +1894,7 @@ AS 'MODULE_PATHNAME', 'query_id_memo_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/stats/api.rs:476
+-- src/stats/api.rs:477
 -- pg_perf::stats::api::query_predicates
 CREATE  FUNCTION "query_predicates"() RETURNS TABLE (
 	"queryid" bigint,  /* i64 */
@@ -1795,7 +1917,7 @@ AS 'MODULE_PATHNAME', 'query_predicates_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/stats/api.rs:48
+-- src/stats/api.rs:49
 -- pg_perf::stats::api::query_stats
 CREATE  FUNCTION "query_stats"(
 	"showtext" bool DEFAULT true /* bool */
@@ -1839,7 +1961,7 @@ AS 'MODULE_PATHNAME', 'query_stats_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/stats/api.rs:563
+-- src/stats/api.rs:565
 -- pg_perf::stats::api::reset_stats
 CREATE  FUNCTION "reset_stats"(
 	"userid" oid DEFAULT 0, /* pg_sys :: Oid */
@@ -1857,6 +1979,7 @@ AS 'MODULE_PATHNAME', 'reset_stats_wrapper';
 --   stats::api::query_stats
 --   stats::api::query_predicates
 --   stats::api::reset_stats
+--   pg::privilege::require_role_sql
 
 -- Views and index-health functions over pg_perf's statement statistics.
 -- Identifiers are shown through regclass/quote_ident, so output is safe to paste into SQL.
@@ -1957,6 +2080,7 @@ CREATE FUNCTION perf.unused_indexes(min_bytes bigint DEFAULT 0)
 RETURNS TABLE (index regclass, relation regclass, index_bytes bigint, idx_scan bigint,
                reason text, drop_ddl text)
 LANGUAGE sql STABLE AS $$
+    SELECT perf._require_role('perf_reader', 'perf.unused_indexes()');
     SELECT i.indexrelid::regclass,
            i.indrelid::regclass,
            pg_relation_size(i.indexrelid),
@@ -1983,6 +2107,7 @@ CREATE FUNCTION perf.duplicate_indexes()
 RETURNS TABLE (index regclass, covered_by regclass, relation regclass, reason text,
                index_bytes bigint, drop_ddl text)
 LANGUAGE sql STABLE AS $$
+    SELECT perf._require_role('perf_reader', 'perf.duplicate_indexes()');
     WITH idx AS (
         SELECT i.indexrelid, i.indrelid, c.relam, i.indnkeyatts AS nkeys, i.indnatts AS natts,
                i.indisunique OR i.indisprimary AS is_unique,
@@ -2029,12 +2154,226 @@ LANGUAGE sql STABLE AS $$
      ORDER BY 3, 1
 $$;
 
--- Resetting statistics is for administrators (as with pg_stat_statements_reset()).
-REVOKE EXECUTE ON FUNCTION perf.reset_stats(oid, oid, bigint) FROM PUBLIC;
+-- Who reads what (README.md, "Roles and privileges"): every role its own statements (the
+-- text-visibility rule is applied inside perf.query_stats()), perf_reader the per-table view.
+-- perf.reset_stats() is for perf_admin: it checks inside (perf._require_role), so EXECUTE
+-- stays with PUBLIC and a refusal names the role to grant.
+GRANT SELECT ON perf.statements, perf.predicates, perf.predicate_stats TO PUBLIC;
+GRANT SELECT ON perf.table_access TO perf_reader;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:498
+-- src/advisor/apply.rs:47
+-- requires:
+--   stats_views
+--   scheduler_sql
+--   advisor::apply::apply_index
+
+-- Indexes built from the advisor's suggestions, and what they did: perf.apply_index()
+-- (src/advisor/apply.rs) writes these tables; perf.index_outcomes reads them back against
+-- live statistics. Written only by perf.apply_index() and the job runner that builds the
+-- index; PUBLIC may read them (no statement texts are stored here: texts come from
+-- perf.query_stats(), with its visibility rule).
+
+-- One row per perf.apply_index() call.
+CREATE TABLE perf.index_applications (
+    id                 bigserial PRIMARY KEY,
+    ddl                text NOT NULL,          -- the statement as given
+    command            text NOT NULL,          -- what runs (schema-qualified; CONCURRENTLY unless inline)
+    table_oid          oid NOT NULL,
+    schema_name        name NOT NULL,
+    table_name         name NOT NULL,
+    index_name         name NOT NULL,
+    requested_by       oid NOT NULL,
+    requested_at       timestamptz NOT NULL DEFAULT now(),
+    mode               text NOT NULL CHECK (mode IN ('worker', 'inline')),
+    jobid              bigint,                 -- perf.jobs (deleted once the build succeeded)
+    runid              bigint,                 -- perf.job_runs
+    status             text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'built', 'failed')),
+    sqlstate           text,
+    error              text,
+    built_at           timestamptz,
+    index_oid          oid,
+    -- Statistics at build time, the baseline of everything "since the build".
+    reads_at_start     bigint,                 -- table reads when the build started
+    base_table_reads   bigint,                 -- seq_scan + idx_scan of the table's indexes
+    base_index_scans   bigint,
+    base_tup_ins       bigint,
+    base_tup_upd       bigint,
+    base_tup_hot_upd   bigint,
+    base_tup_del       bigint
+);
+CREATE INDEX index_applications_runid ON perf.index_applications (runid);
+
+-- The captured statements an application was meant to help (or whose writes it costs),
+-- with their pg_perf counters when it was applied (before) and when the index was built.
+CREATE TABLE perf.index_application_statements (
+    application_id     bigint NOT NULL REFERENCES perf.index_applications ON DELETE CASCADE,
+    queryid            bigint NOT NULL,
+    relation           text NOT NULL CHECK (relation IN ('helped', 'filters', 'writes')),
+    cost_before        float8,                 -- what-if planner estimates
+    cost_after         float8,
+    calls_before       bigint NOT NULL,
+    total_ms_before    float8 NOT NULL,
+    calls_at_build     bigint,
+    total_ms_at_build  float8,
+    PRIMARY KEY (application_id, queryid)
+);
+
+REVOKE ALL ON perf.index_applications, perf.index_application_statements FROM PUBLIC;
+GRANT SELECT ON perf.index_applications, perf.index_application_statements TO perf_reader;
+SELECT pg_catalog.pg_extension_config_dump('perf.index_applications', '');
+SELECT pg_catalog.pg_extension_config_dump('perf.index_applications_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('perf.index_application_statements', '');
+
+-- Per remembered statement of each applied index: mean latency before (pg_perf's counters
+-- when perf.apply_index() was called) and after (the change of calls and total time since
+-- the index was built), the measured gain and the time it saved (negative: it cost).
+CREATE VIEW perf.index_outcome_statements WITH (security_invoker = true) AS
+WITH cur AS (
+    SELECT s.queryid,
+           sum(s.calls)::bigint AS calls,
+           sum(s.total_exec_time) AS total_ms,
+           coalesce(max(s.query::text) FILTER (WHERE s.query::text <> '<insufficient privilege>'),
+                    '<insufficient privilege>') AS query
+      FROM perf.query_stats(true) s
+     WHERE s.dbid = (SELECT d.oid FROM pg_catalog.pg_database d
+                      WHERE d.datname = pg_catalog.current_database())
+     GROUP BY s.queryid
+), m AS (
+    SELECT a.id AS application_id, st.queryid, st.relation, cur.query,
+           st.cost_before, st.cost_after,
+           st.calls_before,
+           st.total_ms_before / nullif(st.calls_before, 0) AS mean_ms_before,
+           CASE WHEN a.status = 'built' AND cur.calls >= st.calls_at_build
+                THEN cur.calls - st.calls_at_build END AS calls_after,
+           CASE WHEN a.status = 'built' AND cur.calls >= st.calls_at_build
+                THEN cur.total_ms - st.total_ms_at_build END AS total_ms_after
+      FROM perf.index_applications a
+      JOIN perf.index_application_statements st ON st.application_id = a.id
+      LEFT JOIN cur ON cur.queryid = st.queryid
+)
+SELECT application_id, queryid, relation, query,
+       round(100 * (cost_before - cost_after)::numeric / nullif(cost_before, 0)::numeric, 1)::float8
+           AS estimated_gain_pct,
+       calls_before, mean_ms_before,
+       calls_after,
+       total_ms_after / nullif(calls_after, 0) AS mean_ms_after,
+       round(100 * (mean_ms_before - total_ms_after / nullif(calls_after, 0))::numeric
+             / nullif(mean_ms_before, 0)::numeric, 1)::float8 AS gain_pct,
+       CASE WHEN calls_after > 0 THEN calls_after * mean_ms_before - total_ms_after END AS saved_ms
+  FROM m;
+REVOKE ALL ON perf.index_outcome_statements FROM PUBLIC;
+GRANT SELECT ON perf.index_outcome_statements TO perf_reader;
+
+-- One row per perf.apply_index() call: the build's status, the index's size, scans and
+-- write cost since the build, the measured latency of the statements it was meant to help
+-- before and after, and a verdict. pays_off is false for an index that did not pay off
+-- (never scanned while its table was read, or no gain); undo_ddl drops it.
+CREATE VIEW perf.index_outcomes WITH (security_invoker = true) AS
+WITH app AS (
+    SELECT a.*,
+           CASE WHEN a.status <> 'pending' THEN a.status
+                WHEN r.status = 'running' THEN 'building'
+                WHEN r.status = 'failed' THEN 'failed'
+                ELSE 'pending' END AS state,
+           coalesce(a.sqlstate, CASE WHEN a.status = 'pending' THEN r.sqlstate END) AS state_sqlstate,
+           coalesce(a.error, CASE WHEN a.status = 'pending' THEN r.error END) AS state_error,
+           coalesce(a.index_oid,
+                    (SELECT c.oid FROM pg_catalog.pg_class c
+                      WHERE c.relname = a.index_name AND c.relkind IN ('i', 'I')
+                        AND c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n
+                                               WHERE n.nspname = a.schema_name))) AS ioid
+      FROM perf.index_applications a
+      LEFT JOIN perf.job_runs r ON r.runid = a.runid
+), cur AS (
+    SELECT app.*,
+           i.indexrelid IS NOT NULL AS index_exists,
+           i.indisvalid,
+           pg_catalog.pg_relation_size(i.indexrelid) AS size_bytes,
+           pg_catalog.pg_stat_get_numscans(i.indexrelid) - app.base_index_scans AS scans,
+           pg_catalog.pg_stat_get_numscans(app.table_oid)
+             + (SELECT coalesce(sum(pg_catalog.pg_stat_get_numscans(x.indexrelid)), 0)
+                  FROM pg_catalog.pg_index x WHERE x.indrelid = app.table_oid)
+             - app.base_table_reads AS table_reads,
+           pg_catalog.pg_stat_get_tuples_inserted(app.table_oid) - app.base_tup_ins AS tup_ins,
+           pg_catalog.pg_stat_get_tuples_updated(app.table_oid) - app.base_tup_upd AS tup_upd,
+           pg_catalog.pg_stat_get_tuples_hot_updated(app.table_oid) - app.base_tup_hot_upd AS tup_hot_upd,
+           pg_catalog.pg_stat_get_tuples_deleted(app.table_oid) - app.base_tup_del AS tup_del
+      FROM app
+      LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = app.ioid
+), agg AS (
+    SELECT o.application_id,
+           count(*) AS statements,
+           count(*) FILTER (WHERE o.relation <> 'writes' AND o.calls_after > 0) AS reads_run,
+           sum(o.calls_after * o.mean_ms_before) FILTER (WHERE o.relation <> 'writes' AND o.calls_after > 0)
+             / nullif(sum(o.calls_after) FILTER (WHERE o.relation <> 'writes' AND o.calls_after > 0), 0)
+             AS mean_ms_before,
+           sum(o.mean_ms_after * o.calls_after) FILTER (WHERE o.relation <> 'writes' AND o.calls_after > 0)
+             / nullif(sum(o.calls_after) FILTER (WHERE o.relation <> 'writes' AND o.calls_after > 0), 0)
+             AS mean_ms_after,
+           sum(o.saved_ms) AS saved_ms
+      FROM perf.index_outcome_statements o
+     GROUP BY o.application_id
+), v AS (
+    SELECT cur.*, agg.statements, agg.reads_run, agg.mean_ms_before, agg.mean_ms_after,
+           agg.saved_ms,
+           round(100 * (agg.mean_ms_before - agg.mean_ms_after)::numeric
+                 / nullif(agg.mean_ms_before, 0)::numeric, 1)::float8 AS gain_pct
+      FROM cur LEFT JOIN agg ON agg.application_id = cur.id
+), w AS (
+    SELECT v.*,
+           CASE
+             WHEN v.state IN ('pending', 'building', 'failed') THEN v.state
+             WHEN NOT v.index_exists THEN 'dropped'
+             WHEN NOT v.indisvalid THEN 'invalid'
+             WHEN v.scans = 0 AND (v.table_reads > 0 OR coalesce(v.reads_run, 0) > 0) THEN 'unused'
+             WHEN v.scans = 0 THEN 'no data yet'
+             WHEN coalesce(v.reads_run, 0) = 0 THEN 'used'
+             WHEN coalesce(v.gain_pct, 0) < 10 OR coalesce(v.saved_ms, 0) <= 0 THEN 'no gain'
+             ELSE 'pays off'
+           END AS verdict
+      FROM v
+)
+SELECT w.id,
+       pg_catalog.quote_ident(coalesce(ns.nspname, w.schema_name)) || '.'
+           || pg_catalog.quote_ident(coalesce(ic.relname, w.index_name)) AS index_name,
+       pg_catalog.quote_ident(w.schema_name) || '.' || pg_catalog.quote_ident(w.table_name) AS table_name,
+       w.requested_by::regrole AS requested_by,
+       w.mode,
+       w.state AS status,
+       w.state_sqlstate AS sqlstate,
+       w.state_error AS error,
+       w.requested_at,
+       w.built_at,
+       w.indisvalid AS valid,
+       w.size_bytes,
+       pg_catalog.pg_size_pretty(w.size_bytes) AS size,
+       w.scans AS idx_scan,
+       w.table_reads,
+       w.tup_ins + w.tup_upd + w.tup_del AS rows_written,
+       w.tup_ins + w.tup_upd - w.tup_hot_upd AS index_entries_written,
+       coalesce(w.statements, 0) AS statements,
+       coalesce(w.reads_run, 0) AS statements_run,
+       w.mean_ms_before,
+       w.mean_ms_after,
+       w.gain_pct,
+       w.saved_ms,
+       w.verdict,
+       CASE WHEN w.verdict = 'pays off' THEN true
+            WHEN w.verdict IN ('unused', 'no gain', 'failed', 'invalid') THEN false END AS pays_off,
+       CASE WHEN w.index_exists THEN
+            'DROP INDEX CONCURRENTLY IF EXISTS ' || pg_catalog.quote_ident(ns.nspname) || '.'
+            || pg_catalog.quote_ident(ic.relname) END AS undo_ddl
+  FROM w
+  LEFT JOIN pg_catalog.pg_class ic ON ic.oid = w.ioid AND w.index_exists
+  LEFT JOIN pg_catalog.pg_namespace ns ON ns.oid = ic.relnamespace;
+REVOKE ALL ON perf.index_outcomes FROM PUBLIC;
+GRANT SELECT ON perf.index_outcomes TO perf_reader;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/scheduler/api.rs:523
 -- pg_perf::scheduler::api::run_job
 CREATE  FUNCTION "run_job"(
 	"name" TEXT /* Option < & str > */
@@ -2045,7 +2384,7 @@ AS 'MODULE_PATHNAME', 'run_job_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/maintenance.rs:382
+-- src/scheduler/maintenance.rs:384
 -- pg_perf::scheduler::maintenance::run_maintenance
 CREATE  FUNCTION "run_maintenance"(
 	"dry_run" bool DEFAULT false /* bool */
@@ -2063,7 +2402,7 @@ AS 'MODULE_PATHNAME', 'run_maintenance_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:312
+-- src/scheduler/api.rs:327
 -- pg_perf::scheduler::api::schedule
 CREATE  FUNCTION "schedule"(
 	"name" TEXT, /* Option < & str > */
@@ -2084,7 +2423,7 @@ AS 'MODULE_PATHNAME', 'schedule_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:552
+-- src/scheduler/api.rs:578
 -- pg_perf::scheduler::api::scheduler_wake
 CREATE  FUNCTION "scheduler_wake"() RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -2108,7 +2447,7 @@ AS 'MODULE_PATHNAME', 'settings_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/stats/api.rs:255
+-- src/stats/api.rs:256
 -- pg_perf::stats::api::slow_plans
 CREATE  FUNCTION "slow_plans"() RETURNS TABLE (
 	"queryid" bigint,  /* i64 */
@@ -2127,7 +2466,7 @@ AS 'MODULE_PATHNAME', 'slow_plans_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/stats/api.rs:170
+-- src/stats/api.rs:171
 -- pg_perf::stats::api::slow_queries
 CREATE  FUNCTION "slow_queries"(
 	"limit" INT DEFAULT 20, /* i32 */
@@ -2155,7 +2494,7 @@ AS 'MODULE_PATHNAME', 'slow_queries_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/stats/api.rs:527
+-- src/stats/api.rs:528
 -- pg_perf::stats::api::stats_info
 CREATE  FUNCTION "stats_info"() RETURNS TABLE (
 	"entries" bigint,  /* i64 */
@@ -2191,7 +2530,38 @@ AS 'MODULE_PATHNAME', 'suggest_indexes_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:480
+-- src/matview/managed.rs:413
+-- pg_perf::matview::managed::track_generation
+CREATE  FUNCTION "track_generation"(
+	"rel" oid /* pg_sys :: Oid */
+) RETURNS bigint /* Option < i64 > */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'track_generation_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/matview/managed.rs:428
+-- pg_perf::matview::managed::track_instance
+CREATE  FUNCTION "track_instance"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'track_instance_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/matview/managed.rs:421
+-- pg_perf::matview::managed::track_slot
+CREATE  FUNCTION "track_slot"(
+	"rel" oid /* pg_sys :: Oid */
+) RETURNS INT /* Option < i32 > */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'track_slot_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/scheduler/api.rs:504
 -- pg_perf::scheduler::api::unschedule
 CREATE  FUNCTION "unschedule"(
 	"name" TEXT /* Option < & str > */
@@ -2202,7 +2572,7 @@ AS 'MODULE_PATHNAME', 'unschedule_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:48
+-- src/lib.rs:49
 -- pg_perf::version
 CREATE  FUNCTION "version"() RETURNS TEXT /* & '_ str */
 IMMUTABLE STRICT PARALLEL SAFE
@@ -2247,7 +2617,7 @@ AS 'MODULE_PATHNAME', 'whatif_index_size_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/stats/api.rs:381
+-- src/stats/api.rs:382
 -- pg_perf::stats::api::why_slow
 CREATE  FUNCTION "why_slow"(
 	"queryid" bigint /* i64 */
@@ -2317,6 +2687,7 @@ DECLARE
     r regclass;
     kind "char";
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.cache_track()');
     IF rel IS NULL THEN
         RAISE EXCEPTION 'perf.cache_track: rel must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
@@ -2360,6 +2731,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r regclass;
 BEGIN
+    PERFORM perf._require_role('perf_admin', 'perf.cache_untrack()');
     IF rel IS NULL THEN
         RAISE EXCEPTION 'perf.cache_untrack: rel must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
@@ -2373,10 +2745,166 @@ BEGIN
 END
 $$;
 
--- Application roles call the cache (and read their own statement statistics); flushing
--- everything is for administrators.
+-- Application roles call the cache (and read their own statement statistics); tracking,
+-- invalidating and flushing are for perf_admin, checked inside each function.
 GRANT USAGE ON SCHEMA perf TO PUBLIC;
-REVOKE EXECUTE ON FUNCTION perf.cache_flush() FROM PUBLIC;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/matview/mod.rs:26
+-- requires:
+--   scheduler_sql
+--   cache_sql
+--   matview::managed::matview_manage_oid
+--   matview::managed::matview_unmanage_oid
+--   matview::managed::track_generation
+--   matview::managed::track_instance
+
+-- Managed materialized views: perf.manage_matview() keeps a view fresh; the scheduler's
+-- worker refreshes it when a source changed (the result cache's change tracking), on a
+-- schedule, or when it has been stale too long; never when nothing changed.
+-- Written only through perf.manage_matview()/perf.unmanage_matview() (which check that the
+-- caller owns the view), the scheduler and its runners, and the drop event trigger.
+
+CREATE TABLE perf.matviews (
+    view            oid PRIMARY KEY,
+    -- The view's matview_refresh job in perf.jobs (its runs, retries and errors).
+    jobid           bigint NOT NULL,
+    schedule        text,
+    timezone        text NOT NULL,
+    on_change       boolean NOT NULL DEFAULT true,
+    min_interval    interval NOT NULL DEFAULT '1 minute',
+    max_staleness   interval,
+    -- NULL: CONCURRENTLY when the view has a usable unique index, else plain.
+    refresh_concurrently boolean,
+    managed_since   timestamptz NOT NULL DEFAULT now(),
+    last_refresh_at timestamptz,
+    last_duration   interval,
+    last_mode       text,
+    mode_reason     text,
+    refreshes       bigint NOT NULL DEFAULT 0,
+    -- When the scheduler first saw a change not yet refreshed, and when it refreshes next.
+    first_change_at timestamptz,
+    next_refresh_at timestamptz,
+    -- perf.track_instance() the sources' generations were recorded under.
+    instance        bigint
+);
+
+-- Each view's sources and their change generations at its last refresh.
+CREATE TABLE perf.matview_sources (
+    view       oid NOT NULL REFERENCES perf.matviews ON DELETE CASCADE,
+    source     oid NOT NULL,
+    -- Writes to it are seen (tracking trigger, or a managed matview); if not, every
+    -- check counts the view as changed.
+    tracked    boolean NOT NULL,
+    slot       integer,
+    generation bigint,
+    PRIMARY KEY (view, source)
+);
+SELECT pg_catalog.pg_extension_config_dump('perf.matviews', '');
+SELECT pg_catalog.pg_extension_config_dump('perf.matview_sources', '');
+REVOKE ALL ON perf.matviews, perf.matview_sources FROM PUBLIC;
+GRANT SELECT ON perf.matviews, perf.matview_sources TO perf_reader;
+
+-- Keeps a materialized view fresh: refreshed (as its owner) when a source changed and
+-- min_interval passed (on_change), at the first `schedule` slot after a change (cron or
+-- interval, in perf.scheduler_timezone or the session's TimeZone), or once a change is
+-- max_staleness old; never when nothing changed. concurrently: NULL = CONCURRENTLY when
+-- the view has a unique index without WHERE, true = require it, false = always plain.
+-- Installs the change-tracking trigger on source tables that lack it (needs the right to
+-- create triggers on them). Calling it again changes the settings.
+CREATE FUNCTION perf.manage_matview(view regclass, schedule text DEFAULT NULL,
+                                    on_change boolean DEFAULT true,
+                                    min_interval interval DEFAULT '1 minute',
+                                    max_staleness interval DEFAULT NULL,
+                                    concurrently boolean DEFAULT NULL)
+RETURNS void LANGUAGE sql VOLATILE AS $$
+    SELECT perf.matview_manage_oid($1::oid, $2, $3, $4, $5, $6)
+$$;
+
+-- Stops refreshing a view (its job and state are removed; tracking triggers stay).
+CREATE FUNCTION perf.unmanage_matview(view regclass)
+RETURNS void LANGUAGE sql VOLATILE AS $$
+    SELECT perf.matview_unmanage_oid($1::oid)
+$$;
+
+-- One row per managed view: when it was refreshed and how long it took, how many changes
+-- its sources saw since (NULL: cannot tell, e.g. after a restart), whether it is stale,
+-- when it refreshes next, how (concurrent/plain and why), and its last error.
+CREATE VIEW perf.matview_status AS
+SELECT m.view::regclass AS view,
+       m.last_refresh_at AS last_refresh,
+       m.last_duration,
+       m.refreshes,
+       ch.changes AS changes_since,
+       (m.last_refresh_at IS NULL OR ch.changes IS NULL OR ch.changes > 0
+        OR ch.untracked > 0 OR NOT c.relispopulated) AS stale,
+       ch.untracked AS untracked_sources,
+       m.first_change_at AS stale_since,
+       m.next_refresh_at AS next_refresh,
+       CASE WHEN m.refresh_concurrently IS FALSE OR NOT c.relispopulated OR ix.name IS NULL
+            THEN 'plain' ELSE 'concurrent' END AS mode,
+       CASE WHEN m.refresh_concurrently IS FALSE THEN 'concurrently => false'
+            WHEN NOT c.relispopulated THEN 'not populated yet: the first refresh is plain'
+            WHEN ix.name IS NULL THEN 'no unique index without WHERE on plain columns'
+            ELSE 'unique index ' || ix.name END AS mode_reason,
+       m.schedule,
+       m.on_change,
+       m.min_interval,
+       m.max_staleness,
+       j.name AS job,
+       lr.status AS last_status,
+       le.finished_at AS last_error_at,
+       le.sqlstate AS last_sqlstate,
+       le.error AS last_error,
+       EXISTS (SELECT 1 FROM perf.job_runs a
+                WHERE a.jobid = m.jobid AND a.status IN ('pending', 'running')) AS refreshing
+  FROM perf.matviews m
+  JOIN pg_catalog.pg_class c ON c.oid = m.view
+  LEFT JOIN perf.jobs j ON j.jobid = m.jobid
+  LEFT JOIN LATERAL (
+      SELECT CASE WHEN m.instance IS DISTINCT FROM perf.track_instance()
+                    OR bool_or(s.tracked AND (s.generation IS NULL
+                                              OR perf.track_slot(s.source) IS DISTINCT FROM s.slot))
+                  THEN NULL
+                  ELSE coalesce(sum(perf.track_generation(s.source) - s.generation)
+                                    FILTER (WHERE s.tracked), 0) END AS changes,
+             count(*) FILTER (WHERE NOT s.tracked) AS untracked
+        FROM perf.matview_sources s WHERE s.view = m.view) ch ON true
+  LEFT JOIN LATERAL (
+      SELECT i.indexrelid::regclass::text AS name FROM pg_catalog.pg_index i
+       WHERE i.indrelid = m.view AND i.indisunique AND i.indisvalid AND i.indimmediate
+         AND i.indpred IS NULL AND i.indexprs IS NULL
+       ORDER BY i.indexrelid LIMIT 1) ix ON true
+  LEFT JOIN LATERAL (SELECT r.status FROM perf.job_runs r
+                      WHERE r.jobid = m.jobid AND r.status IN ('succeeded', 'failed')
+                      ORDER BY r.runid DESC LIMIT 1) lr ON true
+  LEFT JOIN LATERAL (SELECT r.finished_at, r.sqlstate, r.error FROM perf.job_runs r
+                      WHERE r.jobid = m.jobid AND r.status = 'failed'
+                      ORDER BY r.runid DESC LIMIT 1) le ON true
+ WHERE pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE')
+    OR pg_catalog.has_table_privilege(current_user, c.oid, 'SELECT');
+REVOKE ALL ON perf.matview_status FROM PUBLIC;
+GRANT SELECT ON perf.matview_status TO perf_reader;
+
+-- Dropping a managed view removes its job and state (sql_drop event trigger).
+CREATE FUNCTION perf.matview_dropped() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF to_regclass('perf.matviews') IS NULL OR NOT EXISTS (SELECT 1 FROM perf.matviews) THEN
+        RETURN;
+    END IF;
+    WITH gone AS (
+        DELETE FROM perf.matviews m
+         USING pg_catalog.pg_event_trigger_dropped_objects() d
+         WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+           AND d.objid = m.view
+        RETURNING m.jobid)
+    DELETE FROM perf.jobs j USING gone WHERE j.jobid = gone.jobid;
+END $$;
+REVOKE EXECUTE ON FUNCTION perf.matview_dropped() FROM PUBLIC;
+CREATE EVENT TRIGGER pg_perf_matview_drop ON sql_drop
+    EXECUTE FUNCTION perf.matview_dropped();
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2416,6 +2944,7 @@ DECLARE
     detail text;
     st text;
 BEGIN
+    PERFORM perf._require_role('perf_reader', 'perf.health()');
     -- Buffer cache hit ratio of this database (judged once 1,000 blocks were requested).
     SELECT CASE WHEN blks_hit + blks_read >= 1000 THEN blks_hit::float8 / (blks_hit + blks_read) END
       INTO v FROM pg_stat_database WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database());

@@ -60,6 +60,13 @@ pub fn capture_predicates() -> bool {
     unsafe { *CAPTURE_PREDICATES.as_ptr() }
 }
 
+/// `perf.capture_sample_values`, read without the thread check.
+#[inline]
+pub fn capture_sample_values() -> bool {
+    // SAFETY: plain read of GUC storage.
+    unsafe { *CAPTURE_SAMPLE_VALUES.as_ptr() }
+}
+
 /// `perf.verify_query_ids`, read without the thread check.
 #[inline]
 pub fn verify_query_ids() -> bool {
@@ -96,6 +103,9 @@ static MAX_PLANS: GucSetting<i32> = GucSetting::<i32>::new(500);
 static MAX_PLAN_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16384);
 /// `perf.capture_predicates`: record the columns each statement filters, joins and sorts on.
 static CAPTURE_PREDICATES: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `perf.capture_sample_values`: keep a few sample values (constants or bind parameters)
+/// per statement in shared memory, for the index advisor's custom plans.
+static CAPTURE_SAMPLE_VALUES: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `perf.verify_query_ids`: jumble statements whose queryId came from the per-backend memo
 /// too, and warn if the two differ (a check for the memo, off by default).
 static VERIFY_QUERY_IDS: GucSetting<bool> = GucSetting::<bool>::new(false);
@@ -274,6 +284,18 @@ pub fn init() {
         c"Records the columns and operators each statement filters, joins, sorts and groups on.",
         c"Captured once per statement and plan shape; read by perf.predicates and the index advisor.",
         &CAPTURE_PREDICATES,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"perf.capture_sample_values",
+        c"Keeps a few sample values (constants or bind parameters) per statement in shared memory.",
+        c"Up to 4 distinct samples of at most 256 bytes each per statement, captured on a \
+          thinning schedule (about 8*ln(calls) captures in a statement's life) and used by \
+          perf.suggest_indexes() to plan statements with real values. Shown by \
+          perf.statement_samples() under the query-text rule. Off: no values are written \
+          to shared memory (those kept before stay until perf.reset_stats()).",
+        &CAPTURE_SAMPLE_VALUES,
         GucContext::Suset,
         GucFlags::default(),
     );

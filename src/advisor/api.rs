@@ -8,8 +8,6 @@
 //! (table, column, operator and index facts), `oracle.rs` (the what-if cost oracle and the
 //! final pruning), `output.rs` (the rows).
 
-use std::collections::HashMap;
-
 use pgrx::prelude::*;
 
 use super::candidates::generate_candidates;
@@ -99,16 +97,7 @@ fn suggest_indexes_impl(
         storage_budget_bytes: crate::gucs::advisor_budget_mb().max(1) as u64 * 1024 * 1024,
         ..SelectionSettings::default()
     };
-    let mut oracle = WhatIfOracle {
-        texts: &texts,
-        tables: &tables,
-        touches: workload
-            .queries
-            .iter()
-            .map(|q| (q.query_id, q.tables.iter().map(|t| t.table).collect()))
-            .collect(),
-        cache: HashMap::new(),
-    };
+    let mut oracle = WhatIfOracle::new(&texts, &tables, &workload);
     let result = select_indexes(&workload, &candidates, &mut oracle, &settings);
     pgrx::debug1!(
         "pg_perf advisor: baseline {:.1}, final {:.1}, {} chosen, {} oracle calls, unplannable {:?}, shapes {:?}",

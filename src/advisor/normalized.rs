@@ -471,9 +471,49 @@ pub fn with_bind_values(text: &str, params: &str) -> Option<String> {
     Some(out)
 }
 
+/// `text` with each `$n` that `values` has a value for replaced by that value (an SQL
+/// literal: a constant as it was written, or a bind parameter as `'text'::type`); other
+/// `$n` are left as they are. A typed literal's `timestamptz $2` thus becomes
+/// `timestamptz '2023-06-01'` again.
+pub fn with_sample_values(text: &str, values: &[(u32, String)]) -> String {
+    let mut out = String::with_capacity(text.len() + 16 * values.len());
+    let mut copied = 0;
+    for t in tokenize(text).iter().filter(|t| t.tok == Tok::Param) {
+        let Ok(n) = text[t.start + 1..t.end].parse::<u32>() else {
+            continue;
+        };
+        let Some((_, value)) = values.iter().find(|(k, _)| *k == n) else {
+            continue;
+        };
+        out.push_str(&text[copied..t.start]);
+        out.push_str(value);
+        copied = t.end;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 #[cfg(test)]
 mod unit_tests {
-    use super::{arithmetic_params_as_integer, plannable_text, with_bind_values};
+    use super::{
+        arithmetic_params_as_integer, plannable_text, with_bind_values, with_sample_values,
+    };
+
+    #[test]
+    fn sample_values_are_written_in() {
+        let v = vec![
+            (1, "'open'::text".to_string()),
+            (3, "'2023-06-01'".to_string()),
+        ];
+        assert_eq!(
+            with_sample_values(
+                "SELECT * FROM t WHERE s = $1 AND a > $2 AND c >= timestamptz $3 AND x = '$1'",
+                &v
+            ),
+            "SELECT * FROM t WHERE s = 'open'::text AND a > $2 AND c >= timestamptz '2023-06-01' AND x = '$1'"
+        );
+        assert_eq!(with_sample_values("SELECT 1", &v), "SELECT 1");
+    }
 
     #[test]
     fn bind_values_are_written_in() {

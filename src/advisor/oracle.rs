@@ -6,28 +6,49 @@ use std::collections::HashMap;
 use super::guard::in_subtransaction;
 use super::model::*;
 use super::output::index_ddl;
-use super::selection::{CostOracle, SelectionResult};
+use super::selection::{may_use_any, CostOracle, SelectionResult};
 use super::whatif::{self, Session};
+use super::workload::PlanTexts;
 
 /// The what-if planner as the selection's cost oracle. It answers each (statement, indexes
 /// on the tables that statement reads) once per advice: the selection and the final pruning
 /// pass share its cache, so no statement is planned twice under the same configuration.
 pub(super) struct WhatIfOracle<'a> {
     /// Text to plan, and whether it must call only built-in code (another role's).
-    pub(super) texts: &'a HashMap<QueryId, (String, bool)>,
+    pub(super) texts: &'a HashMap<QueryId, PlanTexts>,
     pub(super) tables: &'a HashMap<TableId, TableInfo>,
-    /// Tables each statement reads.
-    pub(super) touches: HashMap<QueryId, Vec<TableId>>,
+    /// Each statement's shape: which tables it reads, and on which columns.
+    pub(super) shapes: HashMap<QueryId, &'a QueryShape>,
     pub(super) cache: HashMap<(QueryId, Vec<String>), Option<f64>>,
+}
+
+impl<'a> WhatIfOracle<'a> {
+    pub(super) fn new(
+        texts: &'a HashMap<QueryId, PlanTexts>,
+        tables: &'a HashMap<TableId, TableInfo>,
+        workload: &'a Workload,
+    ) -> Self {
+        WhatIfOracle {
+            texts,
+            tables,
+            shapes: workload.queries.iter().map(|q| (q.query_id, q)).collect(),
+            cache: HashMap::new(),
+        }
+    }
 }
 
 impl CostOracle for WhatIfOracle<'_> {
     fn workload_query_cost(&mut self, query: QueryId, config: &[IndexCandidate]) -> Option<f64> {
-        let (text, foreign) = self.texts.get(&query)?;
-        let touched = self.touches.get(&query);
+        let (texts, foreign) = self.texts.get(&query)?;
+        // Only the indexes the statement may use (on a table it reads, leading key among the
+        // columns it filters, joins, sorts or groups on, or partial): the cache key leaves
+        // out the rest, so configurations that differ only in indexes it cannot use share one
+        // plan. The selection makes the same call (`may_use_any`) when it decides which
+        // statements a move re-plans.
+        let shape = self.shapes.get(&query);
         let mut relevant: Vec<&IndexCandidate> = config
             .iter()
-            .filter(|c| touched.is_none_or(|t| t.contains(&c.table)))
+            .filter(|c| shape.is_none_or(|q| q.touches(c.table) && may_use_any(q, c.table, &[*c])))
             .collect();
         relevant.sort_by_key(|c| c.signature());
         relevant.dedup_by_key(|c| c.signature());
@@ -40,9 +61,15 @@ impl CostOracle for WhatIfOracle<'_> {
         if let Some(cost) = self.cache.get(&key) {
             return *cost;
         }
+        // With sample values: the statement's cost is its samples' costs weighted by their
+        // shares (each a custom plan under the same hypothetical indexes).
         let cost = in_subtransaction(|| {
             let _session = Session::start(&key.1, &[]);
-            whatif::plan_checked(text, *foreign).total_cost
+            let mut sum = 0.0;
+            for (text, share) in texts {
+                sum += share * whatif::plan_checked(text, *foreign).total_cost;
+            }
+            sum
         });
         self.cache.insert(key, cost);
         cost

@@ -68,9 +68,11 @@ impl<'o, O: CostOracle + ?Sized> MemoizedOracle<'o, O> {
     /// Cost of one execution of `query` under `config` (indexes on other tables are
     /// ignored); `None` when the oracle cannot plan it or answers garbage.
     pub fn query_cost(&mut self, query: &QueryShape, config: &[IndexCandidate]) -> Option<f64> {
+        // Only indexes the statement may use (see `may_use_any`): configurations that differ
+        // in others share one cache entry (with one big table, most of them do).
         let mut relevant: Vec<(CandidateSignature, &IndexCandidate)> = config
             .iter()
-            .filter(|c| query.touches(c.table))
+            .filter(|c| query.touches(c.table) && may_use_any(query, c.table, &[*c]))
             .map(|c| (c.signature(), c))
             .collect();
         relevant.sort_by(|a, b| a.0.cmp(&b.0));
@@ -690,7 +692,7 @@ impl<'w> Search<'w> {
 /// Whether `query` might plan differently with or without any of `indexes` (on `table`):
 /// it filters, joins, sorts or groups that table on an index's leading key, or the index is
 /// partial (usable for its predicate alone) or has no keys.
-fn may_use_any(query: &QueryShape, table: TableId, indexes: &[&IndexCandidate]) -> bool {
+pub(super) fn may_use_any(query: &QueryShape, table: TableId, indexes: &[&IndexCandidate]) -> bool {
     let accesses = || query.tables.iter().filter(|a| a.table == table);
     indexes.iter().any(|c| {
         let Some(lead) = c.keys.first().filter(|_| c.predicate.is_none()) else {

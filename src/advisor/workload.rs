@@ -11,7 +11,9 @@ use pgrx::PgList;
 use super::catalog::Catalog;
 use super::guard::{in_subtransaction, try_in_subtransaction};
 use super::model::*;
-use super::normalized::{arithmetic_params_as_integer, plannable_text, with_bind_values};
+use super::normalized::{
+    arithmetic_params_as_integer, plannable_text, with_bind_values, with_sample_values,
+};
 use super::whatif::{self, Planned};
 use crate::stats::workload;
 use crate::stats::PredicateKind;
@@ -68,6 +70,10 @@ pub(super) struct WorkloadQuery {
     /// The slowest run's text with its constants, when a slow plan was captured: planned
     /// first (real selectivities, and it always parses), the normalized text otherwise.
     pub(super) sample: Option<String>,
+    /// Sample values kept for it (`perf.capture_sample_values`): how many captures saw
+    /// each sample, and its `($n, literal)` pairs. Planned first, each with its share of
+    /// the statement's weight.
+    pub(super) values: Vec<(f64, Vec<(u32, String)>)>,
     pub(super) calls: f64,
     /// Rows processed over all calls (rows written, for a write statement).
     pub(super) rows: f64,
@@ -126,6 +132,7 @@ pub(super) fn captured_workload() -> (Vec<WorkloadQuery>, Vec<Skipped>) {
                     queryid: e.queryid,
                     text: e.text.clone(),
                     sample: None,
+                    values: Vec::new(),
                     calls: 0.0,
                     rows: 0.0,
                     own: false,
@@ -148,6 +155,14 @@ pub(super) fn captured_workload() -> (Vec<WorkloadQuery>, Vec<Skipped>) {
                 .then(|| with_bind_values(&sample, &params))
                 .flatten();
             q.sample = Some(with_values.unwrap_or(sample));
+        }
+    }
+    for (queryid, list) in workload::value_samples() {
+        if let Some((q, _)) = by_id.get_mut(&queryid) {
+            q.values = list
+                .into_iter()
+                .map(|s| (s.seen.max(1) as f64, s.values))
+                .collect();
         }
     }
     let mut all: Vec<(WorkloadQuery, f64)> = by_id.into_values().collect();
@@ -179,6 +194,7 @@ pub(super) fn explicit_workload(list: Vec<Option<String>>) -> Vec<WorkloadQuery>
                 queryid: 0,
                 text,
                 sample: None,
+                values: Vec::new(),
                 calls: 1.0,
                 rows: 1.0,
                 own: true,
@@ -189,11 +205,16 @@ pub(super) fn explicit_workload(list: Vec<Option<String>>) -> Vec<WorkloadQuery>
     merged
 }
 
+/// The texts the oracle plans for one statement, each with its share of the statement's
+/// weight (one text with share 1 unless it has sample values), and whether it is another
+/// role's statement.
+pub(super) type PlanTexts = (Vec<(String, f64)>, bool);
+
 /// The workload planned once as it is: per planned statement (by its index in the
-/// workload) the text the oracle plans and whether it is another role's; the shapes; the
+/// workload) the texts the oracle plans; the shapes; the
 /// tables involved; rows written per table by the workload's own write statements.
 pub(super) struct PlannedWorkload {
-    pub(super) texts: HashMap<QueryId, (String, bool)>,
+    pub(super) texts: HashMap<QueryId, PlanTexts>,
     pub(super) shapes: Vec<QueryShape>,
     pub(super) relids: Vec<u32>,
     pub(super) writes: HashMap<u32, (f64, f64, f64)>,
@@ -206,7 +227,7 @@ pub(super) fn plan_workload(
     workload_queries: &[WorkloadQuery],
     catalog: &mut Catalog,
 ) -> PlannedWorkload {
-    let mut texts: HashMap<QueryId, (String, bool)> = HashMap::new();
+    let mut texts: HashMap<QueryId, PlanTexts> = HashMap::new();
     let mut shapes = Vec::new();
     let mut relids: Vec<u32> = Vec::new();
     // Rows written per table by the workload's own write statements: the same period as its
@@ -219,6 +240,47 @@ pub(super) fn plan_workload(
         // A normalized typed literal (`timestamptz $2`) is not valid SQL: plan it as the
         // cast it stands for (`$2::timestamptz`).
         let text = plannable_text(&q.text).unwrap_or_else(|| q.text.clone());
+        // Sample values: each sample planned with its values (a custom plan), its share of
+        // the statement's weight by how many captures saw it. The shape comes from the
+        // most seen sample that plans.
+        // Samples the planner sees alike (the same estimates: every predicate's selectivity
+        // and the result rows within 25%) plan alike under any indexes: planned once, with
+        // their weights added up.
+        let mut with_values: Vec<(String, f64)> = Vec::new();
+        let mut seen_estimates: Vec<Vec<f64>> = Vec::new();
+        let mut first_plan = None;
+        for (seen, values) in &q.values {
+            let t = with_sample_values(&q.text, values);
+            let t = plannable_text(&t).unwrap_or(t);
+            if let Some(p) = in_subtransaction(|| whatif::plan_checked(&t, foreign)) {
+                let estimates = plan_estimates(&p);
+                match seen_estimates.iter().position(|e| alike(e, &estimates)) {
+                    Some(k) => with_values[k].1 += *seen,
+                    None => {
+                        seen_estimates.push(estimates);
+                        with_values.push((t, *seen));
+                    }
+                }
+                first_plan.get_or_insert(p);
+            }
+        }
+        if let Some(planned) = first_plan {
+            let total: f64 = with_values.iter().map(|(_, w)| w).sum::<f64>().max(1e-9);
+            for (_, w) in &mut with_values {
+                *w /= total;
+            }
+            note_writes(&text, q.rows, &mut writes, &mut relids);
+            let id = i as QueryId;
+            let shape = shape_of(id, q.calls, &planned, catalog);
+            for t in &shape.tables {
+                if !relids.contains(&t.table) {
+                    relids.push(t.table);
+                }
+            }
+            texts.insert(id, (with_values, foreign));
+            shapes.push(shape);
+            continue;
+        }
         let sample_plan = q.sample.as_ref().and_then(|t| {
             in_subtransaction(|| whatif::plan_checked(t, foreign)).map(|p| (t.clone(), p))
         });
@@ -240,17 +302,7 @@ pub(super) fn plan_workload(
                 },
             },
         };
-        if let Some((relid, command)) = write_target_of(&text) {
-            let w = writes.entry(relid).or_default();
-            match command {
-                pg_sys::CmdType::CMD_INSERT => w.0 += q.rows,
-                pg_sys::CmdType::CMD_UPDATE => w.1 += q.rows,
-                _ => w.2 += q.rows,
-            }
-            if !relids.contains(&relid) {
-                relids.push(relid);
-            }
-        }
+        note_writes(&text, q.rows, &mut writes, &mut relids);
         let Some(planned) = planned else { continue };
         let id = i as QueryId;
         let shape = shape_of(id, q.calls, &planned, catalog);
@@ -259,7 +311,7 @@ pub(super) fn plan_workload(
                 relids.push(t.table);
             }
         }
-        texts.insert(id, (plan_text, foreign));
+        texts.insert(id, (vec![(plan_text, 1.0)], foreign));
         shapes.push(shape);
     }
     PlannedWorkload {
@@ -268,6 +320,43 @@ pub(super) fn plan_workload(
         relids,
         writes,
         skipped,
+    }
+}
+
+/// What the planner estimated for a plan: the result rows and each predicate's
+/// selectivity, in plan order.
+fn plan_estimates(p: &Planned) -> Vec<f64> {
+    std::iter::once(p.rows)
+        .chain(p.predicates.iter().map(|r| r.est_selectivity as f64))
+        .collect()
+}
+
+/// Two plans' estimates are alike: as many, each pair within 25% (or both tiny).
+fn alike(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(&x, &y)| {
+            let (lo, hi) = (x.min(y), x.max(y));
+            hi <= 1e-9 || (lo > 0.0 && hi / lo <= 1.25)
+        })
+}
+
+/// Counts a write statement's rows against the table it writes.
+fn note_writes(
+    text: &str,
+    rows: f64,
+    writes: &mut HashMap<u32, (f64, f64, f64)>,
+    relids: &mut Vec<u32>,
+) {
+    if let Some((relid, command)) = write_target_of(text) {
+        let w = writes.entry(relid).or_default();
+        match command {
+            pg_sys::CmdType::CMD_INSERT => w.0 += rows,
+            pg_sys::CmdType::CMD_UPDATE => w.1 += rows,
+            _ => w.2 += rows,
+        }
+        if !relids.contains(&relid) {
+            relids.push(relid);
+        }
     }
 }
 

@@ -577,3 +577,49 @@ fn reset_stats(
             && (queryid == 0 || k.queryid == queryid)
     }) as i64
 }
+
+/// The sample values kept per statement (`perf.capture_sample_values`): up to 4 distinct
+/// samples each, the constants of a simple-protocol run or the bind parameters of an
+/// extended-protocol one, as `$1 = 'open', $2 = 42`, with how many captures saw each.
+/// Like query texts, a statement's samples are shown to superusers, members of
+/// pg_read_all_stats and the role that ran it; other rows are left out.
+// role: reader
+#[pg_extern(volatile, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn statement_samples() -> TableIterator<
+    'static,
+    (
+        name!(userid, pg_sys::Oid),
+        name!(dbid, pg_sys::Oid),
+        name!(queryid, i64),
+        name!(toplevel, bool),
+        name!(sample, i32),
+        name!(seen, i64),
+        name!(sample_values, String),
+    ),
+> {
+    require_shmem();
+    let all = super::workload::caller_reads_all();
+    // SAFETY: plain read of backend state.
+    let me = unsafe { pg_sys::GetUserId().to_u32() };
+    let mut rows = Vec::new();
+    for (key, list) in shmem::samples(|k| all || k.userid == me) {
+        for (i, (seen, bytes)) in list.into_iter().enumerate() {
+            let shown = super::samples::decode(&bytes)
+                .into_iter()
+                .map(|(n, v)| format!("${n} = {}", String::from_utf8_lossy(&v)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            rows.push((
+                pg_sys::Oid::from(key.userid),
+                pg_sys::Oid::from(key.dbid),
+                key.queryid,
+                key.toplevel,
+                i as i32 + 1,
+                seen as i64,
+                shown,
+            ));
+        }
+    }
+    TableIterator::new(rows)
+}

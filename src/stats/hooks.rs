@@ -29,6 +29,7 @@ use pgrx::prelude::*;
 use super::encoding;
 use super::normalize;
 use super::query_id_memo;
+use super::samples;
 use super::shmem::{self, BufferDelta, ExecSample, StatKey, WalDelta};
 use super::{plan_capture, predicates};
 use crate::gucs::{self, TrackLevel};
@@ -39,6 +40,8 @@ use crate::pg::try_catch::try_or_cleanup;
 const KNOWN_SLOTS: usize = 4096;
 const WANT_PLAN_SLOTS: usize = 256;
 const MAX_PENDING_TEXTS: usize = 256;
+const WANT_SAMPLE_SLOTS: usize = 256;
+const MAX_PENDING_SAMPLES: usize = 16;
 
 /// Backend-local bookkeeping.
 struct Local {
@@ -52,6 +55,12 @@ struct Local {
     /// Hashes of statements that were slow but have no plan with actual rows yet: their next
     /// execution is instrumented regardless of `perf.plan_sample_rate`.
     want_analyzed_plan: [u64; WANT_PLAN_SLOTS],
+    /// Hashes of statements due for a sample of their values whose last run showed none
+    /// (simple protocol: the constants are only known at parse analysis): their next
+    /// parse analysis cuts the constants out of the text.
+    want_sample: [u64; WANT_SAMPLE_SLOTS],
+    /// Constants cut out at parse analysis, waiting for the execution (None: too long).
+    pending_samples: Vec<(u64, Option<Vec<u8>>)>,
     /// Executions in progress (innermost last).
     running: Vec<Tracked>,
     /// (transaction nesting level, `nesting`) at the start of each open subtransaction:
@@ -69,6 +78,8 @@ static LOCAL: BackendLocal<Local> = BackendLocal::new(Local {
     known_gen: 0,
     pending_texts: Vec::new(),
     want_analyzed_plan: [0; WANT_PLAN_SLOTS],
+    want_sample: [0; WANT_SAMPLE_SLOTS],
+    pending_samples: Vec::new(),
     running: Vec::new(),
     subxact_nesting: Vec::new(),
     wall_offset_us: 0,
@@ -114,7 +125,18 @@ fn current_key(queryid: i64, nesting: i32) -> StatKey {
     }
 }
 
-/// xorshift64*: a cheap sampler that needs no syscall or FFI.
+/// xorshift64*: a cheap random number that needs no syscall or FFI.
+#[inline]
+fn random() -> u64 {
+    with_local(|l| {
+        l.rng ^= l.rng >> 12;
+        l.rng ^= l.rng << 25;
+        l.rng ^= l.rng >> 27;
+        l.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+/// True with probability `rate`.
 #[inline]
 fn sample(rate: f64) -> bool {
     if rate <= 0.0 {
@@ -123,13 +145,7 @@ fn sample(rate: f64) -> bool {
     if rate >= 1.0 {
         return true;
     }
-    let r = with_local(|l| {
-        l.rng ^= l.rng >> 12;
-        l.rng ^= l.rng << 25;
-        l.rng ^= l.rng >> 27;
-        l.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    });
-    ((r >> 11) as f64 / (1u64 << 53) as f64) < rate
+    ((random() >> 11) as f64 / (1u64 << 53) as f64) < rate
 }
 
 #[inline]
@@ -182,28 +198,47 @@ pub(crate) unsafe extern "C-unwind" fn post_parse_analyze(
         }
         let key = current_key((*query).queryId as i64, nesting);
         let hash = key.hash();
-        if is_known(hash) {
+        let known = is_known(hash);
+        // A known statement: only when it is due for a sample of its constants (one
+        // comparison otherwise).
+        let want_sample =
+            gucs::capture_sample_values() && (!known || with_local(|l| take_want_sample(l, hash)));
+        if known && !want_sample {
             return;
         }
-        // A new statement whose id came from the memo: its text needs the constant
-        // locations only the jumble records.
+        // A statement whose id came from the memo: its constants' locations are only
+        // known to the jumble.
         if id_from_memo {
             jstate = query_id_memo::jumble_state(pstate, query);
         }
-        if jstate.is_null() || (*jstate).clocations_count <= 0 {
-            return;
-        }
         let source = (*pstate).p_sourcetext;
-        if source.is_null() {
+        if jstate.is_null() || source.is_null() {
             return;
         }
         // Bytes in the database encoding: the locations are offsets into them.
         let source = std::ffi::CStr::from_ptr(source).to_bytes();
-        let n = (*jstate).clocations_count as usize;
-        let locs: Vec<i32> = std::slice::from_raw_parts((*jstate).clocations, n)
-            .iter()
-            .map(|l| l.location)
-            .collect();
+        let n = (*jstate).clocations_count.max(0) as usize;
+        let locs: Vec<i32> = if n == 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts((*jstate).clocations, n)
+                .iter()
+                .map(|l| l.location)
+                .collect()
+        };
+        if want_sample {
+            let constants = constants_sample(source, query, &locs);
+            with_local(|l| {
+                if l.pending_samples.len() >= MAX_PENDING_SAMPLES {
+                    l.pending_samples.clear();
+                }
+                l.pending_samples.retain(|(h, _)| *h != hash);
+                l.pending_samples.push((hash, constants));
+            });
+        }
+        if known || locs.is_empty() {
+            return;
+        }
         let text = encoding::server_to_utf8(&normalize::normalize_statement_bytes(
             source,
             (*query).stmt_location,
@@ -218,6 +253,145 @@ pub(crate) unsafe extern "C-unwind" fn post_parse_analyze(
             l.pending_texts.push((hash, text));
         });
     }
+}
+
+/// Clears and returns the "due for a sample" mark of `hash` in this backend.
+#[inline]
+fn take_want_sample(l: &mut Local, hash: u64) -> bool {
+    let slot = &mut l.want_sample[hash as usize % WANT_SAMPLE_SLOTS];
+    if *slot == hash {
+        *slot = 0;
+        true
+    } else {
+        false
+    }
+}
+
+/// The statement's constants as an encoded sample (`$n` numbers as in its normalized
+/// text), None when they do not fit.
+///
+/// # Safety
+/// `query` is the Query being analyzed, `source` its source text.
+unsafe fn constants_sample(
+    source: &[u8],
+    query: *mut pg_sys::Query,
+    locs: &[i32],
+) -> Option<Vec<u8>> {
+    // SAFETY: valid Query.
+    let (location, len) = unsafe { ((*query).stmt_location, (*query).stmt_len) };
+    let (text, values) = normalize::statement_constants(source, location, len, locs);
+    let converted: Vec<(u32, Vec<u8>)> = values
+        .into_iter()
+        .map(|(n, r)| {
+            let bytes = text.get(r).unwrap_or(&[]);
+            (n, encoding::server_to_utf8(bytes).into_bytes())
+        })
+        .collect();
+    samples::encode(converted.iter().map(|(n, v)| (*n, v.as_slice())))
+}
+
+/// The bind parameters of a run as an encoded sample, each `'text'::type` from its type's
+/// output function. Only built-in types whose output function is built in (no user code
+/// runs), parameters without a fetch hook (PL/pgSQL's are evaluated lazily): others are
+/// left out. None: no parameters. Some(None): they do not fit.
+///
+/// # Safety
+/// `qd` is a live QueryDesc.
+unsafe fn params_sample(qd: *mut QueryDesc) -> Option<Option<Vec<u8>>> {
+    // SAFETY: params may be null; when set, `params[..numParams]` are initialized (no fetch
+    // hook); the type lookups are syscache reads; output functions are built-in ones.
+    unsafe {
+        let params = (*qd).params;
+        if params.is_null() || (*params).numParams <= 0 || (*params).paramFetch.is_some() {
+            return None;
+        }
+        let n = (*params).numParams as usize;
+        let list = (*params).params.as_slice(n);
+        let mut values: Vec<(u32, Vec<u8>)> = Vec::with_capacity(n);
+        let mut total = 0;
+        for (i, p) in list.iter().enumerate() {
+            let ptype = p.ptype;
+            let t = ptype.to_u32();
+            if t == 0
+                || t >= pg_sys::FirstNormalObjectId
+                || ptype == pg_sys::RECORDOID
+                || ptype == pg_sys::RECORDARRAYOID
+            {
+                continue;
+            }
+            let type_name = std::ffi::CStr::from_ptr(pg_sys::format_type_be(ptype))
+                .to_string_lossy()
+                .into_owned();
+            let literal = if p.isnull {
+                samples::param_literal(None, &type_name)
+            } else {
+                let mut output = pg_sys::Oid::INVALID;
+                let mut varlena = false;
+                pg_sys::getTypeOutputInfo(ptype, &mut output, &mut varlena);
+                if output.to_u32() >= pg_sys::FirstGenbkiObjectId {
+                    continue;
+                }
+                // A long varlena is not printed at all: it could not be kept.
+                if varlena && pg_sys::toast_raw_datum_size(p.value) > samples::SAMPLE_BYTES {
+                    return Some(None);
+                }
+                let text = pg_sys::OidOutputFunctionCall(output, p.value);
+                let value = encoding::server_to_utf8(std::ffi::CStr::from_ptr(text).to_bytes());
+                samples::param_literal(Some(&value), &type_name)
+            };
+            total += literal.len() + 4;
+            if total > samples::SAMPLE_BYTES {
+                return Some(None);
+            }
+            values.push((i as u32 + 1, literal.into_bytes()));
+        }
+        Some(samples::encode(
+            values.iter().map(|(n, v)| (*n, v.as_slice())),
+        ))
+    }
+}
+
+/// A run of a statement due for a sample: keeps its values (parameters from the executor,
+/// constants cut out at parse analysis), or marks the statement so that its next parse
+/// analysis in this backend cuts out its constants.
+///
+/// # Safety
+/// `qd` is a live QueryDesc.
+unsafe fn capture_sample(
+    qd: *mut QueryDesc,
+    key: &StatKey,
+    hash: u64,
+    constants: Option<Option<Vec<u8>>>,
+) {
+    // SAFETY: per contract.
+    let params = unsafe { params_sample(qd) };
+    let merged = match (constants, params) {
+        (None, None) => {
+            with_local(|l| l.want_sample[hash as usize % WANT_SAMPLE_SLOTS] = hash);
+            return;
+        }
+        (Some(Some(c)), Some(Some(p))) => samples::merge(&c, &p),
+        (Some(Some(v)), None) | (None, Some(Some(v))) => Some(v),
+        _ => None,
+    };
+    let capture = match &merged {
+        Some(v) if v.is_empty() => shmem::SampleCapture::NoValues,
+        Some(v) => shmem::SampleCapture::Values(v),
+        None => shmem::SampleCapture::Skip,
+    };
+    shmem::store_sample(key, hash, capture, random());
+}
+
+/// Constants cut out at parse analysis for `hash`, if any (nothing to scan usually).
+#[inline]
+fn take_pending_sample(hash: u64) -> Option<Option<Vec<u8>>> {
+    with_local(|l| {
+        if l.pending_samples.is_empty() {
+            return None;
+        }
+        let i = l.pending_samples.iter().position(|(h, _)| *h == hash)?;
+        Some(l.pending_samples.swap_remove(i).1)
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -503,6 +677,10 @@ unsafe fn record_execution(qd: *mut QueryDesc, t: &Tracked) {
             outcome = shmem::record_new(&key, hash, &text, &sample, slow_ms);
         }
         mark_known(hash);
+        let constants = take_pending_sample(hash);
+        if outcome.sample_due && gucs::capture_sample_values() {
+            capture_sample(qd, &key, hash, constants);
+        }
 
         if slow_ms >= 0.0 && total_ms >= slow_ms {
             let analyzed = plan_capture::has_node_instrumentation(qd);

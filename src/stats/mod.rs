@@ -19,6 +19,7 @@ pub mod plan_capture;
 pub mod predicates;
 pub mod query_id_memo;
 pub mod rollup;
+pub mod samples;
 pub mod shmem;
 pub mod why_slow;
 pub mod workload;

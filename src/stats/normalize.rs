@@ -246,10 +246,52 @@ enum UescapeState {
 
 /// Core of the location-driven normalization. `starts` are byte offsets known to be
 /// inside `query`, in any order.
-fn replace_constants_at(query: &[u8], mut starts: Vec<usize>) -> Vec<u8> {
+fn replace_constants_at(query: &[u8], starts: Vec<usize>) -> Vec<u8> {
     if starts.is_empty() {
         return query.to_vec();
     }
+    let (spans, highest_param) = constant_spans(query, starts);
+    assemble(query, &spans, highest_param)
+}
+
+/// The statement's text (as [`normalize_statement_bytes`] cuts it out of `source`) and its
+/// constants as `$n` number and byte range in that text: the values [`normalize_statement_bytes`]
+/// replaces, numbered as it numbers them.
+pub fn statement_constants<'a>(
+    source: &'a [u8],
+    stmt_location: i32,
+    stmt_len: i32,
+    locations: &[i32],
+) -> (&'a [u8], Vec<(u32, Range<usize>)>) {
+    let range = statement_byte_range(source, stmt_location, stmt_len);
+    let text = source.get(range.clone()).unwrap_or(&[]);
+    let starts: Vec<usize> = locations
+        .iter()
+        .filter_map(|&location| usize::try_from(location).ok())
+        .filter(|start| range.contains(start))
+        .map(|start| start - range.start)
+        .collect();
+    if starts.is_empty() {
+        return (text, Vec::new());
+    }
+    let (spans, highest_param) = constant_spans(text, starts);
+    let first = highest_param.saturating_add(1);
+    let numbered = spans
+        .into_iter()
+        .enumerate()
+        .map(|(i, span)| {
+            (
+                first.saturating_add(i as u64).min(u32::MAX as u64) as u32,
+                span,
+            )
+        })
+        .collect();
+    (text, numbered)
+}
+
+/// The spans of the constants starting at `starts` (sorted, non-overlapping) and the
+/// highest `$k` in `query`.
+fn constant_spans(query: &[u8], mut starts: Vec<usize>) -> (Vec<Range<usize>>, u64) {
     starts.sort_unstable();
     starts.dedup();
 
@@ -276,7 +318,7 @@ fn replace_constants_at(query: &[u8], mut starts: Vec<usize>) -> Vec<u8> {
             break;
         }
     }
-    assemble(query, &spans, highest_param)
+    (spans, highest_param)
 }
 
 /// End of the constant that starts with `token`, or `None` when no constant can start
@@ -676,6 +718,24 @@ mod unit_tests {
             out.push((token.kind, &query[token.start..token.end]));
         }
         out
+    }
+
+    #[test]
+    fn statement_constants_match_the_numbering() {
+        let q = "SELECT 1; SELECT * FROM t WHERE a = $1 AND s = 'x''y' AND d > date '2024-01-31' AND n = -5";
+        let start = at(q, "SELECT *", 0);
+        let locs = [at(q, "'x", 0), at(q, "'2024", 0), at(q, "-5", 0)];
+        let (text, values) = statement_constants(q.as_bytes(), start, 0, &locs);
+        let got: Vec<(u32, &str)> = values
+            .iter()
+            .map(|(n, r)| (*n, std::str::from_utf8(&text[r.clone()]).unwrap()))
+            .collect();
+        assert_eq!(got, vec![(2, "'x''y'"), (3, "'2024-01-31'"), (4, "-5")]);
+        let norm = normalize_statement_bytes(q.as_bytes(), start, 0, &locs);
+        assert_eq!(
+            std::str::from_utf8(&norm).unwrap(),
+            "SELECT * FROM t WHERE a = $1 AND s = $2 AND d > date $3 AND n = $4"
+        );
     }
 
     // ---- lexer ----

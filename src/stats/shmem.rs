@@ -28,6 +28,7 @@ use pgrx::pg_sys;
 
 use super::dump;
 use super::histogram;
+use super::samples::{self, SAMPLE_BYTES, SAMPLE_SLOTS};
 use crate::pg::shmem::{self as pg_shmem, spin_lock, spin_unlock, LwLockGuard};
 
 /// Partitions of the statement table; each has its own LWLock.
@@ -338,6 +339,93 @@ pub struct RecordOutcome {
     /// Milliseconds of the run whose plan is stored (0 = none) and whether it had actuals.
     pub plan_ms: f64,
     pub plan_analyzed: bool,
+    /// The statement is due for a sample of its values (`perf.capture_sample_values`).
+    pub sample_due: bool,
+}
+
+/// A statement's sample values (see `samples`): up to `SAMPLE_SLOTS` distinct samples with
+/// how many captures saw each. Read and written only under the entry's spinlock; not in
+/// the stats file (constants stay out of files; they are captured again after a restart).
+///
+/// Capture schedule: `countdown` executions pass between two captures (the hot path
+/// decrements it under the spinlock it already holds); at 0 the statement is due, and
+/// the next run that can show its values stores them and draws the next gap
+/// (`samples::next_gap`: about calls/8, so ~8·ln(calls) captures in a statement's life).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SampleSlots {
+    countdown: u32,
+    n: u8,
+    /// The statement has no values at all (no constants, no parameters): never due.
+    none: bool,
+    _pad: [u8; 2],
+    counts: [u32; SAMPLE_SLOTS],
+    lens: [u16; SAMPLE_SLOTS],
+    bytes: [[u8; SAMPLE_BYTES]; SAMPLE_SLOTS],
+}
+
+impl SampleSlots {
+    const EMPTY: SampleSlots = SampleSlots {
+        countdown: 0,
+        n: 0,
+        none: false,
+        _pad: [0; 2],
+        counts: [0; SAMPLE_SLOTS],
+        lens: [0; SAMPLE_SLOTS],
+        bytes: [[0; SAMPLE_BYTES]; SAMPLE_SLOTS],
+    };
+
+    /// One execution: true when a sample is due (a couple of comparisons otherwise).
+    #[inline]
+    fn tick(&mut self) -> bool {
+        if self.none {
+            return false;
+        }
+        if self.countdown > 1 {
+            self.countdown -= 1;
+            false
+        } else {
+            self.countdown = 0;
+            true
+        }
+    }
+
+    /// Keeps `values` (an encoded sample): counts it again if already kept, else takes a
+    /// free slot or the least counted one (`random` breaks ties).
+    fn keep(&mut self, values: &[u8], random: u64) {
+        let n = self.n as usize;
+        for i in 0..n {
+            if &self.bytes[i][..self.lens[i] as usize] == values {
+                self.counts[i] = self.counts[i].saturating_add(1);
+                return;
+            }
+        }
+        let i = if n < SAMPLE_SLOTS {
+            self.n += 1;
+            n
+        } else {
+            let start = (random % SAMPLE_SLOTS as u64) as usize;
+            (0..SAMPLE_SLOTS)
+                .map(|k| (start + k) % SAMPLE_SLOTS)
+                .min_by_key(|&i| self.counts[i])
+                .unwrap_or(start)
+        };
+        let len = values.len().min(SAMPLE_BYTES);
+        self.bytes[i][..len].copy_from_slice(&values[..len]);
+        self.lens[i] = len as u16;
+        self.counts[i] = 1;
+    }
+}
+
+/// What a run showed of its values, for [`store_sample`].
+#[derive(Clone, Copy, Debug)]
+pub enum SampleCapture<'a> {
+    /// An encoded sample (`samples::encode`).
+    Values(&'a [u8]),
+    /// The statement has no constants and no parameters.
+    NoValues,
+    /// The values could not be kept (too long, or not printable safely): try later.
+    Skip,
 }
 
 #[repr(C)]
@@ -371,6 +459,7 @@ struct EntryHeader {
     mutex: AtomicU32,
     text_len: u32,
     counters: Counters,
+    samples: SampleSlots,
     // followed by `text_cap` bytes of normalized query text
 }
 
@@ -774,6 +863,7 @@ impl Shared {
                     mutex: AtomicU32::new(0),
                     text_len: len as u32,
                     counters: Counters::new(now),
+                    samples: SampleSlots::EMPTY,
                 },
             );
             ptr::copy_nonoverlapping(text.as_ptr(), Self::text_ptr(e), len);
@@ -805,12 +895,37 @@ impl Shared {
     }
 }
 
-fn outcome_of(c: &Counters) -> RecordOutcome {
+fn outcome_of(c: &Counters, sample_due: bool) -> RecordOutcome {
     RecordOutcome {
         found: true,
         predicates_needed: !c.predicates_captured,
         plan_ms: c.plan_ms,
         plan_analyzed: c.plan_analyzed,
+        sample_due,
+    }
+}
+
+impl Shared {
+    /// Folds `sample` into the entry in `slot` under its spinlock; a successful run also
+    /// ticks the sample countdown. Caller holds the partition lock.
+    #[inline]
+    fn add_execution(
+        &self,
+        part: usize,
+        slot: usize,
+        sample: &ExecSample,
+        slow_ms: f64,
+    ) -> RecordOutcome {
+        let e = self.entry(part, slot);
+        // SAFETY: as in `with_counters`: plain arithmetic on plain data under the spinlock.
+        unsafe {
+            spin_lock(&(*e).mutex);
+            (*e).counters.add_execution(sample, slow_ms);
+            let due = !sample.failed && (*e).samples.tick();
+            let outcome = outcome_of(&(*e).counters, due);
+            spin_unlock(&(*e).mutex);
+            outcome
+        }
     }
 }
 
@@ -830,10 +945,7 @@ pub fn record_existing(
     // SAFETY: lock pointer is valid for the life of the server.
     let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
     match s.find(part, key, hash) {
-        Some((_, slot)) => s.with_counters(part, slot, |c| {
-            c.add_execution(sample, slow_ms);
-            outcome_of(c)
-        }),
+        Some((_, slot)) => s.add_execution(part, slot, sample, slow_ms),
         None => RecordOutcome::default(),
     }
 }
@@ -863,10 +975,91 @@ pub fn record_new(
             s.insert(part, key, hash, text.as_bytes(), sample.now)
         }
     };
-    s.with_counters(part, slot, |c| {
-        c.add_execution(sample, slow_ms);
-        outcome_of(c)
-    })
+    s.add_execution(part, slot, sample, slow_ms)
+}
+
+/// Stores what a run due for a sample showed of its values (see [`SampleSlots`]), and
+/// draws the statement's next gap with `random`.
+pub fn store_sample(key: &StatKey, hash: u64, capture: SampleCapture, random: u64) {
+    let Some(s) = shared() else { return };
+    let part = Shared::partition_of(hash);
+    // SAFETY: lock pointer is valid for the life of the server.
+    let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
+    let Some((_, slot)) = s.find(part, key, hash) else {
+        return;
+    };
+    let e = s.entry(part, slot);
+    // SAFETY: the partition lock keeps the entry in place; under its spinlock we copy at
+    // most SAMPLE_BYTES bytes and do arithmetic: nothing can fail or allocate.
+    unsafe {
+        spin_lock(&(*e).mutex);
+        let st = &mut (*e).samples;
+        match capture {
+            SampleCapture::NoValues if st.n == 0 => st.none = true,
+            SampleCapture::Values(v) if !v.is_empty() && v.len() <= SAMPLE_BYTES => {
+                st.keep(v, random)
+            }
+            _ => {}
+        }
+        st.countdown = samples::next_gap((*e).counters.calls, random);
+        spin_unlock(&(*e).mutex);
+    }
+}
+
+/// One statement's kept samples: (captures that saw it, encoded values) each.
+pub type StatementSamples = (StatKey, Vec<(u32, Vec<u8>)>);
+
+/// Copies the samples of every entry that `keep` accepts and has some. Per partition: one
+/// SHARED lock, a copy of each entry's sample slots under its spinlock; decoding happens
+/// after the lock is released.
+pub fn samples(keep: impl Fn(&StatKey) -> bool) -> Vec<StatementSamples> {
+    let Some(s) = shared() else { return Vec::new() };
+    let mut out = Vec::new();
+    // Allocated before any lock is taken, reused for every partition.
+    let mut buf: Vec<SampleSlots> = vec![SampleSlots::EMPTY; s.per_part];
+    let mut keys: Vec<StatKey> = Vec::with_capacity(s.per_part);
+    for part in 0..PARTITIONS {
+        keys.clear();
+        {
+            // SAFETY: lock pointer valid.
+            let _g = unsafe { LwLockGuard::acquire(s.lock(part), false) };
+            let used = s.used(part).min(s.per_part);
+            for slot in 0..used {
+                let e = s.entry(part, slot);
+                // SAFETY: slot < used; the key is immutable under the shared lock; the
+                // spinlock gives a consistent copy of the slots (plain data) into `buf`,
+                // which has room for every entry of a partition (keys.len() < per_part).
+                unsafe {
+                    let key = (*e).key;
+                    if !keep(&key) {
+                        continue;
+                    }
+                    let dst = &mut buf[keys.len()];
+                    spin_lock(&(*e).mutex);
+                    let n = (*e).samples.n;
+                    if n > 0 {
+                        *dst = (*e).samples;
+                    }
+                    spin_unlock(&(*e).mutex);
+                    if n > 0 {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        for (k, key) in keys.iter().enumerate() {
+            let st = &buf[k];
+            let n = (st.n as usize).min(SAMPLE_SLOTS);
+            let list = (0..n)
+                .map(|i| {
+                    let len = (st.lens[i] as usize).min(SAMPLE_BYTES);
+                    (st.counts[i], st.bytes[i][..len].to_vec())
+                })
+                .collect();
+            out.push((*key, list));
+        }
+    }
+    out
 }
 
 /// Adds one planning run to the entry for `key`, creating it (with `text`) if needed.

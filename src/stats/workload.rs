@@ -115,3 +115,38 @@ pub fn slow_run_samples() -> Vec<(i64, String, String)> {
         .map(|p| (p.key.queryid, p.sample, p.params))
         .collect()
 }
+
+/// One kept sample of a statement's values: `($n, SQL literal)` pairs, and how many
+/// captures saw it (its share of the statement's runs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValueSample {
+    pub values: Vec<(u32, String)>,
+    pub seen: u32,
+}
+
+/// The kept sample values of the current database's statements, by queryid (merged over
+/// roles and top level: equal samples add up), most seen first. For planning inside the
+/// server only: never shown to the caller (they may hold other roles' constants;
+/// `perf.statement_samples()` applies the visibility rule).
+pub fn value_samples() -> std::collections::HashMap<i64, Vec<ValueSample>> {
+    let db = current_db_id();
+    let mut out: std::collections::HashMap<i64, Vec<ValueSample>> =
+        std::collections::HashMap::new();
+    for (key, list) in shmem::samples(|k| k.dbid == db) {
+        let merged = out.entry(key.queryid).or_default();
+        for (seen, bytes) in list {
+            let values: Vec<(u32, String)> = super::samples::decode(&bytes)
+                .into_iter()
+                .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+                .collect();
+            match merged.iter_mut().find(|s| s.values == values) {
+                Some(s) => s.seen = s.seen.saturating_add(seen),
+                None => merged.push(ValueSample { values, seen }),
+            }
+        }
+    }
+    for list in out.values_mut() {
+        list.sort_by_key(|s| std::cmp::Reverse(s.seen));
+    }
+    out
+}

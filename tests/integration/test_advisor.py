@@ -250,3 +250,73 @@ def test_slow_extended_protocol_run_is_planned_with_its_bind_values(shop):
     helped = [h for r in creates(suggestions(shop)) for h in r[6]]
     assert any(h["query"] == "SELECT count(*) FROM orders WHERE status = $1" and h["cost_after"] < 0.1 * h["cost_before"]
                for h in helped), helped
+
+
+def status_query_helped(c):
+    """(ddl, helped entry) pairs of suggestions whose index makes the status count cheap."""
+    return [(r[1], h) for r in creates(suggestions(c)) for h in r[6]
+            if h["query"] == "SELECT count(*) FROM orders WHERE status = $1"
+            and h["cost_after"] < 0.1 * h["cost_before"]]
+
+
+@pytest.mark.parametrize("protocol", ["literal", "bind"])
+def test_skewed_value_gets_its_index_from_sample_values(shop, protocol):
+    """A 0.3% status queried for that value, at the default perf.slow_query_ms (no slow run
+    keeps its constants): the sample values pg_perf keeps per statement make the advisor
+    plan it with 'failed' (custom plan: selective), so it gets an index on status. With
+    perf.capture_sample_values = off the same workload is planned generically (status = $1
+    looks like half the table) and gets none. Sent as literal text and with bind
+    parameters (extended protocol)."""
+    shop.execute("SET perf.slow_query_ms = 1000000")
+
+    def run():
+        shop.execute("SELECT perf.reset_stats()")
+        for _ in range(20):
+            if protocol == "literal":
+                # Not prepared: a statement prepared before its entry existed (here: before
+                # perf.reset_stats()) shows its constants again only when parsed again.
+                shop.execute("SELECT count(*) FROM orders WHERE status = 'failed'", prepare=False)
+            else:
+                shop.execute("SELECT count(*) FROM orders WHERE status = %s", ("failed",))
+
+    shop.execute("SET perf.capture_sample_values = off")
+    run()
+    assert shop.execute("SELECT count(*) FROM perf.statement_samples()").fetchone() == (0,)
+    assert status_query_helped(shop) == []
+
+    shop.execute("SET perf.capture_sample_values = on")
+    run()
+    samples = shop.execute(
+        "SELECT sample_values, seen FROM perf.statement_samples() JOIN perf.statements s USING (queryid) "
+        "WHERE s.query = 'SELECT count(*) FROM orders WHERE status = $1'").fetchall()
+    expected = "$1 = 'failed'" if protocol == "literal" else "$1 = 'failed'::text"
+    assert [v for v, _ in samples] == [expected], samples
+    assert 1 <= samples[0][1] < 20, samples  # captured on a thinning schedule, not every run
+    helped = status_query_helped(shop)
+    assert helped and all("status" in ddl for ddl, _ in helped), helped
+
+
+def test_sample_values_follow_the_text_visibility_rule(shop, connect):
+    """Sample values are shown like query texts: to superusers, pg_read_all_stats members
+    and the role that ran the statement; perf.reset_stats() forgets them."""
+    shop.execute("SELECT perf.reset_stats()")
+    shop.execute("SELECT count(*) FROM orders WHERE customer_id = 4242")
+    shop.execute("DROP ROLE IF EXISTS sample_peeker")
+    shop.execute("CREATE ROLE sample_peeker LOGIN")
+    try:
+        assert shop.execute("SELECT count(*) FROM perf.statement_samples() "
+                            "WHERE sample_values = '$1 = 4242'").fetchone() == (1,)
+        shop.execute("SET ROLE sample_peeker")
+        assert shop.execute("SELECT count(*) FROM perf.statement_samples()").fetchone() == (0,)
+        shop.execute("RESET ROLE")
+        shop.execute("GRANT pg_read_all_stats TO sample_peeker")
+        shop.execute("SET ROLE sample_peeker")
+        assert shop.execute("SELECT count(*) FROM perf.statement_samples() "
+                            "WHERE sample_values = '$1 = 4242'").fetchone() == (1,)
+        shop.execute("RESET ROLE")
+        shop.execute("SELECT perf.reset_stats()")
+        assert shop.execute("SELECT count(*) FROM perf.statement_samples() "
+                            "WHERE sample_values LIKE '%4242%'").fetchone() == (0,)
+    finally:
+        shop.execute("RESET ROLE")
+        shop.execute("DROP ROLE sample_peeker")
