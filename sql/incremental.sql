@@ -11,6 +11,8 @@ CREATE TABLE perf.incremental_views (
     log               regclass NOT NULL,
     apply             regprocedure NOT NULL,
     trigger_functions regprocedure[] NOT NULL,
+    -- A plain view of the query: keeps the source's columns from being dropped or retyped.
+    guard             regclass,
     -- The perf.jobs job that applies changes in the background (NULL: none).
     job               text,
     created_at        timestamptz NOT NULL DEFAULT now()

@@ -166,6 +166,12 @@ fn create_incremental_view(
             .flatten()
             .map(|o| o.to_u32())
             .unwrap_or(0);
+    drop(pin);
+    // A plain view of the query, created as the caller wrote it: PostgreSQL then refuses
+    // to drop or retype a column the triggers read (which would make every write fail).
+    let guard = spec.guard();
+    run(&format!("CREATE VIEW {guard} AS {query}"));
+    let pin = PinnedSearchPath::pin();
     run(&spec.create_index());
     run(&spec.create_log());
     // CREATE TRIGGER locks the table against writers until we commit, so the initial
@@ -211,9 +217,9 @@ fn create_incremental_view(
     let _pin = PinnedSearchPath::pin();
     if let Err(e) = Spi::run_with_args(
         "INSERT INTO perf.incremental_views \
-           (view, source, owner, query, log, apply, trigger_functions, job) \
+           (view, source, owner, query, log, apply, trigger_functions, job, guard) \
          VALUES ($1::regclass, $2::oid::regclass, $3, $4, $5::regclass, $6::regprocedure, \
-                 $7::regprocedure[], $8)",
+                 $7::regprocedure[], $8, $9::regclass)",
         &[
             view.as_str().into(),
             a.source.into(),
@@ -223,6 +229,7 @@ fn create_incremental_view(
             format!("{}(boolean)", spec.func("apply")).as_str().into(),
             funcs.into(),
             job.into(),
+            guard.as_str().into(),
         ],
     ) {
         raise(
@@ -258,6 +265,7 @@ fn drop_incremental_view(view: Option<&str>) -> bool {
     let row = Spi::connect(|c| {
         let t = c.select(
             "SELECT i.view::oid, i.log::text, i.apply::text, i.trigger_functions::text[], i.job, \
+                    i.guard::text, \
                     pg_catalog.pg_has_role(c.relowner, 'USAGE') \
                FROM perf.incremental_views i \
                JOIN pg_catalog.pg_class c ON c.oid = i.view \
@@ -273,7 +281,8 @@ fn drop_incremental_view(view: Option<&str>) -> bool {
                 r.get::<String>(3)?,
                 r.get::<Vec<String>>(4)?.unwrap_or_default(),
                 r.get::<String>(5)?,
-                r.get::<bool>(6)?.unwrap_or(false),
+                r.get::<String>(6)?,
+                r.get::<bool>(7)?.unwrap_or(false),
             ));
         }
         Ok::<_, pgrx::spi::Error>(out)
@@ -286,7 +295,7 @@ fn drop_incremental_view(view: Option<&str>) -> bool {
             "SELECT view FROM perf.incremental_views lists the incremental views.",
         ),
     };
-    let Some((Some(oid), log, apply, funcs, job, owner_ok)) = row else {
+    let Some((Some(oid), log, apply, funcs, job, guard, owner_ok)) = row else {
         raise(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             format!("\"{view}\" is not an incremental view"),
@@ -313,6 +322,9 @@ fn drop_incremental_view(view: Option<&str>) -> bool {
         }
         if let Some(a) = apply {
             run(&format!("DROP FUNCTION IF EXISTS {a}"));
+        }
+        if let Some(g) = guard {
+            run(&format!("DROP VIEW IF EXISTS {g}"));
         }
         if let Some(l) = log {
             run(&format!("DROP TABLE IF EXISTS {l}"));

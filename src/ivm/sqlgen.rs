@@ -92,6 +92,10 @@ impl Spec {
     pub fn log(&self) -> String {
         self.obj("log")
     }
+    /// The plain view of the query that pins the source's columns (see api.rs).
+    pub fn guard(&self) -> String {
+        self.obj("def")
+    }
     pub fn func(&self, which: &str) -> String {
         self.obj(which)
     }
@@ -183,7 +187,11 @@ impl Spec {
                     cols.push(format!("s_{i} {}", a.sum_typ));
                     cols.push(format!("c_{i} bigint"));
                 }
-                AggKind::Min | AggKind::Max => cols.push(format!("m_{i} {}", a.typ)),
+                AggKind::Min | AggKind::Max => {
+                    // The extreme of the statement's new rows, and of its old rows.
+                    cols.push(format!("m_{i} {}", a.typ));
+                    cols.push(format!("d_{i} {}", a.typ));
+                }
             }
         }
         cols.push("__del boolean NOT NULL DEFAULT false".into());
@@ -312,11 +320,9 @@ impl Spec {
                     sel.push(format!("{neg}count({})", a.arg));
                 }
                 AggKind::Min | AggKind::Max => {
-                    if positive {
-                        let f = if a.kind == AggKind::Min { "min" } else { "max" };
-                        cols.push(format!("m_{i}"));
-                        sel.push(format!("{f}({})", a.arg));
-                    }
+                    let f = if a.kind == AggKind::Min { "min" } else { "max" };
+                    cols.push(format!("{}_{i}", if positive { "m" } else { "d" }));
+                    sel.push(format!("{f}({})", a.arg));
                 }
             }
         }
@@ -493,7 +499,10 @@ impl Spec {
             .any(|a| matches!(a.kind, AggKind::Min | AggKind::Max))
     }
 
-    /// Recomputes min/max of the groups that lost rows, from the source.
+    /// Recomputes min/max of the groups that lost a row holding their extreme (a deleted
+    /// value at or beyond the stored min/max, which the MERGE already widened with the
+    /// inserted rows), from the source. Other groups that lost rows keep theirs: the row
+    /// holding it is still there.
     fn recompute_min_max(&self) -> String {
         let keys: Vec<String> = (0..self.keys.len()).map(|j| format!("k_{j}")).collect();
         let src_match = self.matches(self.keys.iter().enumerate().map(|(j, k)| {
@@ -505,32 +514,48 @@ impl Spec {
         }));
         let mut aggs = Vec::new();
         let mut set = Vec::new();
+        let mut dsel = Vec::new();
+        let mut lost = Vec::new();
         for (i, a) in self.aggs.iter().enumerate() {
-            let f = match a.kind {
-                AggKind::Min => "min",
-                AggKind::Max => "max",
+            let (f, cmp) = match a.kind {
+                AggKind::Min => ("min", "<="),
+                AggKind::Max => ("max", ">="),
                 _ => continue,
             };
+            let col = qi(&a.name);
             aggs.push(format!("{f}({}) AS m_{i}", a.arg));
-            set.push(format!("{} = r.m_{i}", qi(&a.name)));
+            set.push(format!("{col} = r.m_{i}"));
+            dsel.push(format!("{f}(d_{i}) AS d_{i}"));
+            lost.push(format!(
+                "(__ivm_d.d_{i} IS NOT NULL AND (w.{col} IS NULL OR __ivm_d.d_{i} {cmp} w.{col}))"
+            ));
         }
         let quals = match &self.quals {
             Some(q) => format!("({q}) AND "),
             None => String::new(),
         };
+        let qualified = |alias: &str| {
+            keys.iter()
+                .map(|k| format!("{alias}.{k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         format!(
-            "UPDATE {view} v SET {set} FROM (SELECT {keys}, __ivm_m.* FROM \
-             (SELECT DISTINCT {plain} FROM unnest(__ivm_batch) WHERE __del) __ivm_a \
+            "UPDATE {view} v SET {set} FROM (SELECT {akeys}, __ivm_m.* FROM \
+             (SELECT {dkeys} FROM (SELECT {plain}, {dsel} FROM unnest(__ivm_batch) WHERE __del \
+                                   GROUP BY {nk}) __ivm_d \
+                JOIN {view} w ON {wmatch} WHERE {lost}) __ivm_a \
              CROSS JOIN LATERAL (SELECT {aggs} FROM {src} WHERE {quals}{src_match}) __ivm_m) r \
              WHERE {on}",
             view = self.view,
             set = set.join(", "),
-            keys = keys
-                .iter()
-                .map(|k| format!("__ivm_a.{k}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            akeys = qualified("__ivm_a"),
+            dkeys = qualified("__ivm_d"),
             plain = keys.join(", "),
+            dsel = dsel.join(", "),
+            nk = self.n_keys(),
+            wmatch = self.view_key_match("w", "__ivm_d"),
+            lost = lost.join(" OR "),
             aggs = aggs.join(", "),
             src = self.source,
             on = self.view_key_match("v", "r"),
