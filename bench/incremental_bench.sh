@@ -135,7 +135,7 @@ same=$(q -c "REFRESH MATERIALIZED VIEW sales_mv" -c "SELECT count(*) = 0 FROM ((
 
 med() { printf '%s\n' "$@" | median; }
 {
-    echo "incremental_bench: $rows source rows, $groups groups, $rounds rounds; view equal to the matview after every round's changes: yes"
+    echo "incremental_bench: $rows source rows, $groups groups, $rounds rounds; view equal to the matview at the start and after all rounds: yes"
     echo
     echo "| case | ms (median) | ratio (median) | rounds | target |"
     echo "|---|---|---|---|---|"
