@@ -213,6 +213,24 @@ fn create_incremental_view(
         .iter()
         .map(|w| format!("{}()", spec.func(w)))
         .collect();
+    // The helpers depend on the view: DROP TABLE of the view refuses without CASCADE (and
+    // with it, takes the log, guard and functions, and so the triggers, along).
+    depend_on_view(
+        spec.oid,
+        pg_sys::RelationRelationId,
+        "regclass",
+        &spec.log(),
+    );
+    depend_on_view(spec.oid, pg_sys::RelationRelationId, "regclass", &guard);
+    depend_on_view(
+        spec.oid,
+        pg_sys::ProcedureRelationId,
+        "regprocedure",
+        &format!("{}(boolean)", spec.func("apply")),
+    );
+    for f in &funcs {
+        depend_on_view(spec.oid, pg_sys::ProcedureRelationId, "regprocedure", f);
+    }
     let _as = AsCatalogOwner::switch();
     let _pin = PinnedSearchPath::pin();
     if let Err(e) = Spi::run_with_args(
@@ -239,6 +257,39 @@ fn create_incremental_view(
         );
     }
     groups
+}
+
+/// Records that the object `name` (of catalog `class`, resolved with a cast to `cast`)
+/// depends on the view, as PostgreSQL records a view's dependencies.
+fn depend_on_view(view: u32, class: pg_sys::Oid, cast: &str, name: &str) {
+    let oid =
+        Spi::get_one_with_args::<pg_sys::Oid>(&format!("SELECT $1::{cast}::oid"), &[name.into()])
+            .ok()
+            .flatten()
+            .unwrap_or(pg_sys::InvalidOid);
+    if oid == pg_sys::InvalidOid || view == 0 {
+        return;
+    }
+    let depender = pg_sys::ObjectAddress {
+        classId: class,
+        objectId: oid,
+        objectSubId: 0,
+    };
+    let referenced = pg_sys::ObjectAddress {
+        classId: pg_sys::RelationRelationId,
+        objectId: pg_sys::Oid::from(view),
+        objectSubId: 0,
+    };
+    // SAFETY: two valid addresses of objects created in this transaction; the call inserts
+    // a pg_depend row (and makes it visible with CommandCounterIncrement below).
+    unsafe {
+        pg_sys::recordDependencyOn(
+            &depender,
+            &referenced,
+            pg_sys::DependencyType::DEPENDENCY_NORMAL,
+        );
+        pg_sys::CommandCounterIncrement();
+    }
 }
 
 fn quote_literal(s: &str) -> String {

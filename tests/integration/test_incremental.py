@@ -322,3 +322,19 @@ def test_bad_input(connect):
                   "schedule => 'whenever')")
     assert c.execute("SELECT count(*) FROM perf.incremental_views").fetchone()[0] == 0
     assert c.execute("SELECT to_regclass('v')").fetchone()[0] is None
+
+
+def test_helpers_keep_the_source_and_view_from_being_broken(connect, fresh_db):
+    c = connect()
+    c.execute(SRC)
+    c.execute("SELECT perf.create_incremental_view('v', 'SELECT g, sum(x) AS s FROM src GROUP BY g', schedule => NULL)")
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+        c.execute("ALTER TABLE src DROP COLUMN x")
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+        c.execute("DROP TABLE v")
+    c.execute("ALTER TABLE src DROP COLUMN z")  # a column the view does not read
+    c.execute("INSERT INTO src (g, x) VALUES (1, 2)")
+    assert c.execute("SELECT perf.fresh('v')").fetchone()[0] == 1
+    assert c.execute("SELECT g, s FROM v").fetchall() == [(1, 2)]
+    c.execute("SELECT perf.drop_incremental_view('v')")
+    assert c.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'src'::regclass").fetchone()[0] == 0
