@@ -12,6 +12,7 @@ pub mod advisor;
 pub mod cache;
 pub mod error;
 pub mod gucs;
+pub mod ivm;
 pub mod matview;
 pub mod metrics;
 pub mod partition;

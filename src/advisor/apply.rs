@@ -398,6 +398,19 @@ struct Remembered {
     cost_after: Option<f64>,
 }
 
+/// A captured statement planned with each of its sample texts: the share-weighted cost and
+/// the plans; None when a sample cannot be planned.
+fn plan_samples(texts: &[(String, f64)], foreign: bool) -> Option<(f64, Vec<whatif::Planned>)> {
+    let mut cost = 0.0;
+    let mut plans = Vec::with_capacity(texts.len());
+    for (text, share) in texts {
+        let p = in_subtransaction(|| whatif::plan_checked(text, foreign))?;
+        cost += share * p.total_cost;
+        plans.push(p);
+    }
+    Some((cost, plans))
+}
+
 /// The captured statements on the target's table, planned with and without the index as a
 /// hypothetical one; the what-if session also checks the definition as CREATE INDEX would.
 fn remembered(t: &Target) -> Vec<Remembered> {
@@ -410,13 +423,13 @@ fn remembered(t: &Target) -> Vec<Remembered> {
     // Before: as things are (no session).
     let mut before: HashMap<usize, (f64, bool)> = HashMap::new();
     for &id in &ids {
-        let (text, foreign) = &planned.texts[&id];
-        if let Some(p) = in_subtransaction(|| whatif::plan_checked(text, *foreign)) {
-            let filters = p
-                .predicates
+        let (texts, foreign) = &planned.texts[&id];
+        if let Some((cost, plans)) = plan_samples(texts, *foreign) {
+            let filters = plans
                 .iter()
+                .flat_map(|p| &p.predicates)
                 .any(|r| r.relid == relid && r.attnum > 0 && t.columns.contains(&r.attnum));
-            before.insert(id as usize, (p.total_cost, filters));
+            before.insert(id as usize, (cost, filters));
         }
     }
     // After: with the index (its definition is checked here, as CREATE INDEX would).
@@ -428,11 +441,13 @@ fn remembered(t: &Target) -> Vec<Remembered> {
             let Some(&(cost_before, filters)) = before.get(&i) else {
                 continue;
             };
-            let (text, foreign) = &planned.texts[&id];
-            let after = in_subtransaction(|| whatif::plan_checked(text, *foreign));
-            let helped = after
-                .as_ref()
-                .is_some_and(|p| !session.names_of(&p.index_oids).is_empty());
+            let (texts, foreign) = &planned.texts[&id];
+            let after = plan_samples(texts, *foreign);
+            let helped = after.as_ref().is_some_and(|(_, plans)| {
+                plans
+                    .iter()
+                    .any(|p| !session.names_of(&p.index_oids).is_empty())
+            });
             let queryid = queries[i].queryid;
             if queryid == 0 || !(helped || filters) {
                 continue;
@@ -441,7 +456,7 @@ fn remembered(t: &Target) -> Vec<Remembered> {
                 queryid,
                 relation: if helped { "helped" } else { "filters" },
                 cost_before: Some(cost_before),
-                cost_after: after.map(|p| p.total_cost),
+                cost_after: after.map(|(cost, _)| cost),
             });
         }
     }

@@ -12,8 +12,8 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use crate::scheduler::hosted::{
-    check_schedule, default_timezone, next_slot, refuse_in_recovery, run_top_level,
-    wake_at_commit, AsCatalogOwner, Outcome, RetryPolicy, Schedule,
+    check_schedule, default_timezone, next_slot, refuse_in_recovery, run_top_level, wake_at_commit,
+    AsCatalogOwner, Outcome, RetryPolicy, Schedule,
 };
 use crate::track;
 
@@ -412,7 +412,10 @@ fn matview_unmanage_oid(view: Option<pg_sys::Oid>) -> bool {
 /// server started), for perf.matview_status.
 #[pg_extern(volatile, parallel_safe)]
 fn track_generation(rel: pg_sys::Oid) -> Option<i64> {
-    crate::pg::privilege::require(crate::pg::privilege::Role::Reader, "perf.track_generation()");
+    crate::pg::privilege::require(
+        crate::pg::privilege::Role::Reader,
+        "perf.track_generation()",
+    );
     let slot = track::relation_slot(db(), rel.to_u32(), false)?;
     Some(track::relation_state(slot).0 as i64)
 }

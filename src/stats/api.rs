@@ -583,7 +583,6 @@ fn reset_stats(
 /// extended-protocol one, as `$1 = 'open', $2 = 42`, with how many captures saw each.
 /// Like query texts, a statement's samples are shown to superusers, members of
 /// pg_read_all_stats and the role that ran it; other rows are left out.
-// role: reader
 #[pg_extern(volatile, parallel_safe)]
 #[allow(clippy::type_complexity)]
 fn statement_samples() -> TableIterator<

@@ -54,6 +54,11 @@ CLASSES = {
     "track_generation": "reader", "track_slot": "reader", "track_instance": "reader",
     # applying suggested indexes
     "apply_index": "admin",
+    # incremental views
+    "create_incremental_view": "admin", "drop_incremental_view": "admin",
+    "refresh_incremental": "reader", "fresh": "reader", "incremental_pending": "reader",
+    # sample values (own statements; others' need pg_read_all_stats, like texts)
+    "statement_samples": "public",
     # misc
     "version": "public", "settings": "public", "_require_role": "helper",
 }
@@ -72,6 +77,7 @@ RELATIONS = {
     "matviews": "reader", "matview_sources": "reader", "matview_status": "reader",
     "index_applications": "reader", "index_application_statements": "reader",
     "index_outcomes": "reader", "index_outcome_statements": "reader",
+    "incremental_views": "reader",
 }
 
 # Functions whose role check names the SQL function users call (a wrapper around them).
