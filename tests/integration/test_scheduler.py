@@ -580,7 +580,7 @@ def test_partition_interval_runs_partition_maintenance_without_a_job(connect, fr
     wait_for(lambda: scheduler_pid(c, fresh_db))
     try:
         with pytest.raises(psycopg.errors.InvalidParameterValue):
-            c.execute("SET perf.partition_interval = 'soon'")
+            c.execute("ALTER SYSTEM SET perf.partition_interval = 'soon'")
         set_system([("perf.partition_interval", "2 seconds")])
         c.execute("CREATE TABLE ev (at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)")
         c.execute("SELECT count(*) FROM perf.partition_table('ev', 'at', '1 day', premake => 2)")
