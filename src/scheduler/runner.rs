@@ -52,11 +52,14 @@ fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// When a pending run is due (Unix microseconds); None when it is not pending.
+/// When a pending run is due (Unix microseconds); None when it is not pending. Reads the
+/// tables `claim` reads, so their catalog entries are cached before the wait, not after.
 fn due_of(runid: i64) -> Option<i64> {
     Spi::get_one_with_args::<i64>(
-        "SELECT (extract(epoch FROM scheduled_for) * 1000000)::bigint FROM perf.job_runs \
-          WHERE runid = $1 AND status = 'pending'",
+        "SELECT (extract(epoch FROM r.scheduled_for) * 1000000)::bigint \
+           FROM perf.job_runs r JOIN perf.jobs j ON j.jobid = r.jobid \
+           LEFT JOIN pg_catalog.pg_roles o ON o.oid = j.owner \
+          WHERE r.runid = $1 AND r.status = 'pending'",
         &[runid.into()],
     )
     .ok()
@@ -90,6 +93,10 @@ fn wait_until(due_us: i64) {
 
 fn claim(runid: i64) -> Option<Claim> {
     Spi::connect_mut(|client| {
+        // The claim need not wait for a WAL flush (it is on the start-latency path): any
+        // effect the job commits flushes it first; after a crash before that, the run is
+        // `pending` again and runs once more, having committed nothing.
+        client.update("SET LOCAL synchronous_commit = off", None, &[])?;
         let t = client.update(
             "UPDATE perf.job_runs r SET status = 'running', started_at = clock_timestamp(), \
                     pid = pg_backend_pid() \

@@ -608,3 +608,24 @@ def test_partition_interval_runs_partition_maintenance_without_a_job(connect, fr
             timeout=20)
     finally:
         set_system([("perf.partition_interval", None)])
+
+
+def test_runner_terminated_while_waiting_for_its_due_time(connect, fresh_db):
+    """A runner started ahead waits on its latch; SIGTERM then ends it at once, its run is
+    recorded failed, and the job's next runs go on."""
+    c = connect()
+    wait_for(lambda: scheduler_pid(c, fresh_db))
+    c.execute("SELECT perf.schedule('tock', '1 second', 'SELECT 1')")
+    waiting = wait_for(lambda: c.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND backend_type = 'pg_perf job runner' AND wait_event_type = 'Extension'").fetchone(),
+        timeout=20, step=0.01)
+    c.execute("SELECT pg_terminate_backend(%s)", (waiting[0],))
+    failed = wait_for(lambda: c.execute(
+        "SELECT sqlstate, error FROM perf.job_runs WHERE status = 'failed'").fetchone(), timeout=10)
+    assert failed[0] == "57P01", failed
+    n = c.execute("SELECT count(*) FROM perf.job_runs WHERE status = 'succeeded'").fetchone()[0]
+    wait_for(lambda: c.execute(
+        "SELECT count(*) FROM perf.job_runs WHERE status = 'succeeded'").fetchone()[0] >= n + 2,
+        timeout=10)
+    c.execute("SELECT perf.alter_job('tock', enabled => false)")
