@@ -404,7 +404,6 @@ fn schedule(
 /// schedule, time zone or window restarts the schedule from now (missed slots are not
 /// caught up). `clear_max_runtime`/`clear_window` remove those limits; `new_name` renames
 /// the job (its history stays with it).
-// role: admin
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn alter_job(
