@@ -3,8 +3,9 @@
 //! Processes: one launcher (registered in `_PG_init`) starts one scheduler per database
 //! where pg_perf is installed (`launcher`); each scheduler sleeps on its latch until the
 //! next job is due, queues the run in `perf.job_runs` and starts a short-lived runner
-//! bgworker for it (`worker`); the runner executes the command as the job's owner, as
-//! top-level statements (`exec`, `runner`), and records the outcome.
+//! bgworker for it shortly before it is due (`worker`); the runner connects (as the job's
+//! owner when it can log in), waits until the due time, executes the command as the job's
+//! owner, as top-level statements (`exec`, `runner`), and records the outcome.
 //!
 //! Pure parts, tested with `cargo test` and no server: cron expressions with time zones
 //! (`cron`), intervals that do not drift (`interval`), `Schedule` (either), maintenance

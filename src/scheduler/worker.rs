@@ -1,10 +1,13 @@
 //! The per-database scheduler: a dynamic background worker started by the launcher with
 //! the database OID as its argument.
 //!
-//! Loop: reap finished runners → queue due runs (`pending` rows; a due slot of a job whose
-//! previous run is still going becomes a `skipped` row) and retries → start a runner for
-//! each pending run while fewer than perf.max_job_workers run → sleep on the latch until
-//! the next due time (at most perf.worker_naptime). perf.schedule()/perf.run_job() and
+//! Loop: reap finished runners → queue runs due now or within `START_AHEAD` (`pending`
+//! rows; a due slot of a job whose previous run is still going becomes a `skipped` row)
+//! and retries (moved into the job's window) → start a runner for each pending run while
+//! fewer than perf.max_job_workers run (a runner started early waits for its due time) →
+//! sleep on the latch until `START_AHEAD` before the next due time (at most
+//! perf.worker_naptime). Once a minute (and after a reload): prune history and keep the
+//! built-in partition maintenance job in line with perf.partition_interval. perf.schedule()/perf.run_job() and
 //! runner exits (bgw_notify_pid) set the latch. SIGHUP reloads the configuration; SIGTERM
 //! (`die`) and postmaster death end the process at the next interrupt check.
 //!
