@@ -93,10 +93,9 @@ fn wait_until(due_us: i64) {
 
 fn claim(runid: i64) -> Option<Claim> {
     Spi::connect_mut(|client| {
-        // The claim need not wait for a WAL flush (it is on the start-latency path): any
-        // effect the job commits flushes it first; after a crash before that, the run is
-        // `pending` again and runs once more, having committed nothing.
-        client.update("SET LOCAL synchronous_commit = off", None, &[])?;
+        // The claim waits for its WAL flush (synchronous_commit): a claim lost in a crash
+        // would put the run back to `pending` and run it again after the restart, instead
+        // of marking it failed ('server restarted').
         let t = client.update(
             "UPDATE perf.job_runs r SET status = 'running', started_at = clock_timestamp(), \
                     pid = pg_backend_pid() \
