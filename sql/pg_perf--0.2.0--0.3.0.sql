@@ -149,7 +149,7 @@ AS 'MODULE_PATHNAME', 'require_role_sql_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/advisor/api.rs:163
+-- src/advisor/api.rs:152
 -- pg_perf::advisor::api::advisor_skipped
 CREATE  FUNCTION "advisor_skipped"() RETURNS TABLE (
 	"queryid" bigint,  /* i64 */
@@ -186,7 +186,7 @@ AS 'MODULE_PATHNAME', 'alter_job_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/advisor/apply.rs:543
+-- src/advisor/apply.rs:558
 -- pg_perf::advisor::apply::apply_index
 CREATE  FUNCTION "apply_index"(
 	"ddl" TEXT, /* Option < & str > */
@@ -297,6 +297,19 @@ AS 'MODULE_PATHNAME', 'cached_json_text_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/ivm/api.rs:116
+-- pg_perf::ivm::api::create_incremental_view
+CREATE  FUNCTION "create_incremental_view"(
+	"name" TEXT, /* Option < & str > */
+	"query" TEXT, /* Option < & str > */
+	"schedule" TEXT DEFAULT '10 seconds' /* Option < & str > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'create_incremental_view_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/metrics/api.rs:186
 -- pg_perf::metrics::api::database_stats
 CREATE  FUNCTION "database_stats"() RETURNS TABLE (
@@ -314,6 +327,17 @@ CREATE  FUNCTION "database_stats"() RETURNS TABLE (
 STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'database_stats_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/ivm/api.rs:303
+-- pg_perf::ivm::api::drop_incremental_view
+CREATE  FUNCTION "drop_incremental_view"(
+	"view" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_incremental_view_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -515,6 +539,83 @@ SELECT taken_at, userid::regrole AS role, toplevel, queryid,
   FROM perf.statement_snapshots
 WINDOW w AS (PARTITION BY userid, toplevel, queryid ORDER BY taken_at);
 GRANT SELECT ON perf.statement_trends TO perf_reader;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/ivm/mod.rs:29
+-- requires:
+--   ivm::api::create_incremental_view
+--   scheduler_sql
+--   pg::privilege::require_role_sql
+
+-- Incremental views (src/ivm): the catalog and the SQL functions that apply pending changes.
+-- perf.create_incremental_view()/perf.drop_incremental_view() (Rust) write the catalog;
+-- PUBLIC may read it.
+
+CREATE TABLE perf.incremental_views (
+    view              regclass PRIMARY KEY,
+    source            regclass NOT NULL,
+    owner             oid NOT NULL,
+    query             text NOT NULL,
+    -- The view's helper objects (in the view's schema, owned by its creator).
+    log               regclass NOT NULL,
+    apply             regprocedure NOT NULL,
+    trigger_functions regprocedure[] NOT NULL,
+    -- A plain view of the query: keeps the source's columns from being dropped or retyped.
+    guard             regclass,
+    -- The perf.jobs job that applies changes in the background (NULL: none).
+    job               text,
+    created_at        timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('perf.incremental_views', '');
+REVOKE ALL ON perf.incremental_views FROM PUBLIC;
+GRANT SELECT ON perf.incremental_views TO perf_reader;
+
+-- Applies the changes logged since the last apply (all of them, as one batch) and returns
+-- how many log rows it consumed; with wait => false it returns -1 at once when another
+-- session is applying. Needs SELECT on the view; the work runs as the view's owner.
+CREATE FUNCTION perf.refresh_incremental(view regclass, wait boolean DEFAULT true)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f regprocedure;
+    n bigint;
+BEGIN
+    PERFORM perf._require_role('perf_reader', 'perf.refresh_incremental()');
+    IF view IS NULL OR wait IS NULL THEN
+        RAISE EXCEPTION 'view and wait must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT i.apply INTO f FROM perf.incremental_views i WHERE i.view = refresh_incremental.view;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '"%" is not an incremental view', view USING ERRCODE = '42809',
+              HINT = 'SELECT view FROM perf.incremental_views lists the incremental views.';
+    END IF;
+    IF NOT has_table_privilege(view, 'SELECT') THEN
+        RAISE EXCEPTION 'permission denied for incremental view %', view USING ERRCODE = '42501',
+              HINT = 'Applying changes needs SELECT on the view.';
+    END IF;
+    EXECUTE 'SELECT ' || f::oid::regproc::text || '($1)' INTO n USING wait;
+    RETURN n;
+END $$;
+
+-- Makes the view current before a read: applies pending changes (waiting for a concurrent
+-- apply) and returns the number of log rows applied. Call it as its own statement before
+-- reading the view in the same transaction.
+CREATE FUNCTION perf.fresh(view regclass) RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT perf._require_role('perf_reader', 'perf.fresh()');
+      SELECT perf.refresh_incremental(view, true) $$;
+
+-- Pending changes per incremental view (log rows not applied yet, as this session sees them).
+CREATE FUNCTION perf.incremental_pending(view regclass) RETURNS bigint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE l regclass; n bigint;
+BEGIN
+    PERFORM perf._require_role('perf_reader', 'perf.incremental_pending()');
+    SELECT i.log INTO l FROM perf.incremental_views i WHERE i.view = incremental_pending.view;
+    IF l IS NULL OR NOT has_table_privilege(l, 'SELECT') THEN RETURN NULL; END IF;
+    EXECUTE 'SELECT count(*) FROM ' || l::text INTO n;
+    RETURN n;
+END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2432,7 +2533,7 @@ AS 'MODULE_PATHNAME', 'scheduler_wake_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gucs.rs:416
+-- src/gucs.rs:438
 -- pg_perf::gucs::settings
 CREATE  FUNCTION "settings"() RETURNS TABLE (
 	"name" TEXT,  /* String */
@@ -2494,6 +2595,23 @@ AS 'MODULE_PATHNAME', 'slow_queries_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/stats/api.rs:586
+-- pg_perf::stats::api::statement_samples
+CREATE  FUNCTION "statement_samples"() RETURNS TABLE (
+	"userid" oid,  /* pg_sys :: Oid */
+	"dbid" oid,  /* pg_sys :: Oid */
+	"queryid" bigint,  /* i64 */
+	"toplevel" bool,  /* bool */
+	"sample" INT,  /* i32 */
+	"seen" bigint,  /* i64 */
+	"sample_values" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'statement_samples_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/stats/api.rs:528
 -- pg_perf::stats::api::stats_info
 CREATE  FUNCTION "stats_info"() RETURNS TABLE (
@@ -2508,7 +2626,7 @@ AS 'MODULE_PATHNAME', 'stats_info_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/advisor/api.rs:30
+-- src/advisor/api.rs:28
 -- pg_perf::advisor::api::suggest_indexes
 CREATE  FUNCTION "suggest_indexes"(
 	"queries" TEXT[] DEFAULT NULL /* :: std :: option :: Option < Vec < Option < String > > > */
@@ -2541,7 +2659,7 @@ AS 'MODULE_PATHNAME', 'track_generation_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/matview/managed.rs:428
+-- src/matview/managed.rs:431
 -- pg_perf::matview::managed::track_instance
 CREATE  FUNCTION "track_instance"() RETURNS bigint /* i64 */
 STRICT VOLATILE PARALLEL SAFE
@@ -2550,7 +2668,7 @@ AS 'MODULE_PATHNAME', 'track_instance_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/matview/managed.rs:421
+-- src/matview/managed.rs:424
 -- pg_perf::matview::managed::track_slot
 CREATE  FUNCTION "track_slot"(
 	"rel" oid /* pg_sys :: Oid */
@@ -2572,7 +2690,7 @@ AS 'MODULE_PATHNAME', 'unschedule_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:49
+-- src/lib.rs:50
 -- pg_perf::version
 CREATE  FUNCTION "version"() RETURNS TEXT /* & '_ str */
 IMMUTABLE STRICT PARALLEL SAFE

@@ -409,7 +409,8 @@ fn schedule(
 
 /// Changes a job: every argument given (not NULL) replaces the job's value. Changing the
 /// schedule, time zone or window restarts the schedule from now (missed slots are not
-/// caught up). `clear_max_runtime`/`clear_window` remove those limits.
+/// caught up). `clear_max_runtime`/`clear_window` remove those limits; `new_name` renames
+/// the job (its history stays with it).
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn alter_job(
@@ -426,9 +427,13 @@ fn alter_job(
     enabled: default!(Option<bool>, "NULL"),
     clear_max_runtime: default!(Option<bool>, false),
     clear_window: default!(Option<bool>, false),
+    new_name: default!(Option<&str>, "NULL"),
 ) -> bool {
     privilege::require(Role::Admin, "perf.alter_job()");
     let name = required(name, "name");
+    if let Some(n) = new_name {
+        check_name(n);
+    }
     let clear_max_runtime = required(clear_max_runtime, "clear_max_runtime");
     let clear_window = required(clear_window, "clear_window");
     if let Some(s) = schedule {
@@ -463,6 +468,22 @@ fn alter_job(
         .or(cur_command)
         .unwrap_or_default();
     check_command(new_kind, &new_command);
+    if let Some(n) = new_name.filter(|n| *n != name) {
+        let taken = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM perf.jobs WHERE name = $1)",
+            &[n.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+        if taken {
+            raise(
+                PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                format!("cannot rename job \"{name}\": job \"{n}\" already exists"),
+                "Pick another name, or perf.unschedule() the other job first.",
+            );
+        }
+    }
     Spi::run_with_args(
         "UPDATE perf.jobs SET \
             schedule = coalesce($2, schedule), \
@@ -477,7 +498,8 @@ fn alter_job(
             enabled = coalesce($11, enabled), \
             schedule_since = CASE WHEN $2 IS NOT NULL OR $5 IS NOT NULL OR $9 IS NOT NULL \
                                        OR $13 OR ($11 AND NOT enabled) \
-                                  THEN now() ELSE schedule_since END \
+                                  THEN now() ELSE schedule_since END, \
+            name = coalesce($14, name) \
          WHERE jobid = $1",
         &[
             job.jobid.into(),
@@ -493,6 +515,7 @@ fn alter_job(
             enabled.into(),
             clear_max_runtime.into(),
             clear_window.into(),
+            new_name.into(),
         ],
     )
     .unwrap_or_else(|e| invalid(format!("could not change job \"{name}\": {e}"), ""));

@@ -33,6 +33,66 @@ pub static MAINTENANCE_SCALE: GucSetting<f64> = GucSetting::<f64>::new(0.5);
 /// `perf.reindex_bloat_pct`: maintenance rebuilds btrees whose estimated bloat is above this.
 pub static REINDEX_BLOAT_PCT: GucSetting<f64> = GucSetting::<f64>::new(30.0);
 
+/// `perf.partition_interval`: how often the scheduler maintains partition sets on its own
+/// (a built-in `partition_maintenance` job in each database with partition sets); '0',
+/// 'off' or '' = never (schedule a job yourself).
+pub static PARTITION_INTERVAL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1 hour"));
+
+/// A `perf.partition_interval` value that is neither an interval nor off.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadInterval;
+
+/// Seconds of a `perf.partition_interval` value; None = disabled.
+pub fn parse_partition_interval(text: &str) -> Result<Option<i64>, BadInterval> {
+    let t = text.trim().to_ascii_lowercase();
+    if t.is_empty() || t == "0" || t == "off" {
+        return Ok(None);
+    }
+    match super::Interval::parse(&t) {
+        Ok(i) if i.seconds() > 0 => Ok(Some(i.seconds())),
+        _ => Err(BadInterval),
+    }
+}
+
+/// `perf.partition_interval` in seconds, or None when off.
+pub fn partition_interval_secs() -> Option<i64> {
+    let v = PARTITION_INTERVAL.get()?;
+    parse_partition_interval(&v.to_string_lossy())
+        .ok()
+        .flatten()
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_partition_interval(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pgrx::pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL passes the candidate value (NULL or a C string).
+    let text = unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return true;
+        }
+        std::ffi::CStr::from_ptr(*newval)
+            .to_string_lossy()
+            .into_owned()
+    };
+    if parse_partition_interval(&text).is_ok() {
+        return true;
+    }
+    // SAFETY: GUC check hooks report through these globals (palloc'd strings).
+    unsafe {
+        pgrx::pg_sys::GUC_check_errcode(
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32,
+        );
+        pgrx::pg_sys::GUC_check_errhint_string = pgrx::pg_sys::pstrdup(
+            c"Give an interval such as '1 hour', '15 minutes' or '1d', or 'off'.".as_ptr(),
+        );
+    }
+    false
+}
+
 pub fn maintenance_scale() -> f64 {
     MAINTENANCE_SCALE.get()
 }
@@ -179,6 +239,21 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    // SAFETY: the check hook is #[pg_guard]ed and only parses the value.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"perf.partition_interval",
+            c"How often the scheduler maintains partition sets by itself ('off' = never).",
+            c"In each database with partition sets, the scheduler keeps a built-in job \
+              'partition_maintenance' on this interval (runs recorded in perf.job_runs).",
+            &PARTITION_INTERVAL,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_partition_interval),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_int_guc(
         c"perf.job_lock_timeout",
         c"lock_timeout of job runs: a job waits at most this long for a lock.",
@@ -189,4 +264,20 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_partition_interval;
+
+    #[test]
+    fn partition_interval_values() {
+        assert_eq!(parse_partition_interval("1 hour"), Ok(Some(3600)));
+        assert_eq!(parse_partition_interval(" 15 minutes "), Ok(Some(900)));
+        for off in ["0", "off", "OFF", ""] {
+            assert_eq!(parse_partition_interval(off), Ok(None));
+        }
+        assert!(parse_partition_interval("soon").is_err());
+        assert!(parse_partition_interval("-1 hour").is_err());
+    }
 }

@@ -3,8 +3,9 @@
 //! Processes: one launcher (registered in `_PG_init`) starts one scheduler per database
 //! where pg_perf is installed (`launcher`); each scheduler sleeps on its latch until the
 //! next job is due, queues the run in `perf.job_runs` and starts a short-lived runner
-//! bgworker for it (`worker`); the runner executes the command as the job's owner, as
-//! top-level statements (`exec`, `runner`), and records the outcome.
+//! bgworker for it shortly before it is due (`worker`); the runner connects (as the job's
+//! owner when it can log in), waits until the due time, executes the command as the job's
+//! owner, as top-level statements (`exec`, `runner`), and records the outcome.
 //!
 //! Pure parts, tested with `cargo test` and no server: cron expressions with time zones
 //! (`cron`), intervals that do not drift (`interval`), `Schedule` (either), maintenance
@@ -33,7 +34,7 @@ pub mod shared;
 pub mod worker;
 
 use jiff::tz::TimeZone;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 pub use cron::{Cron, CronError};
 pub use interval::Interval;
@@ -232,6 +233,35 @@ impl Window {
     }
 }
 
+/// When a retry due at `at` may start: `at` itself when it falls inside `window` (or there
+/// is none), else the next start of the window (civil time in `tz`; a start that falls in
+/// a DST gap moves forward as PostgreSQL does). None only past the representable range.
+pub fn retry_in_window(at: Timestamp, window: Option<Window>, tz: &TimeZone) -> Option<Timestamp> {
+    let Some(w) = window else {
+        return Some(at);
+    };
+    if w.contains(at, tz) {
+        return Some(at);
+    }
+    let start = jiff::civil::Time::midnight()
+        .checked_add(SignedDuration::from_micros(
+            w.start_us.rem_euclid(86_400_000_000),
+        ))
+        .ok()?;
+    let mut date = tz.to_datetime(at).date();
+    for _ in 0..3 {
+        let t = tz
+            .to_ambiguous_timestamp(date.to_datetime(start))
+            .compatible()
+            .ok()?;
+        if t > at {
+            return Some(t);
+        }
+        date = date.tomorrow().ok()?;
+    }
+    None
+}
+
 /// Slots examined at most when looking for one inside a window or catching up.
 const MAX_STEPS: usize = 200_000;
 
@@ -323,6 +353,61 @@ mod tests {
         assert_eq!(
             next_slot(&s, t0, t0, &tz, Some(w)),
             Some(ts("2026-01-02T03:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn retry_outside_the_window_waits_for_it() {
+        let utc = TimeZone::UTC;
+        let w = Window {
+            start_us: 22 * 3_600_000_000,
+            end_us: 2 * 3_600_000_000,
+        };
+        // Inside (before and after midnight): unchanged.
+        for t in ["2026-01-01T23:30:00Z", "2026-01-02T01:59:00Z"] {
+            assert_eq!(retry_in_window(ts(t), Some(w), &utc), Some(ts(t)));
+        }
+        // Outside: the window's next start, the same day or the next.
+        assert_eq!(
+            retry_in_window(ts("2026-01-02T02:00:30Z"), Some(w), &utc),
+            Some(ts("2026-01-02T22:00:00Z"))
+        );
+        let day = Window {
+            start_us: 3 * 3_600_000_000,
+            end_us: 4 * 3_600_000_000,
+        };
+        assert_eq!(
+            retry_in_window(ts("2026-01-02T04:10:00Z"), Some(day), &utc),
+            Some(ts("2026-01-03T03:00:00Z"))
+        );
+        assert_eq!(
+            retry_in_window(ts("2026-01-02T01:00:00Z"), Some(day), &utc),
+            Some(ts("2026-01-02T03:00:00Z"))
+        );
+        // No window: unchanged.
+        let t = ts("2026-01-02T12:00:00Z");
+        assert_eq!(retry_in_window(t, None, &utc), Some(t));
+    }
+
+    #[test]
+    fn retry_window_in_a_time_zone_across_dst() {
+        // Europe/Berlin springs forward at 02:00 on 2026-03-29 (02:00-03:00 does not exist).
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let w = Window {
+            start_us: 2 * 3_600_000_000 + 30 * 60_000_000,
+            end_us: 5 * 3_600_000_000,
+        };
+        // A retry at 12:00 local on the 28th waits for 02:30 local on the 29th, which is
+        // in the gap: it starts at 03:30 CEST = 01:30 UTC.
+        let at = ts("2026-03-28T11:00:00Z");
+        assert_eq!(
+            retry_in_window(at, Some(w), &tz),
+            Some(ts("2026-03-29T01:30:00Z"))
+        );
+        // In winter, 02:30 CET = 01:30 UTC too; in summer 02:30 CEST = 00:30 UTC.
+        assert_eq!(
+            retry_in_window(ts("2026-06-01T12:00:00Z"), Some(w), &tz),
+            Some(ts("2026-06-02T00:30:00Z"))
         );
     }
 

@@ -1,12 +1,16 @@
 //! A job runner: a short-lived background worker that executes one run.
 //!
-//! It connects to the database as the bootstrap superuser (so it can record the run),
-//! claims the run (`pending` → `running`; a run claimed by another runner is left alone, so
+//! The scheduler starts it up to `worker::START_AHEAD` before the run is due; it connects
+//! to the database as the job's owner when that role can log in (so `session_user` is the
+//! owner too), else as the bootstrap superuser, waits on its latch until the run's
+//! `scheduled_for` (SIGTERM and postmaster death end the wait), then claims the run (`pending` → `running`; a run claimed by another runner is left alone, so
 //! no run executes twice), then executes the command in one transaction as the job's
 //! owner (`SetUserIdAndSecContext` with SECURITY_LOCAL_USERID_CHANGE, so the command can
 //! neither SET ROLE nor SET SESSION AUTHORIZATION back) with statement_timeout =
 //! max_runtime and lock_timeout = perf.job_lock_timeout. An ERROR is caught, the
 //! transaction aborted, and the failure (SQLSTATE, message) recorded in a fresh one.
+//! Its own bookkeeping (claiming and recording the run) runs as the bootstrap superuser
+//! (`as_superuser`), never the job's command.
 
 use std::ffi::CString;
 
@@ -28,8 +32,70 @@ struct Claim {
     max_runtime_ms: Option<i64>,
 }
 
+/// Runs `f` (pg_perf's own bookkeeping, inside a transaction) as the bootstrap superuser,
+/// whoever the session user is; an ERROR inside is undone by the transaction's abort,
+/// which restores the user id of its start.
+fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
+    let mut user = pg_sys::InvalidOid;
+    let mut ctx = 0;
+    // SAFETY: the same switch a SECURITY DEFINER function makes, undone below.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut ctx);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::BOOTSTRAP_SUPERUSERID.into(),
+            ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let r = f();
+    // SAFETY: restoring what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, ctx) };
+    r
+}
+
+/// When a pending run is due (Unix microseconds); None when it is not pending. Reads the
+/// tables `claim` reads, so their catalog entries are cached before the wait, not after.
+fn due_of(runid: i64) -> Option<i64> {
+    Spi::get_one_with_args::<i64>(
+        "SELECT (extract(epoch FROM r.scheduled_for) * 1000000)::bigint \
+           FROM perf.job_runs r JOIN perf.jobs j ON j.jobid = r.jobid \
+           LEFT JOIN pg_catalog.pg_roles o ON o.oid = j.owner \
+          WHERE r.runid = $1 AND r.status = 'pending'",
+        &[runid.into()],
+    )
+    .ok()
+    .flatten()
+}
+
+/// Sleeps on the latch until the Unix time `due_us`. SIGTERM (`die`) ends the process at
+/// the interrupt check, postmaster death at the wait; the run stays `pending` and the
+/// scheduler marks it failed when it sees this runner gone.
+fn wait_until(due_us: i64) {
+    loop {
+        let left = due_us - jiff::Timestamp::now().as_microsecond();
+        if left <= 0 {
+            return;
+        }
+        // Round up: waking a hair early would only loop once more.
+        let ms = ((left + 999) / 1000).min(i64::from(i32::MAX)) as std::ffi::c_long;
+        // SAFETY: the standard latch wait of a background worker.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                ms,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+    }
+}
+
 fn claim(runid: i64) -> Option<Claim> {
     Spi::connect_mut(|client| {
+        // The claim waits for its WAL flush (synchronous_commit): a claim lost in a crash
+        // would put the run back to `pending` and run it again after the restart, instead
+        // of marking it failed ('server restarted').
         let t = client.update(
             "UPDATE perf.job_runs r SET status = 'running', started_at = clock_timestamp(), \
                     pid = pg_backend_pid() \
@@ -124,8 +190,6 @@ enum Body {
     Sql(CString),
     Maintenance,
     StatsSnapshot,
-    /// Every partition set, each in its own transaction (see `partition_sets`).
-    PartitionMaintenance,
     /// REFRESH of a managed materialized view, as its owner (`crate::matview::refresh`).
     MatviewRefresh(pg_sys::Oid),
 }
@@ -140,6 +204,9 @@ fn execute(
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_ctx = 0;
     let mut actions = Vec::new();
+    let (mut base_user, mut base_ctx) = (pg_sys::InvalidOid, 0);
+    // SAFETY: reading the session's user id (the login role) to restore it after an abort.
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut base_user, &mut base_ctx) };
     let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
         // SAFETY: the transaction and user switch of a top-level command, as
         // exec_simple_query plus SECURITY DEFINER do; undone below or by the abort.
@@ -157,8 +224,6 @@ fn execute(
         let out = match &body {
             Body::Sql(sql) => exec::run_top_level(sql),
             Body::StatsSnapshot => exec::run_top_level(c"SELECT perf.stats_snapshot()"),
-            // Split into one Body::Sql per set by `execute_partition_maintenance`.
-            Body::PartitionMaintenance => Outcome::default(),
             Body::MatviewRefresh(view) => crate::matview::refresh(*view, run_ctx),
             Body::Maintenance => {
                 let (done, fatal) = maintenance::execute(owner, run_ctx);
@@ -199,11 +264,11 @@ fn execute(
         }
         Err((state, msg)) => {
             // SAFETY: leaving the failed transaction; the abort restores the user id and
-            // security context saved at its start (the superuser's).
+            // security context saved at its start (the session's), set again to be sure.
             unsafe {
                 sys::disable_timeout(sys::STATEMENT_TIMEOUT, false);
                 pg_sys::AbortCurrentTransaction();
-                pg_sys::SetUserIdAndSecContext(pg_sys::BOOTSTRAP_SUPERUSERID.into(), 0);
+                pg_sys::SetUserIdAndSecContext(base_user, base_ctx);
             }
             Ending {
                 ok: false,
@@ -244,7 +309,9 @@ fn execute_partition_maintenance(
     owner: pg_sys::Oid,
     max_ms: Option<i32>,
 ) -> (Ending, Vec<maintenance::Done>) {
-    let sets = match guarded("listing partition sets", || partition_sets(owner)) {
+    let sets = match guarded("listing partition sets", || {
+        as_superuser(|| partition_sets(owner))
+    }) {
         Some(s) => s,
         None => {
             return (
@@ -300,24 +367,31 @@ fn execute_partition_maintenance(
     }
 }
 
-fn body_of(c: &Claim) -> Result<Body, Ending> {
+/// What to execute for a claimed run: one body in one transaction, or (partition
+/// maintenance) one transaction per partition set.
+enum Plan {
+    One(Body),
+    PartitionSets,
+}
+
+fn plan_of(c: &Claim) -> Result<Plan, Ending> {
     match Kind::parse(&c.kind).unwrap_or(Kind::Sql) {
         Kind::Sql => CString::new(c.command.as_str())
-            .map(Body::Sql)
+            .map(|sql| Plan::One(Body::Sql(sql)))
             .map_err(|_| Ending {
                 ok: false,
                 sqlstate: Some("22023".into()),
                 error: Some("job command contains a NUL byte".into()),
                 outcome: Outcome::default(),
             }),
-        Kind::Maintenance => Ok(Body::Maintenance),
-        Kind::StatsSnapshot => Ok(Body::StatsSnapshot),
-        Kind::PartitionMaintenance => Ok(Body::PartitionMaintenance),
+        Kind::Maintenance => Ok(Plan::One(Body::Maintenance)),
+        Kind::StatsSnapshot => Ok(Plan::One(Body::StatsSnapshot)),
+        Kind::PartitionMaintenance => Ok(Plan::PartitionSets),
         Kind::MatviewRefresh => c
             .command
             .trim()
             .parse::<u32>()
-            .map(|oid| Body::MatviewRefresh(pg_sys::Oid::from(oid)))
+            .map(|oid| Plan::One(Body::MatviewRefresh(pg_sys::Oid::from(oid))))
             .map_err(|_| Ending {
                 ok: false,
                 sqlstate: Some("22023".into()),
@@ -365,22 +439,34 @@ fn adhoc_maintenance(extra: &str) {
     });
 }
 
-/// Entry point of a job runner (argument: database OID; bgw_extra: the run id).
+/// Entry point of a job runner (argument: database OID; bgw_extra: "<run id>:<role OID to
+/// connect as, 0 = the bootstrap superuser>", or "m:..." for perf.run_maintenance()).
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
     let dboid = pg_sys::Oid::from(arg.value() as u32);
     let extra = BackgroundWorker::get_extra().trim().to_string();
     setup_signals();
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
     if extra.starts_with("m:") {
+        BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
         adhoc_maintenance(&extra);
         return;
     }
-    let Ok(runid) = extra.parse::<i64>() else {
+    let mut parts = extra.split(':');
+    let Some(Ok(runid)) = parts.next().map(str::parse::<i64>) else {
         return;
     };
-    let Some(c) = guarded("claiming a run", || claim(runid)).flatten() else {
+    let login = parts
+        .next()
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|o| *o != 0)
+        .map(pg_sys::Oid::from);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), login);
+    // Started ahead of time: wait, connected, until the run is due.
+    if let Some(due) = guarded("reading a run", || as_superuser(|| due_of(runid))).flatten() {
+        wait_until(due);
+    }
+    let Some(c) = guarded("claiming a run", || as_superuser(|| claim(runid))).flatten() else {
         return;
     };
     set_guc(c"application_name", &format!("pg_perf job {}", c.name));
@@ -403,9 +489,9 @@ pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
             Vec::new(),
         )
     } else {
-        match body_of(&c) {
+        match plan_of(&c) {
             Err(e) => (e, Vec::new()),
-            Ok(body) => {
+            Ok(plan) => {
                 // SAFETY: reporting our activity in pg_stat_activity, as a backend does.
                 unsafe {
                     if let Ok(cmd) = CString::new(c.command.as_str()) {
@@ -415,16 +501,18 @@ pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
                         );
                     }
                 }
-                match body {
-                    Body::PartitionMaintenance => execute_partition_maintenance(c.owner, max_ms),
-                    body => execute(c.owner, max_ms, body),
+                match plan {
+                    Plan::PartitionSets => execute_partition_maintenance(c.owner, max_ms),
+                    Plan::One(body) => execute(c.owner, max_ms, body),
                 }
             }
         }
     };
     guarded("recording a run", || {
-        record(runid, &ending);
-        maintenance::log(Some(runid), None, &done);
+        as_superuser(|| {
+            record(runid, &ending);
+            maintenance::log(Some(runid), None, &done);
+        })
     });
     if c.name.starts_with(crate::advisor::apply::JOB_PREFIX) {
         guarded("recording an index build", || {

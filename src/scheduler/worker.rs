@@ -1,10 +1,13 @@
 //! The per-database scheduler: a dynamic background worker started by the launcher with
 //! the database OID as its argument.
 //!
-//! Loop: reap finished runners → queue due runs (`pending` rows; a due slot of a job whose
-//! previous run is still going becomes a `skipped` row) and retries → start a runner for
-//! each pending run while fewer than perf.max_job_workers run → sleep on the latch until
-//! the next due time (at most perf.worker_naptime). perf.schedule()/perf.run_job() and
+//! Loop: reap finished runners → queue runs due now or within `START_AHEAD` (`pending`
+//! rows; a due slot of a job whose previous run is still going becomes a `skipped` row)
+//! and retries (moved into the job's window) → start a runner for each pending run while
+//! fewer than perf.max_job_workers run (a runner started early waits for its due time) →
+//! sleep on the latch until `START_AHEAD` before the next due time (at most
+//! perf.worker_naptime). Once a minute (and after a reload): prune history and keep the
+//! built-in partition maintenance job in line with perf.partition_interval. perf.schedule()/perf.run_job() and
 //! runner exits (bgw_notify_pid) set the latch. SIGHUP reloads the configuration; SIGTERM
 //! (`die`) and postmaster death end the process at the next interrupt check.
 //!
@@ -20,7 +23,7 @@ use pgrx::prelude::*;
 
 use super::exec::sys;
 use super::retry::RetryPolicy;
-use super::{gucs, latest_due, next_slot, shared, Schedule, Window};
+use super::{gucs, latest_due, next_slot, retry_in_window, shared, Schedule, Window};
 
 /// bgw_type of the per-database schedulers (pg_stat_activity.backend_type).
 pub const SCHEDULER_TYPE: &str = "pg_perf scheduler";
@@ -89,16 +92,18 @@ pub(super) fn setup_signals() {
     }
 }
 
-/// Reloads the configuration when SIGHUP asked for it.
-pub(super) fn reload_config_if_asked() {
+/// Reloads the configuration when SIGHUP asked for it; true when it did.
+pub(super) fn reload_config_if_asked() -> bool {
     // SAFETY: the flag is set by the signal handler; ProcessConfigFile is what every
     // auxiliary process calls in its main loop.
     unsafe {
         if pg_sys::ConfigReloadPending != 0 {
             pg_sys::ConfigReloadPending = 0;
             pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+            return true;
         }
     }
+    false
 }
 
 /// Sleeps until the latch is set or `ms` pass; exits with the postmaster.
@@ -212,6 +217,12 @@ fn load_jobs() -> Vec<JobState> {
     .unwrap_or_default()
 }
 
+/// How long before a run is due its runner is started: the runner connects, then waits on
+/// its latch until the due time, so process start and connection (tens of ms on a busy
+/// machine) are not part of the start latency. A run's `scheduled_for` is its slot and its
+/// `started_at` is taken after the wait, so both stay what they say.
+pub(super) const START_AHEAD: SignedDuration = SignedDuration::from_millis(250);
+
 /// A number in [0, 1) fixed per run, for retry jitter (the same on every loop).
 fn jitter_of(runid: i64) -> f64 {
     let mut x = runid as u64 ^ 0x9E37_79B9_7F4A_7C15;
@@ -247,8 +258,10 @@ fn insert_run(
     );
 }
 
-/// Queues what is due now; returns the next time something becomes due.
+/// Queues what is due now or within [`START_AHEAD`] (so its runner can start early);
+/// returns the next time the scheduler must look again.
 fn queue_due(now: Timestamp) -> Option<Timestamp> {
+    let horizon = now.checked_add(START_AHEAD).unwrap_or(now);
     let mut next: Option<Timestamp> = None;
     let mut consider = |t: Timestamp| {
         next = Some(next.map_or(t, |n| n.min(t)));
@@ -264,24 +277,31 @@ fn queue_due(now: Timestamp) -> Option<Timestamp> {
         let anchor = from_unix_us(job.anchor_us);
         let mut active = job.active;
         let mut after = last;
-        if let Some(due) = latest_due(&sched, last, anchor, &tz, job.window, now) {
-            if active {
-                insert_run(
-                    job.jobid,
-                    "schedule",
-                    1,
-                    "skipped",
-                    due,
-                    Some("previous run still going"),
-                );
+        if let Some(due) = latest_due(&sched, last, anchor, &tz, job.window, horizon) {
+            if active && due > now {
+                // The previous run may still end before this slot: look again at the
+                // slot (or when that runner exits, which sets our latch).
+                consider(due);
+                after = due;
             } else {
-                insert_run(job.jobid, "schedule", 1, "pending", due, None);
-                active = true;
+                if active {
+                    insert_run(
+                        job.jobid,
+                        "schedule",
+                        1,
+                        "skipped",
+                        due,
+                        Some("previous run still going"),
+                    );
+                } else {
+                    insert_run(job.jobid, "schedule", 1, "pending", due, None);
+                    active = true;
+                }
+                after = due;
             }
-            after = due;
         }
         if let Some(t) = next_slot(&sched, after, anchor, &tz, job.window) {
-            consider(t);
+            consider(t.checked_sub(START_AHEAD).unwrap_or(t));
         }
         if !active && job.last_failed && job.retries > 0 {
             if let (Some(runid), Some(fin)) = (job.last_runid, job.last_finished_us) {
@@ -293,8 +313,11 @@ fn queue_due(now: Timestamp) -> Option<Timestamp> {
                     jitter: 0.2,
                 };
                 let attempt = job.last_attempt.max(1) as u32;
-                if let Some(at) = policy.next_retry(from_unix_us(fin), attempt, jitter_of(runid)) {
-                    if at <= now {
+                let retry = policy
+                    .next_retry(from_unix_us(fin), attempt, jitter_of(runid))
+                    .and_then(|at| retry_in_window(at, job.window, &tz));
+                if let Some(at) = retry {
+                    if at <= horizon {
                         insert_run(
                             job.jobid,
                             "retry",
@@ -304,7 +327,7 @@ fn queue_due(now: Timestamp) -> Option<Timestamp> {
                             None,
                         );
                     } else {
-                        consider(at);
+                        consider(at.checked_sub(START_AHEAD).unwrap_or(at));
                     }
                 }
             }
@@ -313,18 +336,28 @@ fn queue_due(now: Timestamp) -> Option<Timestamp> {
     next
 }
 
-/// Pending runs, oldest first.
-fn pending_runs() -> Vec<i64> {
+/// Pending runs, oldest first, with the role their runner connects as: the job's owner
+/// when it may open a session now (LOGIN, under its connection limit), else 0 (the
+/// bootstrap superuser; the command still runs as the owner, only session_user differs).
+fn pending_runs() -> Vec<(i64, u32)> {
     Spi::connect(|client| {
         let t = client.select(
-            "SELECT runid FROM perf.job_runs WHERE status = 'pending' ORDER BY runid",
+            "SELECT r.runid, \
+                    CASE WHEN o.rolcanlogin AND (o.rolconnlimit < 0 OR \
+                              (SELECT count(*) FROM pg_catalog.pg_stat_activity a \
+                                WHERE a.usesysid = o.oid) < o.rolconnlimit) \
+                         THEN o.oid ELSE 0 END::bigint \
+               FROM perf.job_runs r JOIN perf.jobs j ON j.jobid = r.jobid \
+               LEFT JOIN pg_catalog.pg_roles o ON o.oid = j.owner \
+              WHERE r.status = 'pending' ORDER BY r.runid",
             None,
             &[],
         )?;
         let mut v = Vec::new();
         for row in t {
             if let Some(id) = row.get::<i64>(1)? {
-                v.push(id);
+                let login = row.get::<i64>(2)?.unwrap_or(0);
+                v.push((id, u32::try_from(login).unwrap_or(0)));
             }
         }
         Ok::<_, pgrx::spi::Error>(v)
@@ -380,6 +413,44 @@ fn prune_extras() {
     }
 }
 
+/// The built-in job that `perf.partition_interval` keeps: this name and kind, owned by the
+/// bootstrap superuser, with the kind's name as its command. A job of the same name that
+/// a user made is left alone (it replaces the built-in one).
+const BUILTIN_PARTITION_JOB: &str =
+    "name = 'partition_maintenance' AND kind = 'partition_maintenance' \
+     AND owner = 10 AND command = 'partition_maintenance'";
+
+/// Creates, reschedules or removes the built-in partition maintenance job to match
+/// `perf.partition_interval`: it exists while the setting is on and the database has
+/// partition sets (it is created when the first set exists).
+fn sync_partition_job() {
+    match gucs::partition_interval_secs() {
+        Some(secs) => {
+            let schedule = format!("{secs} seconds");
+            let _ = Spi::run_with_args(
+                "INSERT INTO perf.jobs (name, schedule, command, kind, timezone, owner) \
+                 SELECT 'partition_maintenance', $1, 'partition_maintenance', \
+                        'partition_maintenance', 'UTC', 10 \
+                  WHERE EXISTS (SELECT 1 FROM perf.partition_config) \
+                 ON CONFLICT (name) DO NOTHING",
+                &[schedule.as_str().into()],
+            );
+            let _ = Spi::run_with_args(
+                &format!(
+                    "UPDATE perf.jobs SET schedule = $1, schedule_since = now() \
+                      WHERE {BUILTIN_PARTITION_JOB} AND schedule <> $1"
+                ),
+                &[schedule.as_str().into()],
+            );
+        }
+        None => {
+            let _ = Spi::run(&format!(
+                "DELETE FROM perf.jobs WHERE {BUILTIN_PARTITION_JOB}"
+            ));
+        }
+    }
+}
+
 fn extension_installed() -> bool {
     Spi::get_one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_perf') \
@@ -390,7 +461,7 @@ fn extension_installed() -> bool {
     .unwrap_or(false)
 }
 
-fn start_runner(dboid: pg_sys::Oid, runid: i64) -> Option<Worker> {
+fn start_runner(dboid: pg_sys::Oid, runid: i64, login: u32) -> Option<Worker> {
     // SAFETY: plain read of this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
     Worker::start(
@@ -401,7 +472,7 @@ fn start_runner(dboid: pg_sys::Oid, runid: i64) -> Option<Worker> {
             .enable_spi_access()
             .set_restart_time(None)
             .set_argument(Some(pg_sys::Datum::from(u32::from(dboid))))
-            .set_extra(&runid.to_string())
+            .set_extra(&format!("{runid}:{login}"))
             .set_notify_pid(me),
     )
 }
@@ -436,7 +507,10 @@ pub extern "C-unwind" fn pg_perf_scheduler_main(arg: pg_sys::Datum) {
     let mut last_prune: Option<Timestamp> = None;
     loop {
         pgrx::check_for_interrupts!();
-        reload_config_if_asked();
+        if reload_config_if_asked() {
+            // Settings such as perf.partition_interval apply now, not at the next prune.
+            last_prune = None;
+        }
         if !gucs::worker_enabled() {
             return;
         }
@@ -455,6 +529,16 @@ pub extern "C-unwind" fn pg_perf_scheduler_main(arg: pg_sys::Datum) {
         shared::set_runners(dboid, runners.len() as i32);
 
         let now = Timestamp::now();
+        // Housekeeping at most once a minute (or per naptime, when shorter).
+        let every = SignedDuration::from_millis(gucs::naptime_ms().min(60_000));
+        let housekeeping = last_prune.is_none_or(|t| now.duration_since(t) >= every);
+        if housekeeping {
+            guarded("keeping the partition maintenance job", || {
+                if extension_installed() {
+                    sync_partition_job();
+                }
+            });
+        }
         let step = guarded("queueing due jobs", || {
             if !extension_installed() {
                 return None;
@@ -480,14 +564,14 @@ pub extern "C-unwind" fn pg_perf_scheduler_main(arg: pg_sys::Datum) {
             Some(Some(x)) => x,
         };
         let mut retry_soon = false;
-        for runid in pending {
+        for (runid, login) in pending {
             if runners.contains_key(&runid) {
                 continue;
             }
             if shared::total_runners() >= gucs::max_job_workers() {
                 break;
             }
-            match start_runner(dboid, runid) {
+            match start_runner(dboid, runid, login) {
                 Some(h) => {
                     runners.insert(runid, h);
                     shared::set_runners(dboid, runners.len() as i32);
@@ -499,9 +583,7 @@ pub extern "C-unwind" fn pg_perf_scheduler_main(arg: pg_sys::Datum) {
                 }
             }
         }
-        // Prune at most once a minute (or per naptime, when shorter).
-        let every = SignedDuration::from_millis(gucs::naptime_ms().min(60_000));
-        if last_prune.is_none_or(|t| now.duration_since(t) >= every) {
+        if housekeeping {
             guarded("pruning job history", prune_history);
             guarded("pruning maintenance records", prune_extras);
             last_prune = Some(now);

@@ -493,3 +493,143 @@ def test_partition_maintenance_job_drains_default_of_the_owners_sets_only(connec
         admin.execute("DROP TABLE IF EXISTS ev, other")
         admin.execute("DROP OWNED BY part_owner")
         admin.execute("DROP ROLE part_owner")
+
+
+def test_runner_starts_ahead_and_runs_at_the_due_time_without_drift(connect, fresh_db):
+    """Runners are started before the due time and wait, connected, for it: a run is
+    queued before its slot, starts at or just after it (never before), and an interval
+    job's slots stay on anchor + k * interval however long each run takes."""
+    c = connect()
+    wait_for(lambda: scheduler_pid(c, fresh_db))
+    c.execute("SELECT perf.schedule('tick', '1 second', 'SELECT pg_sleep(0.3)')")
+    wait_for(lambda: c.execute(
+        "SELECT count(*) >= 6 FROM perf.job_runs WHERE status = 'succeeded'").fetchone()[0],
+        timeout=30)
+    c.execute("SELECT perf.alter_job('tick', enabled => false)")
+    rows = c.execute(
+        """SELECT extract(epoch FROM r.scheduled_for - j.schedule_since)::numeric,
+                  extract(epoch FROM r.started_at - r.scheduled_for),
+                  r.queued_at < r.scheduled_for
+             FROM perf.job_runs r JOIN perf.jobs j USING (jobid)
+            WHERE r.status = 'succeeded' ORDER BY r.runid""").fetchall()
+    offsets = [float(r[0]) for r in rows]
+    lat = sorted(r[1] for r in rows)
+    # No drift: every slot is a whole number of seconds after the anchor.
+    assert all(abs(o - round(o)) < 1e-6 for o in offsets), offsets
+    # Honest: never started before the slot; started ahead: queued before it.
+    assert lat[0] >= 0, lat
+    assert sum(1 for r in rows if r[2]) >= len(rows) - 1, rows
+    # Generous for a loaded test machine (bench/ measures the real numbers).
+    assert lat[len(lat) // 2] < 0.1, lat
+
+
+def test_session_user_is_the_job_owner(connect, fresh_db):
+    c = connect()
+    role = "bob_" + uuid.uuid4().hex[:6]
+    nologin = "nl_" + uuid.uuid4().hex[:6]
+    c.execute(f"CREATE ROLE {role} LOGIN")
+    c.execute(f"CREATE ROLE {nologin} NOLOGIN")
+    try:
+        c.execute("CREATE TABLE who (job text, sess text, cur text)")
+        c.execute(f"GRANT INSERT ON who TO {role}, {nologin}")
+        cmd = "INSERT INTO who SELECT %s, session_user, current_user"
+        with psycopg.connect(dsn(fresh_db, user=role), autocommit=True) as a:
+            a.execute("SELECT perf.schedule('me', '1 day', %s)", (cmd % "'me'",))
+            a.execute("SELECT perf.schedule('su', '1 day', 'SELECT pg_reload_conf()')")
+            a.execute("SELECT perf.schedule('auth', '1 day', 'SET SESSION AUTHORIZATION postgres')")
+            ids = [a.execute("SELECT perf.run_job(%s)", (n,)).fetchone()[0] for n in ("me", "su", "auth")]
+            res = [wait_for(lambda i=i: finished(a, i), timeout=20) for i in ids]
+        assert res[0][0] == "succeeded", res[0]
+        assert res[1][:2] == ("failed", "42501"), res[1]
+        assert res[2][:2] == ("failed", "42501"), res[2]
+        assert c.execute("SELECT sess, cur FROM who WHERE job = 'me'").fetchone() == (role, role)
+        # A NOLOGIN owner cannot open a session: its runner connects as the bootstrap
+        # superuser and the command still runs as the owner.
+        c.execute(f"SET ROLE {nologin}")
+        c.execute("SELECT perf.schedule('nl', '1 day', %s)", (cmd % "'nl'",))
+        rid = c.execute("SELECT perf.run_job('nl')").fetchone()[0]
+        c.execute("RESET ROLE")
+        assert wait_for(lambda: finished(c, rid), timeout=20)[0] == "succeeded"
+        assert c.execute("SELECT cur FROM who WHERE job = 'nl'").fetchone() == (nologin,)
+    finally:
+        c.execute("RESET ROLE")
+        c.execute("DELETE FROM perf.jobs WHERE owner IN "
+                  "(SELECT oid FROM pg_roles WHERE rolname IN (%s, %s))", (role, nologin))
+        c.execute(f"DROP OWNED BY {role}, {nologin}")
+        c.execute(f"DROP ROLE {role}, {nologin}")
+
+
+def test_alter_job_renames(connect, fresh_db):
+    c = connect()
+    c.execute("SELECT perf.schedule('a', '1 day', 'SELECT 1')")
+    c.execute("SELECT perf.schedule('b', '1 day', 'SELECT 2')")
+    rid = c.execute("SELECT perf.run_job('a')").fetchone()[0]
+    wait_for(lambda: finished(c, rid), timeout=20)
+    assert c.execute("SELECT perf.alter_job('a', new_name => 'c')").fetchone()[0] is True
+    assert c.execute("SELECT name FROM perf.jobs ORDER BY name").fetchall() == [("b",), ("c",)]
+    # History follows the job.
+    assert c.execute("SELECT j.name FROM perf.job_runs r JOIN perf.jobs j USING (jobid) "
+                     "WHERE r.runid = %s", (rid,)).fetchone()[0] == "c"
+    with pytest.raises(psycopg.errors.DuplicateObject):
+        c.execute("SELECT perf.alter_job('c', new_name => 'b')")
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        c.execute("SELECT perf.alter_job('c', new_name => ' ')")
+    # Renaming to its own name and other changes together are fine.
+    c.execute("SELECT perf.alter_job('c', new_name => 'c', command => 'SELECT 3')")
+    assert c.execute("SELECT command FROM perf.jobs WHERE name = 'c'").fetchone()[0] == "SELECT 3"
+
+
+def test_partition_interval_runs_partition_maintenance_without_a_job(connect, fresh_db):
+    c = connect()
+    wait_for(lambda: scheduler_pid(c, fresh_db))
+    try:
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            c.execute("ALTER SYSTEM SET perf.partition_interval = 'soon'")
+        set_system([("perf.partition_interval", "2 seconds")])
+        c.execute("CREATE TABLE ev (at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)")
+        c.execute("SELECT count(*) FROM perf.partition_table('ev', 'at', '1 day', premake => 2)")
+        c.execute("INSERT INTO ev VALUES (now() + interval '30 days', 1)")
+        # Nudge the scheduler (the built-in job is checked on reloads and once a minute).
+        set_system([])
+        job = wait_for(lambda: c.execute(
+            "SELECT kind, schedule, owner::regrole::text FROM perf.jobs "
+            "WHERE name = 'partition_maintenance'").fetchone(), timeout=20)
+        assert job[:2] == ("partition_maintenance", "2 seconds"), job
+        r = wait_for(lambda: c.execute(
+            "SELECT status, rows FROM perf.job_runs r JOIN perf.jobs j USING (jobid) "
+            "WHERE j.name = 'partition_maintenance' AND r.status = 'succeeded' LIMIT 1").fetchone(),
+            timeout=30)
+        assert r == ("succeeded", 1), r
+        assert c.execute("SELECT count(*) FROM ev_default").fetchone()[0] == 0
+        # A new interval reschedules it; off removes it.
+        set_system([("perf.partition_interval", "1 hour")])
+        wait_for(lambda: c.execute(
+            "SELECT schedule = '3600 seconds' FROM perf.jobs WHERE name = 'partition_maintenance'"
+        ).fetchone()[0], timeout=20)
+        set_system([("perf.partition_interval", "off")])
+        wait_for(lambda: c.execute(
+            "SELECT count(*) = 0 FROM perf.jobs WHERE name = 'partition_maintenance'").fetchone()[0],
+            timeout=20)
+    finally:
+        set_system([("perf.partition_interval", None)])
+
+
+def test_runner_terminated_while_waiting_for_its_due_time(connect, fresh_db):
+    """A runner started ahead waits on its latch; SIGTERM then ends it at once, its run is
+    recorded failed, and the job's next runs go on."""
+    c = connect()
+    wait_for(lambda: scheduler_pid(c, fresh_db))
+    c.execute("SELECT perf.schedule('tock', '1 second', 'SELECT 1')")
+    waiting = wait_for(lambda: c.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND backend_type = 'pg_perf job runner' AND wait_event_type = 'Extension'").fetchone(),
+        timeout=20, step=0.01)
+    c.execute("SELECT pg_terminate_backend(%s)", (waiting[0],))
+    failed = wait_for(lambda: c.execute(
+        "SELECT sqlstate, error FROM perf.job_runs WHERE status = 'failed'").fetchone(), timeout=10)
+    assert failed[0] == "57P01", failed
+    n = c.execute("SELECT count(*) FROM perf.job_runs WHERE status = 'succeeded'").fetchone()[0]
+    wait_for(lambda: c.execute(
+        "SELECT count(*) FROM perf.job_runs WHERE status = 'succeeded'").fetchone()[0] >= n + 2,
+        timeout=10)
+    c.execute("SELECT perf.alter_job('tock', enabled => false)")
