@@ -163,7 +163,7 @@ AS 'MODULE_PATHNAME', 'advisor_skipped_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:414
+-- src/scheduler/api.rs:415
 -- pg_perf::scheduler::api::alter_job
 CREATE  FUNCTION "alter_job"(
 	"name" TEXT, /* Option < & str > */
@@ -178,7 +178,8 @@ CREATE  FUNCTION "alter_job"(
 	"window_end" time DEFAULT NULL, /* Option < Time > */
 	"enabled" bool DEFAULT NULL, /* Option < bool > */
 	"clear_max_runtime" bool DEFAULT false, /* Option < bool > */
-	"clear_window" bool DEFAULT false /* Option < bool > */
+	"clear_window" bool DEFAULT false, /* Option < bool > */
+	"new_name" TEXT DEFAULT NULL /* Option < & str > */
 ) RETURNS bool /* bool */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -341,7 +342,7 @@ AS 'MODULE_PATHNAME', 'drop_incremental_view_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:556
+-- src/scheduler/api.rs:579
 -- pg_perf::scheduler::api::job_next_run
 CREATE  FUNCTION "job_next_run"(
 	"schedule" TEXT, /* Option < & str > */
@@ -357,7 +358,7 @@ AS 'MODULE_PATHNAME', 'job_next_run_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/mod.rs:92
+-- src/scheduler/mod.rs:93
 -- requires:
 --   scheduler::api::job_next_run
 
@@ -2474,7 +2475,7 @@ GRANT SELECT ON perf.index_outcomes TO perf_reader;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:523
+-- src/scheduler/api.rs:546
 -- pg_perf::scheduler::api::run_job
 CREATE  FUNCTION "run_job"(
 	"name" TEXT /* Option < & str > */
@@ -2524,7 +2525,7 @@ AS 'MODULE_PATHNAME', 'schedule_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:578
+-- src/scheduler/api.rs:601
 -- pg_perf::scheduler::api::scheduler_wake
 CREATE  FUNCTION "scheduler_wake"() RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -2679,7 +2680,7 @@ AS 'MODULE_PATHNAME', 'track_slot_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/scheduler/api.rs:504
+-- src/scheduler/api.rs:527
 -- pg_perf::scheduler::api::unschedule
 CREATE  FUNCTION "unschedule"(
 	"name" TEXT /* Option < & str > */
