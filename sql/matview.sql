@@ -129,16 +129,28 @@ GRANT SELECT ON perf.matview_status TO perf_reader;
 CREATE FUNCTION perf.matview_dropped() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF to_regclass('perf.matviews') IS NULL OR NOT EXISTS (SELECT 1 FROM perf.matviews) THEN
-        RETURN;
+    IF to_regclass('perf.matviews') IS NOT NULL AND EXISTS (SELECT 1 FROM perf.matviews) THEN
+        WITH gone AS (
+            DELETE FROM perf.matviews m
+             USING pg_catalog.pg_event_trigger_dropped_objects() d
+             WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+               AND d.objid = m.view
+            RETURNING m.jobid)
+        DELETE FROM perf.jobs j USING gone WHERE j.jobid = gone.jobid;
     END IF;
-    WITH gone AS (
-        DELETE FROM perf.matviews m
-         USING pg_catalog.pg_event_trigger_dropped_objects() d
-         WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
-           AND d.objid = m.view
-        RETURNING m.jobid)
-    DELETE FROM perf.jobs j USING gone WHERE j.jobid = gone.jobid;
+    -- An incremental view (its table) or its source dropped, e.g. DROP TABLE ... CASCADE:
+    -- its helper objects went with it (they depend on the view); the catalog row and the
+    -- background apply job go now, instead of a job failing forever.
+    IF to_regclass('perf.incremental_views') IS NOT NULL
+       AND EXISTS (SELECT 1 FROM perf.incremental_views) THEN
+        WITH gone AS (
+            DELETE FROM perf.incremental_views i
+             USING pg_catalog.pg_event_trigger_dropped_objects() d
+             WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+               AND d.objid IN (i.view, i.source)
+            RETURNING i.job)
+        DELETE FROM perf.jobs j USING gone WHERE j.name = gone.job;
+    END IF;
 END $$;
 REVOKE EXECUTE ON FUNCTION perf.matview_dropped() FROM PUBLIC;
 CREATE EVENT TRIGGER pg_perf_matview_drop ON sql_drop

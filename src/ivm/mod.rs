@@ -29,11 +29,7 @@ use pgrx::PgSqlErrorCode;
 pgrx::extension_sql_file!(
     "../../sql/incremental.sql",
     name = "incremental_sql",
-    requires = [
-        ivm::api::create_incremental_view,
-        "scheduler_sql",
-        pg::privilege::require_role_sql
-    ]
+    requires = [ivm::api::create_incremental_view, "scheduler_sql"]
 );
 
 pub(crate) fn raise(code: PgSqlErrorCode, message: String, hint: &str) -> ! {

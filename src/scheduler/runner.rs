@@ -516,12 +516,15 @@ pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
     });
     if c.name.starts_with(crate::advisor::apply::JOB_PREFIX) {
         guarded("recording an index build", || {
-            crate::advisor::apply::after_build_run(
-                runid,
-                ending.ok,
-                ending.sqlstate.as_deref(),
-                ending.error.as_deref(),
-            )
+            // pg_perf's bookkeeping, not the owner's work: as the catalog's owner.
+            as_superuser(|| {
+                crate::advisor::apply::after_build_run(
+                    runid,
+                    ending.ok,
+                    ending.sqlstate.as_deref(),
+                    ending.error.as_deref(),
+                )
+            })
         });
     }
     // SAFETY: as above.

@@ -220,6 +220,7 @@ def test_writers_need_no_rights_on_the_view_and_cannot_reuse_its_functions(conne
     owner, writer, reader = f"ivm_owner_{suffix}", f"ivm_writer_{suffix}", f"ivm_reader_{suffix}"
     for r in (owner, writer, reader):
         c.execute(f"CREATE ROLE {r} LOGIN")
+    c.execute(f"GRANT perf_admin TO {owner}")  # creating incremental views is an admin call
     try:
         c.execute(f"CREATE SCHEMA app AUTHORIZATION {owner}")
         c.execute(f"GRANT USAGE ON SCHEMA app TO {writer}, {reader}")
@@ -338,3 +339,21 @@ def test_helpers_keep_the_source_and_view_from_being_broken(connect, fresh_db):
     assert c.execute("SELECT g, s FROM v").fetchall() == [(1, 2)]
     c.execute("SELECT perf.drop_incremental_view('v')")
     assert c.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'src'::regclass").fetchone()[0] == 0
+
+
+def test_drop_cascade_removes_catalog_row_and_job(connect, fresh_db):
+    """DROP TABLE of the view (CASCADE) or of its source leaves no catalog row and no job."""
+    c = connect()
+    c.execute(SRC)
+    c.execute("SELECT perf.create_incremental_view('v', 'SELECT g, sum(x) AS s FROM src GROUP BY g')")
+    job = c.execute("SELECT job FROM perf.incremental_views WHERE view = 'v'::regclass").fetchone()[0]
+    assert job and c.execute("SELECT count(*) FROM perf.jobs WHERE name = %s", (job,)).fetchone()[0] == 1
+    c.execute("DROP TABLE v CASCADE")
+    assert c.execute("SELECT count(*) FROM perf.incremental_views").fetchone()[0] == 0
+    assert c.execute("SELECT count(*) FROM perf.jobs WHERE name = %s", (job,)).fetchone()[0] == 0
+    assert c.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'src'::regclass").fetchone()[0] == 0
+    c.execute("INSERT INTO src (g, x) VALUES (1, 2)")  # writers are not broken
+    c.execute("SELECT perf.create_incremental_view('v2', 'SELECT g, count(*) AS n FROM src GROUP BY g')")
+    c.execute("DROP TABLE src CASCADE")
+    assert c.execute("SELECT count(*) FROM perf.incremental_views").fetchone()[0] == 0
+    assert c.execute("SELECT count(*) FROM perf.jobs WHERE name LIKE 'incremental view %'").fetchone()[0] == 0

@@ -56,7 +56,8 @@ CLASSES = {
     "apply_index": "admin",
     # incremental views
     "create_incremental_view": "admin", "drop_incremental_view": "admin",
-    "refresh_incremental": "reader", "fresh": "reader", "incremental_pending": "reader",
+    # (applying pending changes needs SELECT on the view, like reading it: applications call it)
+    "refresh_incremental": "public", "fresh": "public", "incremental_pending": "public",
     # sample values (own statements; others' need pg_read_all_stats, like texts)
     "statement_samples": "public",
     # misc
@@ -77,7 +78,7 @@ RELATIONS = {
     "matviews": "reader", "matview_sources": "reader", "matview_status": "reader",
     "index_applications": "reader", "index_application_statements": "reader",
     "index_outcomes": "reader", "index_outcome_statements": "reader",
-    "incremental_views": "reader",
+    "incremental_views": "public",
 }
 
 # Functions whose role check names the SQL function users call (a wrapper around them).

@@ -529,6 +529,7 @@ def test_session_user_is_the_job_owner(connect, fresh_db):
     nologin = "nl_" + uuid.uuid4().hex[:6]
     c.execute(f"CREATE ROLE {role} LOGIN")
     c.execute(f"CREATE ROLE {nologin} NOLOGIN")
+    c.execute(f"GRANT perf_admin TO {role}, {nologin}")  # scheduling is an admin call
     try:
         c.execute("CREATE TABLE who (job text, sess text, cur text)")
         c.execute(f"GRANT INSERT ON who TO {role}, {nologin}")
