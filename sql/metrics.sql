@@ -156,6 +156,19 @@ BEGIN
              ELSE format('%s rows sit in the default partition of %s (scans of the set read them all, and a new partition for their range cannot be attached until they move): SELECT * FROM perf.partition_maintenance(%L) moves them into proper partitions; schedule it with kind => ''partition_maintenance''.',
                          v::bigint, detail, detail) END;
 
+    -- Managed materialized views whose sources changed long ago and that were not refreshed
+    -- (a failing refresh, a long min_interval or schedule, the worker off).
+    SELECT max(extract(epoch FROM now() - m.stale_since))::float8,
+           (array_agg(m.view::text ORDER BY m.stale_since))[1]
+      INTO v, detail FROM perf.matview_status m WHERE m.stale AND m.stale_since IS NOT NULL;
+    w := current_setting('perf.health_matview_stale_warn_s')::float8;
+    c := current_setting('perf.health_matview_stale_critical_s')::float8;
+    st := perf._health_status(coalesce(v, 0), w, c, true);
+    RETURN QUERY SELECT 'stale_matviews', st, coalesce(v, 0), CASE st WHEN 'critical' THEN c ELSE w END,
+        CASE WHEN st = 'ok' THEN 'Every managed materialized view absorbed its changes in time.'
+             ELSE format('%s has not absorbed a change made %s s ago: see SELECT * FROM perf.matview_status (last_status, last_error); fix the error, lower min_interval, or check perf.worker_enabled.',
+                         detail, v::bigint) END;
+
     -- Indexes left invalid by a failed CREATE INDEX CONCURRENTLY / REINDEX CONCURRENTLY.
     SELECT count(*)::float8, string_agg(x.indexrelid::regclass::text, ', ' ORDER BY x.indexrelid::regclass::text)
       INTO v, detail FROM pg_index x WHERE NOT x.indisvalid;

@@ -30,6 +30,7 @@ thresholds! {
     DEAD_WARN = 0.20, DEAD_CRIT = 0.50;
     JOB_FAIL_WARN = 1.0, JOB_FAIL_CRIT = 3.0;
     DEFAULT_ROWS_WARN = 1.0, DEFAULT_ROWS_CRIT = 10000.0;
+    MATVIEW_STALE_WARN = 600.0, MATVIEW_STALE_CRIT = 3600.0;
 }
 
 const THRESHOLDS: &[Threshold] = &[
@@ -53,6 +54,8 @@ const THRESHOLDS: &[Threshold] = &[
     (c"perf.health_failing_jobs_critical", c"perf.health(): a job with at least this many consecutive failures is critical.", &JOB_FAIL_CRIT),
     (c"perf.health_default_partition_rows_warn", c"perf.health(): this many rows in a managed default partition warns.", &DEFAULT_ROWS_WARN),
     (c"perf.health_default_partition_rows_critical", c"perf.health(): this many rows in a managed default partition is critical.", &DEFAULT_ROWS_CRIT),
+    (c"perf.health_matview_stale_warn_s", c"perf.health(): a managed materialized view stale for longer than this many seconds warns.", &MATVIEW_STALE_WARN),
+    (c"perf.health_matview_stale_critical_s", c"perf.health(): a managed materialized view stale for longer than this many seconds is critical.", &MATVIEW_STALE_CRIT),
 ];
 
 /// Registers every threshold (from `_PG_init`).

@@ -354,6 +354,26 @@ pub const SOURCES: &[Source] = &[
               FROM perf.partition_sets s ORDER BY 1",
     },
     Source {
+        labels: &["view"],
+        columns: &[
+            gauge(
+                "pg_perf_matview_stale",
+                "1 when a managed materialized view's sources changed since its last refresh.",
+            ),
+            gauge(
+                "pg_perf_matview_stale_seconds",
+                "Age of the oldest change a managed materialized view has not absorbed yet (0: fresh).",
+            ),
+            gauge(
+                "pg_perf_matview_refreshes",
+                "Refreshes pg_perf made of the view (kept in perf.matviews).",
+            ),
+        ],
+        sql: "SELECT view::text, stale::int, \
+              coalesce(CASE WHEN stale THEN extract(epoch FROM now() - stale_since) END, 0), \
+              refreshes FROM perf.matview_status ORDER BY 1",
+    },
+    Source {
         labels: &[],
         columns: &[
             gauge("pg_perf_cache_entries", "Results held by the result cache."),

@@ -267,3 +267,28 @@ def test_health_and_metrics_flag_rows_in_a_default_partition(connect):
     assert rows["ev"] == 5
     c.execute("SELECT count(*) FROM perf.partition_maintenance('ev')")
     assert health(c)["default_partition_rows"][0] == "ok"
+
+
+def test_health_and_metrics_flag_a_stale_matview(connect):
+    """A managed view whose source changed and that is not refreshed in time (here: a long
+    min_interval) is stale: metrics show its age, health warns past the threshold."""
+    c = connect()
+    c.execute("CREATE TABLE mt (id int)")
+    c.execute("CREATE MATERIALIZED VIEW mtv AS SELECT count(*) AS n FROM mt")
+    c.execute("SELECT perf.manage_matview('mtv', min_interval => '1 hour')")
+    deadline = time.monotonic() + 30
+    while c.execute("SELECT refreshes FROM perf.matview_status WHERE view = 'mtv'::regclass").fetchone()[0] < 1:
+        assert time.monotonic() < deadline, "the first refresh did not happen"
+        time.sleep(0.2)
+    assert health(c)["stale_matviews"][0] == "ok"
+    c.execute("INSERT INTO mt VALUES (1)")
+    time.sleep(1.2)
+    c.execute("SET perf.health_matview_stale_warn_s = 1")
+    status, value, threshold, advice = health(c)["stale_matviews"]
+    assert status == "warn" and value >= 1 and threshold == 1, (status, value)
+    assert "mtv" in advice
+    _, fams = scrape(c)
+    stale = {s.labels["view"]: s.value for s in fams["pg_perf_matview_stale"].samples}
+    age = {s.labels["view"]: s.value for s in fams["pg_perf_matview_stale_seconds"].samples}
+    assert stale["mtv"] == 1 and age["mtv"] >= 1
+    c.execute("SELECT perf.unmanage_matview('mtv')")
