@@ -489,36 +489,6 @@ fn counters() -> HashMap<i64, (i64, f64)> {
     m
 }
 
-/// Writes pg_perf's own tables as the bootstrap superuser until dropped (the caller needs
-/// no privilege on them); an ERROR in between restores the user with the transaction.
-struct AsExtensionOwner {
-    user: Oid,
-    context: i32,
-}
-
-impl AsExtensionOwner {
-    fn switch() -> Self {
-        let mut user = Oid::INVALID;
-        let mut context = 0;
-        // SAFETY: saving and switching the current user id, as SECURITY DEFINER does.
-        unsafe {
-            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-            pg_sys::SetUserIdAndSecContext(
-                pg_sys::BOOTSTRAP_SUPERUSERID.into(),
-                context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-            );
-        }
-        AsExtensionOwner { user, context }
-    }
-}
-
-impl Drop for AsExtensionOwner {
-    fn drop(&mut self) {
-        // SAFETY: restores the values saved in `switch`.
-        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
-    }
-}
-
 /// Refuses the worker mode when the scheduler's workers do not run in this database.
 fn check_worker() {
     let hint = "Turn the scheduler on (ALTER SYSTEM SET perf.worker_enabled = on; SELECT \
@@ -611,7 +581,7 @@ fn apply_index_impl(ddl: &str, inline: bool) -> i64 {
     // SAFETY: plain read of the current user.
     let me = unsafe { pg_sys::GetUserId() };
     let id = {
-        let _as = AsExtensionOwner::switch();
+        let _as = crate::pg::role::ActingAs::catalog_owner();
         Spi::get_one::<i64>("SELECT nextval('perf.index_applications_id_seq')")
             .ok()
             .flatten()
@@ -652,7 +622,7 @@ fn apply_index_impl(ddl: &str, inline: bool) -> i64 {
         .flatten()
     };
     {
-        let _as = AsExtensionOwner::switch();
+        let _as = crate::pg::role::ActingAs::catalog_owner();
         let _ = Spi::run_with_args(
             "INSERT INTO perf.index_applications (id, ddl, command, table_oid, schema_name, \
                  table_name, index_name, requested_by, mode, jobid, reads_at_start) \
@@ -696,7 +666,7 @@ fn apply_index_impl(ddl: &str, inline: bool) -> i64 {
     }
     if !inline {
         let started = {
-            let _as = AsExtensionOwner::switch();
+            let _as = crate::pg::role::ActingAs::catalog_owner();
             start_next_queued()
         };
         let when = if started == Some(id) {

@@ -10,36 +10,6 @@ use super::analyze::{analyze, PinnedSearchPath};
 use super::raise;
 use super::sqlgen::{qi, Spec};
 
-/// Writes pg_perf's catalog as the bootstrap superuser until dropped (an ERROR in between
-/// aborts the transaction, which restores the user id itself).
-struct AsCatalogOwner {
-    user: pg_sys::Oid,
-    context: i32,
-}
-
-impl AsCatalogOwner {
-    fn switch() -> Self {
-        let mut user = pg_sys::InvalidOid;
-        let mut context = 0;
-        // SAFETY: saving and switching the current user id, as SECURITY DEFINER does.
-        unsafe {
-            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-            pg_sys::SetUserIdAndSecContext(
-                pg_sys::BOOTSTRAP_SUPERUSERID.into(),
-                context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-            );
-        }
-        AsCatalogOwner { user, context }
-    }
-}
-
-impl Drop for AsCatalogOwner {
-    fn drop(&mut self) {
-        // SAFETY: restores the values saved in `switch`.
-        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
-    }
-}
-
 fn required<T>(v: Option<T>, name: &str) -> T {
     v.unwrap_or_else(|| {
         raise(
@@ -234,7 +204,7 @@ fn create_incremental_view(
     for f in &funcs {
         depend_on_view(spec.oid, pg_sys::ProcedureRelationId, "regprocedure", f);
     }
-    let _as = AsCatalogOwner::switch();
+    let _as = crate::pg::role::ActingAs::catalog_owner();
     let _pin = PinnedSearchPath::pin();
     if let Err(e) = Spi::run_with_args(
         "INSERT INTO perf.incremental_views \
@@ -389,7 +359,7 @@ fn drop_incremental_view(view: Option<&str>) -> bool {
         run(&format!("DROP TABLE {}", oid_regclass(oid)));
     }
     drop(pin);
-    let _as = AsCatalogOwner::switch();
+    let _as = crate::pg::role::ActingAs::catalog_owner();
     let _ = Spi::run_with_args(
         "DELETE FROM perf.incremental_views WHERE view::oid = $1",
         &[oid.into()],
