@@ -526,8 +526,26 @@ pub fn plan(query: &str) -> Planned {
 
 /// Plans `query` like `plan`; with `builtin_only`, refuses (ERROR) a statement that calls a
 /// function or operator that is not built in, before planning could fold (execute) it.
-#[allow(ffi_unwind_calls)] // raw calls that longjmp, caught by try_capture_query (see `raw`)
 pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
+    let (text, stmt) = planned_stmt(query, builtin_only);
+    // SAFETY: `stmt` is the planner's result for `text`, in the current memory context; it
+    // is only started EXPLAIN_ONLY (nothing is executed) and explained.
+    unsafe { describe(&text, stmt) }
+}
+
+/// The estimated total cost of `query`'s plan (checked as by `plan_checked`), and nothing
+/// else: no executor start, no predicate walk, no EXPLAIN text. The advisor's cost oracle
+/// asks this thousands of times per advice.
+pub fn plan_cost(query: &str, builtin_only: bool) -> f64 {
+    let (_, stmt) = planned_stmt(query, builtin_only);
+    // SAFETY: `planned_stmt` returns a non-null statement with a plan tree.
+    unsafe { (*(*stmt).planTree).total_cost }
+}
+
+/// Parses, analyzes and plans `query` (see `plan_checked`); a non-null statement with a
+/// plan tree.
+#[allow(ffi_unwind_calls)] // raw calls that longjmp, caught by try_capture_query (see `raw`)
+fn planned_stmt(query: &str, builtin_only: bool) -> (CString, *mut pg_sys::PlannedStmt) {
     let Ok(text) = CString::new(query) else {
         PerfError::InvalidQuery {
             detail: "the query contains a NUL byte".into(),
@@ -639,6 +657,18 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
             }
             .raise();
         }
+        (text, stmt)
+    }
+}
+
+/// What `plan_checked` returns for a planned statement.
+///
+/// # Safety
+/// `stmt` is the planner's non-null result for `text`, with a plan tree.
+#[allow(ffi_unwind_calls)]
+unsafe fn describe(text: &CStr, stmt: *mut pg_sys::PlannedStmt) -> Planned {
+    // SAFETY: per the caller; EXPLAIN_ONLY: nothing is executed.
+    unsafe {
         let mut index_oids = Vec::new();
         collect_indexes((*stmt).planTree, &mut index_oids, 0);
         for p in PgList::<pg_sys::Plan>::from_pg((*stmt).subplans).iter_ptr() {
