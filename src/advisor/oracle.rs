@@ -9,7 +9,7 @@ use super::guard::in_subtransaction;
 use super::model::*;
 use super::output::index_ddl;
 use super::selection::{may_use_any, CostOracle, SelectionResult};
-use super::whatif::{self, Session};
+use super::whatif::{self, ParsedIndexes, Session};
 use super::workload::PlanTexts;
 
 /// The what-if planner as the selection's cost oracle. It answers each (statement, indexes
@@ -25,6 +25,12 @@ pub(super) struct WhatIfOracle<'a> {
     /// What-if sessions started and statement texts planned (for the DEBUG1 line).
     pub(super) sessions: u64,
     pub(super) plans: u64,
+    /// Time spent starting what-if sessions (parsing the hypothetical indexes).
+    pub(super) session_time: std::time::Duration,
+    /// Hypothetical indexes parsed once for all requests, and each candidate's name in
+    /// them (stable, so that the same index is the same definition in every request).
+    parsed: ParsedIndexes,
+    names: HashMap<CandidateSignature, usize>,
 }
 
 /// Runs `f` in a fresh memory context, deleted afterwards (nothing `f` allocates in the
@@ -62,6 +68,9 @@ impl<'a> WhatIfOracle<'a> {
             cache: HashMap::new(),
             sessions: 0,
             plans: 0,
+            session_time: std::time::Duration::ZERO,
+            parsed: ParsedIndexes::new(),
+            names: HashMap::new(),
         }
     }
 }
@@ -82,9 +91,11 @@ impl CostOracle for WhatIfOracle<'_> {
         relevant.sort_by_key(|c| c.signature());
         relevant.dedup_by_key(|c| c.signature());
         let mut defs = Vec::with_capacity(relevant.len());
-        for (i, c) in relevant.iter().enumerate() {
+        for c in &relevant {
             let table = self.tables.get(&c.table)?;
-            defs.push(index_ddl(c, table, &format!("perf_candidate_{i}"))?);
+            let next = self.names.len();
+            let n = *self.names.entry(c.signature()).or_insert(next);
+            defs.push(index_ddl(c, table, &format!("perf_candidate_{n}"))?);
         }
         let key = (query, defs);
         if let Some(cost) = self.cache.get(&key) {
@@ -99,7 +110,9 @@ impl CostOracle for WhatIfOracle<'_> {
         self.plans += texts.len() as u64;
         let cost = in_scratch_context(|| {
             in_subtransaction(|| {
-                let _session = Session::start(&key.1, &[]);
+                let t0 = std::time::Instant::now();
+                let _session = Session::start_cached(&key.1, &mut self.parsed);
+                self.session_time += t0.elapsed();
                 let mut sum = 0.0;
                 for (text, share) in texts {
                     sum += share * whatif::plan_cost(text, *foreign);
@@ -107,6 +120,10 @@ impl CostOracle for WhatIfOracle<'_> {
                 sum
             })
         });
+        if cost.is_none() {
+            // Its subtransaction rolled back: so did any expression sample made in it.
+            self.parsed.clear();
+        }
         self.cache.insert(key, cost);
         cost
     }

@@ -70,6 +70,7 @@ struct HypoColumn {
 }
 
 /// A hypothetical index, as parsed from its CREATE INDEX statement.
+#[derive(Clone)]
 struct HypoIndex {
     oid: Oid,
     name: CString,
@@ -172,6 +173,49 @@ pub(crate) fn on_subxact_event(event: pg_sys::SubXactEvent::Type) {
     }
 }
 
+/// Hypothetical indexes parsed once for many sessions (`Session::start_cached`): the
+/// advisor starts thousands of sessions over the same few definitions, and parsing them
+/// again each time was most of its runtime. Their nodes live in a memory context of their
+/// own, a child of the one current when the cache was made, and freed with it.
+pub struct ParsedIndexes {
+    ctx: pg_sys::MemoryContext,
+    parsed: std::collections::HashMap<String, HypoIndex>,
+    /// The next fake OID to try (each index of the cache has its own).
+    next_oid: u32,
+}
+
+impl Default for ParsedIndexes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ParsedIndexes {
+    pub fn new() -> Self {
+        // SAFETY: a child of the current memory context.
+        let ctx = unsafe {
+            pg_sys::AllocSetContextCreateExtended(
+                pg_sys::CurrentMemoryContext,
+                c"pg_perf hypothetical indexes".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            )
+        };
+        ParsedIndexes {
+            ctx,
+            parsed: std::collections::HashMap::new(),
+            next_oid: 4_000_000_000,
+        }
+    }
+
+    /// Forgets every parsed index: after a rolled-back subtransaction, whose expression
+    /// sample tables are gone.
+    pub fn clear(&mut self) {
+        self.parsed.clear();
+    }
+}
+
 /// An active what-if session; ends (hypothetical indexes gone) when dropped.
 pub struct Session(());
 
@@ -199,6 +243,40 @@ impl Session {
             sample_expression_stats(h);
             h.distinct_keys = distinct_keys(h, reltuples_of(h.relid));
         }
+        set_session(Some(state));
+        Session(())
+    }
+
+    /// Like `start` (nothing hidden), but each definition is parsed (with its statistics)
+    /// only the first time `cache` sees it. An ERROR while parsing leaves the memory
+    /// context switched to the cache's: call it inside a subtransaction (which restores it).
+    pub fn start_cached(indexes: &[String], cache: &mut ParsedIndexes) -> Session {
+        for def in indexes {
+            if cache.parsed.contains_key(def) {
+                continue;
+            }
+            // SAFETY: the cache's context is current while the definition is parsed (its
+            // nodes must live as long as the cache), and switched back afterwards; plain
+            // catalog lookups.
+            let old = unsafe { pg_sys::MemoryContextSwitchTo(cache.ctx) };
+            while unsafe { pg_sys::get_rel_relkind(Oid::from(cache.next_oid)) } != 0 {
+                cache.next_oid -= 1;
+            }
+            let mut h = parse_index(def, Oid::from(cache.next_oid));
+            cache.next_oid -= 1;
+            sample_expression_stats(&mut h);
+            h.distinct_keys = distinct_keys(&h, reltuples_of(h.relid));
+            // SAFETY: see above.
+            unsafe { pg_sys::MemoryContextSwitchTo(old) };
+            cache.parsed.insert(def.clone(), h);
+        }
+        let state = SessionState {
+            indexes: indexes
+                .iter()
+                .filter_map(|d| cache.parsed.get(d).cloned())
+                .collect(),
+            hidden: Vec::new(),
+        };
         set_session(Some(state));
         Session(())
     }
