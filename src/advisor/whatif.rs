@@ -256,9 +256,9 @@ impl Session {
                 continue;
             }
             // SAFETY: the cache's context is current while the definition is parsed (its
-            // nodes must live as long as the cache), and switched back afterwards; plain
-            // catalog lookups.
+            // nodes must live as long as the cache), and switched back afterwards.
             let old = unsafe { pg_sys::MemoryContextSwitchTo(cache.ctx) };
+            // SAFETY: plain catalog lookup.
             while unsafe { pg_sys::get_rel_relkind(Oid::from(cache.next_oid)) } != 0 {
                 cache.next_oid -= 1;
             }
