@@ -134,8 +134,9 @@ EOF
 }
 read -r with_s with_all stmts_on samples_on < <(measure on)
 # What-if requests of one more call (the advisor's DEBUG1 line), for the report.
-requests=$(dbpsql postgres -At -c "SET client_min_messages = debug1" -c "SELECT count(*) FROM perf.suggest_indexes()" 2>&1 |
-    grep -o '[0-9]* oracle calls' | head -1)
+debug=$(dbpsql postgres -At -c "SET client_min_messages = debug1" -c "SELECT count(*) FROM perf.suggest_indexes()" 2>&1)
+requests=$(grep -o '[0-9]* oracle calls' <<<"$debug" | head -1)
+timing=$(grep -o 'pg_perf advisor timing: .*' <<<"$debug" | head -1)
 read -r without_s without_all stmts_off samples_off < <(measure off)
 explain_s=$(dbpsql postgres -At <<EOF
 SELECT clock_timestamp() AS t0 \gset
@@ -156,6 +157,7 @@ verdict=$(awk -v s="$with_s" -v t="$TARGET_S" 'BEGIN { print (s < t) ? "PASS" : 
     echo "| plain EXPLAIN of the 100 statements | | | ${explain_s} s | | | |"
     echo
     echo "What-if requests of one call with sample values: ${requests:-?} (the advisor's DEBUG1 line)."
+    echo "Where its time went: ${timing#pg_perf advisor timing: }."
 
 } | tee "$REPORT"
 [ "$verdict" = PASS ]

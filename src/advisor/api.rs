@@ -57,6 +57,7 @@ fn suggest_indexes_impl(
         Some(list) => (explicit_workload(list), Vec::new()),
         None => captured_workload(),
     };
+    let started = std::time::Instant::now();
     let mut catalog = Catalog::default();
     let PlannedWorkload {
         texts,
@@ -97,8 +98,12 @@ fn suggest_indexes_impl(
         storage_budget_bytes: crate::gucs::advisor_budget_mb().max(1) as u64 * 1024 * 1024,
         ..SelectionSettings::default()
     };
+    let planned_at = started.elapsed();
     let mut oracle = WhatIfOracle::new(&texts, &tables, &workload);
     let result = select_indexes(&workload, &candidates, &mut oracle, &settings);
+    let selected_at = started.elapsed();
+    let (search_sessions, search_plans, search_session_time) =
+        (oracle.sessions, oracle.plans, oracle.session_time);
     pgrx::debug1!(
         "pg_perf advisor: baseline {:.1}, final {:.1}, {} chosen, {} oracle calls, unplannable {:?}, shapes {:?}",
         result.baseline_workload_cost,
@@ -134,6 +139,17 @@ fn suggest_indexes_impl(
     }
 
     let (keep, final_cost) = prune(&result, &workload, &mut oracle);
+    pgrx::debug1!(
+        "pg_perf advisor timing: workload planned {:.3} s; selection {:.3} s ({} what-if sessions started in {:.3} s, {} plans); pruning {:.3} s ({} sessions, {} plans)",
+        planned_at.as_secs_f64(),
+        (selected_at - planned_at).as_secs_f64(),
+        search_sessions,
+        search_session_time.as_secs_f64(),
+        search_plans,
+        (started.elapsed() - selected_at).as_secs_f64(),
+        oracle.sessions - search_sessions,
+        oracle.plans - search_plans,
+    );
     TableIterator::new(output::rows(
         &workload_queries,
         &tables,

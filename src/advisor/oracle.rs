@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 
+use pgrx::pg_sys;
+
 use super::guard::in_subtransaction;
 use super::model::*;
 use super::output::index_ddl;
 use super::selection::{may_use_any, CostOracle, SelectionResult};
-use super::whatif::{self, Session};
+use super::whatif::{self, ParsedIndexes, Session};
 use super::workload::PlanTexts;
 
 /// The what-if planner as the selection's cost oracle. It answers each (statement, indexes
@@ -20,6 +22,37 @@ pub(super) struct WhatIfOracle<'a> {
     /// Each statement's shape: which tables it reads, and on which columns.
     pub(super) shapes: HashMap<QueryId, &'a QueryShape>,
     pub(super) cache: HashMap<(QueryId, Vec<String>), Option<f64>>,
+    /// What-if sessions started and statement texts planned (for the DEBUG1 line).
+    pub(super) sessions: u64,
+    pub(super) plans: u64,
+    /// Time spent starting what-if sessions (parsing the hypothetical indexes).
+    pub(super) session_time: std::time::Duration,
+    /// Hypothetical indexes parsed once for all requests, and each candidate's name in
+    /// them (stable, so that the same index is the same definition in every request).
+    parsed: ParsedIndexes,
+    names: HashMap<CandidateSignature, usize>,
+}
+
+/// Runs `f` in a fresh memory context, deleted afterwards (nothing `f` allocates in the
+/// current context may outlive it).
+fn in_scratch_context<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: a child of the current context, current only while `f` runs; an ERROR
+    // escaping `f` leaves it to be freed with its parent.
+    unsafe {
+        let parent = pg_sys::CurrentMemoryContext;
+        let scratch = pg_sys::AllocSetContextCreateExtended(
+            parent,
+            c"pg_perf what-if request".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        pg_sys::MemoryContextSwitchTo(scratch);
+        let r = f();
+        pg_sys::MemoryContextSwitchTo(parent);
+        pg_sys::MemoryContextDelete(scratch);
+        r
+    }
 }
 
 impl<'a> WhatIfOracle<'a> {
@@ -33,6 +66,11 @@ impl<'a> WhatIfOracle<'a> {
             tables,
             shapes: workload.queries.iter().map(|q| (q.query_id, q)).collect(),
             cache: HashMap::new(),
+            sessions: 0,
+            plans: 0,
+            session_time: std::time::Duration::ZERO,
+            parsed: ParsedIndexes::new(),
+            names: HashMap::new(),
         }
     }
 }
@@ -53,9 +91,11 @@ impl CostOracle for WhatIfOracle<'_> {
         relevant.sort_by_key(|c| c.signature());
         relevant.dedup_by_key(|c| c.signature());
         let mut defs = Vec::with_capacity(relevant.len());
-        for (i, c) in relevant.iter().enumerate() {
+        for c in &relevant {
             let table = self.tables.get(&c.table)?;
-            defs.push(index_ddl(c, table, &format!("perf_candidate_{i}"))?);
+            let next = self.names.len();
+            let n = *self.names.entry(c.signature()).or_insert(next);
+            defs.push(index_ddl(c, table, &format!("perf_candidate_{n}"))?);
         }
         let key = (query, defs);
         if let Some(cost) = self.cache.get(&key) {
@@ -63,14 +103,27 @@ impl CostOracle for WhatIfOracle<'_> {
         }
         // With sample values: the statement's cost is its samples' costs weighted by their
         // shares (each a custom plan under the same hypothetical indexes).
-        let cost = in_subtransaction(|| {
-            let _session = Session::start(&key.1, &[]);
-            let mut sum = 0.0;
-            for (text, share) in texts {
-                sum += share * whatif::plan_checked(text, *foreign).total_cost;
-            }
-            sum
+        // Only the cost is needed (no EXPLAIN, no executor start), and the parse trees and
+        // plans of this request are freed with its own memory context: thousands of
+        // requests would otherwise pile up in the function call's context.
+        self.sessions += 1;
+        self.plans += texts.len() as u64;
+        let cost = in_scratch_context(|| {
+            in_subtransaction(|| {
+                let t0 = std::time::Instant::now();
+                let _session = Session::start_cached(&key.1, &mut self.parsed);
+                self.session_time += t0.elapsed();
+                let mut sum = 0.0;
+                for (text, share) in texts {
+                    sum += share * whatif::plan_cost(text, *foreign);
+                }
+                sum
+            })
         });
+        if cost.is_none() {
+            // Its subtransaction rolled back: so did any expression sample made in it.
+            self.parsed.clear();
+        }
         self.cache.insert(key, cost);
         cost
     }

@@ -70,6 +70,7 @@ struct HypoColumn {
 }
 
 /// A hypothetical index, as parsed from its CREATE INDEX statement.
+#[derive(Clone)]
 struct HypoIndex {
     oid: Oid,
     name: CString,
@@ -172,6 +173,49 @@ pub(crate) fn on_subxact_event(event: pg_sys::SubXactEvent::Type) {
     }
 }
 
+/// Hypothetical indexes parsed once for many sessions (`Session::start_cached`): the
+/// advisor starts thousands of sessions over the same few definitions, and parsing them
+/// again each time was most of its runtime. Their nodes live in a memory context of their
+/// own, a child of the one current when the cache was made, and freed with it.
+pub struct ParsedIndexes {
+    ctx: pg_sys::MemoryContext,
+    parsed: std::collections::HashMap<String, HypoIndex>,
+    /// The next fake OID to try (each index of the cache has its own).
+    next_oid: u32,
+}
+
+impl Default for ParsedIndexes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ParsedIndexes {
+    pub fn new() -> Self {
+        // SAFETY: a child of the current memory context.
+        let ctx = unsafe {
+            pg_sys::AllocSetContextCreateExtended(
+                pg_sys::CurrentMemoryContext,
+                c"pg_perf hypothetical indexes".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            )
+        };
+        ParsedIndexes {
+            ctx,
+            parsed: std::collections::HashMap::new(),
+            next_oid: 4_000_000_000,
+        }
+    }
+
+    /// Forgets every parsed index: after a rolled-back subtransaction, whose expression
+    /// sample tables are gone.
+    pub fn clear(&mut self) {
+        self.parsed.clear();
+    }
+}
+
 /// An active what-if session; ends (hypothetical indexes gone) when dropped.
 pub struct Session(());
 
@@ -199,6 +243,40 @@ impl Session {
             sample_expression_stats(h);
             h.distinct_keys = distinct_keys(h, reltuples_of(h.relid));
         }
+        set_session(Some(state));
+        Session(())
+    }
+
+    /// Like `start` (nothing hidden), but each definition is parsed (with its statistics)
+    /// only the first time `cache` sees it. An ERROR while parsing leaves the memory
+    /// context switched to the cache's: call it inside a subtransaction (which restores it).
+    pub fn start_cached(indexes: &[String], cache: &mut ParsedIndexes) -> Session {
+        for def in indexes {
+            if cache.parsed.contains_key(def) {
+                continue;
+            }
+            // SAFETY: the cache's context is current while the definition is parsed (its
+            // nodes must live as long as the cache), and switched back afterwards.
+            let old = unsafe { pg_sys::MemoryContextSwitchTo(cache.ctx) };
+            // SAFETY: plain catalog lookup.
+            while unsafe { pg_sys::get_rel_relkind(Oid::from(cache.next_oid)) } != 0 {
+                cache.next_oid -= 1;
+            }
+            let mut h = parse_index(def, Oid::from(cache.next_oid));
+            cache.next_oid -= 1;
+            sample_expression_stats(&mut h);
+            h.distinct_keys = distinct_keys(&h, reltuples_of(h.relid));
+            // SAFETY: see above.
+            unsafe { pg_sys::MemoryContextSwitchTo(old) };
+            cache.parsed.insert(def.clone(), h);
+        }
+        let state = SessionState {
+            indexes: indexes
+                .iter()
+                .filter_map(|d| cache.parsed.get(d).cloned())
+                .collect(),
+            hidden: Vec::new(),
+        };
         set_session(Some(state));
         Session(())
     }
@@ -526,8 +604,26 @@ pub fn plan(query: &str) -> Planned {
 
 /// Plans `query` like `plan`; with `builtin_only`, refuses (ERROR) a statement that calls a
 /// function or operator that is not built in, before planning could fold (execute) it.
-#[allow(ffi_unwind_calls)] // raw calls that longjmp, caught by try_capture_query (see `raw`)
 pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
+    let (text, stmt) = planned_stmt(query, builtin_only);
+    // SAFETY: `stmt` is the planner's result for `text`, in the current memory context; it
+    // is only started EXPLAIN_ONLY (nothing is executed) and explained.
+    unsafe { describe(&text, stmt) }
+}
+
+/// The estimated total cost of `query`'s plan (checked as by `plan_checked`), and nothing
+/// else: no executor start, no predicate walk, no EXPLAIN text. The advisor's cost oracle
+/// asks this thousands of times per advice.
+pub fn plan_cost(query: &str, builtin_only: bool) -> f64 {
+    let (_, stmt) = planned_stmt(query, builtin_only);
+    // SAFETY: `planned_stmt` returns a non-null statement with a plan tree.
+    unsafe { (*(*stmt).planTree).total_cost }
+}
+
+/// Parses, analyzes and plans `query` (see `plan_checked`); a non-null statement with a
+/// plan tree.
+#[allow(ffi_unwind_calls)] // raw calls that longjmp, caught by try_capture_query (see `raw`)
+fn planned_stmt(query: &str, builtin_only: bool) -> (CString, *mut pg_sys::PlannedStmt) {
     let Ok(text) = CString::new(query) else {
         PerfError::InvalidQuery {
             detail: "the query contains a NUL byte".into(),
@@ -639,6 +735,18 @@ pub fn plan_checked(query: &str, builtin_only: bool) -> Planned {
             }
             .raise();
         }
+        (text, stmt)
+    }
+}
+
+/// What `plan_checked` returns for a planned statement.
+///
+/// # Safety
+/// `stmt` is the planner's non-null result for `text`, with a plan tree.
+#[allow(ffi_unwind_calls)]
+unsafe fn describe(text: &CStr, stmt: *mut pg_sys::PlannedStmt) -> Planned {
+    // SAFETY: per the caller; EXPLAIN_ONLY: nothing is executed.
+    unsafe {
         let mut index_oids = Vec::new();
         collect_indexes((*stmt).planTree, &mut index_oids, 0);
         for p in PgList::<pg_sys::Plan>::from_pg((*stmt).subplans).iter_ptr() {
