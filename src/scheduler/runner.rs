@@ -515,6 +515,12 @@ pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
         })
     });
     if c.name.starts_with(crate::advisor::apply::JOB_PREFIX) {
+        // The build's own table scans sit in this backend's pending statistics until the
+        // next periodic flush; flushed now, the baseline read next includes them (else
+        // they would surface later as reads the new index "missed").
+        // SAFETY: between transactions (each `guarded` call is one), as PostgreSQL's idle
+        // loop calls it.
+        unsafe { pg_sys::pgstat_report_stat(true) };
         guarded("recording an index build", || {
             // pg_perf's bookkeeping, not the owner's work: as the catalog's owner.
             as_superuser(|| {
