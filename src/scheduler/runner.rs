@@ -21,7 +21,7 @@ use super::api::Kind;
 use super::exec::{self, sys, Outcome};
 use super::gucs;
 use super::maintenance;
-use super::worker::{guarded, setup_signals};
+use super::worker::{guarded, setup_signals, sleep};
 
 struct Claim {
     name: String,
@@ -36,20 +36,8 @@ struct Claim {
 /// whoever the session user is; an ERROR inside is undone by the transaction's abort,
 /// which restores the user id of its start.
 fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
-    let mut user = pg_sys::InvalidOid;
-    let mut ctx = 0;
-    // SAFETY: the same switch a SECURITY DEFINER function makes, undone below.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut ctx);
-        pg_sys::SetUserIdAndSecContext(
-            pg_sys::BOOTSTRAP_SUPERUSERID.into(),
-            ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let r = f();
-    // SAFETY: restoring what was saved above.
-    unsafe { pg_sys::SetUserIdAndSecContext(user, ctx) };
-    r
+    let _as = crate::pg::role::ActingAs::catalog_owner();
+    f()
 }
 
 /// When a pending run is due (Unix microseconds); None when it is not pending. Reads the
@@ -76,18 +64,7 @@ fn wait_until(due_us: i64) {
             return;
         }
         // Round up: waking a hair early would only loop once more.
-        let ms = ((left + 999) / 1000).min(i64::from(i32::MAX)) as std::ffi::c_long;
-        // SAFETY: the standard latch wait of a background worker.
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                ms,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-        }
-        pgrx::check_for_interrupts!();
+        sleep((left + 999) / 1000);
     }
 }
 

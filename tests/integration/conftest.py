@@ -3,6 +3,7 @@ scripts/test.sh starts (preloaded with pg_perf, configured from pgrx-config/).""
 
 import os
 import subprocess
+import time
 import uuid
 
 import psycopg
@@ -52,3 +53,15 @@ def connect(fresh_db):
     yield _connect
     for c in conns:
         c.close()
+
+
+def wait_for(fn, timeout=15.0, step=0.05):
+    """Polls fn() until it returns something truthy; returns it, or fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {fn}")
+        time.sleep(step)

@@ -9,18 +9,14 @@ import uuid
 import psycopg
 import pytest
 
+import functools
+
+import conftest
 from conftest import dsn
 
 
-def wait_for(fn, timeout=30.0, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {fn}")
-        time.sleep(step)
+# Builds take longer than the scheduler tests' waits.
+wait_for = functools.partial(conftest.wait_for, timeout=30.0, step=0.1)
 
 
 @pytest.fixture

@@ -6,18 +6,7 @@ restarts, and bad input."""
 import time
 
 import psycopg
-from conftest import cluster, dsn, PORT
-
-
-def wait_for(fn, timeout=15.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {fn}")
-        time.sleep(step)
+from conftest import cluster, dsn, wait_for, PORT
 
 
 def status(c, view):

@@ -8,19 +8,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from conftest import cluster, dsn, PORT
-
-
-def wait_for(fn, timeout=15.0, step=0.05):
-    """Polls fn() until it returns something truthy; returns it, or fails after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {fn}")
-        time.sleep(step)
+from conftest import cluster, dsn, wait_for, PORT
 
 
 def scheduler_pid(c, db):
