@@ -829,6 +829,9 @@ fn cached_result(
             return executed(&p, format);
         }
     };
+    // The global generation before the slots are looked up: a registry sweep that frees a
+    // slot after its lookup moves it (see `track`).
+    let (global_before, global_busy_before) = track::global_state();
     let mut deps = Vec::with_capacity(relids.len());
     for &relid in &relids {
         let Some(slot) = track::relation_slot(dbid, relid, true) else {
@@ -848,7 +851,6 @@ fn cached_result(
 
     // Generations and committing writers before the relations are checked and the query
     // planned and run ...
-    let (global_before, global_busy_before) = track::global_state();
     let mut busy = global_busy_before > 0;
     for d in deps.iter_mut() {
         let (generation, committing) = track::relation_state(d.slot);

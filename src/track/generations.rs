@@ -4,8 +4,18 @@
 //! PREPARED), with its own in-progress count.
 //!
 //! Invariants:
-//! - The registry is lock-free: a slot's key (dbid, relid) is claimed once with a CAS and
-//!   never changes; generations and in-progress counts are atomics. Readers never lock.
+//! - The registry is lock-free: a slot's key (dbid, relid) is claimed with a CAS and
+//!   changes only in a sweep; generations and in-progress counts are atomics. Readers
+//!   never lock.
+//! - A sweep (`sweep`, when three quarters of the slots are claimed) frees the slots of
+//!   relations nobody is committing or watching. It runs alone (no lookup is in flight),
+//!   inside a global operation (every stored result that read a generation is invalidated,
+//!   as by DDL), and moves the sweep epoch before and after: a transaction whose first noted
+//!   write is older than the epoch commits as a global operation, because the slot it holds
+//!   may have been freed and claimed again by another relation. Kept slots keep their probe
+//!   chains (every slot between a kept key's home and its slot stays claimed), so a kept key
+//!   is still found where its holders look for it. Generations never go back, also in a
+//!   freed slot.
 //! - A commit is counted as in progress before its generation moves, and stops being so
 //!   after its changes are visible, so a reader that sees neither a moved generation nor a
 //!   commit in progress across its work saw no concurrent change.
@@ -20,6 +30,9 @@ use crate::pg::shmem as pg_shmem;
 
 /// Relations the registry can hold, over all databases.
 pub const REGISTRY_SLOTS: usize = 16384;
+/// Claimed slots at which the next claim sweeps first: linear probing stays short at
+/// three quarters full.
+const SWEEP_AT: u32 = (REGISTRY_SLOTS as u32 / 4) * 3;
 const SEGMENT: &CStr = c"pg_perf relation generations";
 
 #[repr(C)]
@@ -31,6 +44,16 @@ struct Header {
     /// Identifies this incarnation of shared memory (the time it was created, in
     /// microseconds): generations stored elsewhere are only comparable within one.
     instance: AtomicU64,
+    /// Slots with a key (approximate between sweeps: only grows).
+    claimed: AtomicU32,
+    /// Odd while a sweep runs; moves by two per sweep.
+    sweep_epoch: AtomicU64,
+    /// 1 while a sweep runs (lookups return None meanwhile).
+    sweeping: AtomicU32,
+    /// Lookups in flight (a sweep waits for them to end).
+    lookups: AtomicU32,
+    /// Sweeps since the server started.
+    sweeps: AtomicU64,
 }
 
 /// One source table's state.
@@ -60,6 +83,13 @@ unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 static SHARED: OnceCell<Shared> = OnceCell::new();
+
+impl Shared {
+    fn header(&self) -> &Header {
+        // SAFETY: the header is live shared memory for the server's life; all atomics.
+        unsafe { &*self.header }
+    }
+}
 
 fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -109,20 +139,43 @@ pub(crate) fn available() -> bool {
     SHARED.get().is_some()
 }
 
-/// The registry slot of (dbid, relid), claimed if `create` and not there yet.
+/// Where a key's probe starts.
+fn home(key: u64) -> usize {
+    let mut h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 29;
+    h as usize % REGISTRY_SLOTS
+}
+
+/// The registry slot of (dbid, relid), claimed if `create` and not there yet. None when
+/// the registry is full or a sweep is running (callers treat it as "cannot track").
 pub fn relation_slot(dbid: u32, relid: u32, create: bool) -> Option<u32> {
     let s = shared()?;
     let key = ((dbid as u64) << 32) | relid as u64;
     if key == 0 {
         return None;
     }
-    let mut h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    h ^= h >> 29;
-    let start = h as usize % REGISTRY_SLOTS;
+    let h = s.header();
+    if create && h.claimed.load(Ordering::Relaxed) >= SWEEP_AT {
+        sweep(s);
+    }
+    // Announced before the sweep flag is read, and the sweep raises its flag before it
+    // waits for announced lookups to end: one of the two sees the other.
+    h.lookups.fetch_add(1, Ordering::SeqCst);
+    let found = if h.sweeping.load(Ordering::SeqCst) != 0 {
+        None
+    } else {
+        probe(s, key, create)
+    };
+    h.lookups.fetch_sub(1, Ordering::SeqCst);
+    found
+}
+
+/// Linear probing from the key's home: its slot, or the first free one claimed.
+fn probe(s: &Shared, key: u64, create: bool) -> Option<u32> {
+    let start = home(key);
     for i in 0..REGISTRY_SLOTS {
         let idx = (start + i) % REGISTRY_SLOTS;
-        // SAFETY: idx < REGISTRY_SLOTS; the slot array is live shared memory.
-        let slot = unsafe { &*s.slots.add(idx) };
+        let slot = slot(s, idx as u32);
         let k = slot.key.load(Ordering::Acquire);
         if k == key {
             return Some(idx as u32);
@@ -135,13 +188,98 @@ pub fn relation_slot(dbid: u32, relid: u32, create: bool) -> Option<u32> {
                 .key
                 .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Some(idx as u32),
+                Ok(_) => {
+                    s.header().claimed.fetch_add(1, Ordering::Relaxed);
+                    return Some(idx as u32);
+                }
                 Err(now) if now == key => return Some(idx as u32),
                 Err(_) => continue,
             }
         }
     }
     None
+}
+
+/// The sweep epoch now (see the module's invariants; 0 when not attached).
+pub fn sweep_epoch() -> u64 {
+    shared().map_or(0, |s| s.header().sweep_epoch.load(Ordering::SeqCst))
+}
+
+/// True when a sweep ran or is running since `epoch` was read: a slot looked up after that
+/// read may have been freed (and claimed by another relation).
+pub fn swept_since(epoch: u64) -> bool {
+    epoch % 2 == 1 || sweep_epoch() != epoch
+}
+
+/// Sweeps since the server started.
+pub fn sweeps() -> u64 {
+    shared().map_or(0, |s| s.header().sweeps.load(Ordering::Relaxed))
+}
+
+/// Frees every slot nobody is committing or watching (see the module's invariants).
+/// Returns false when another sweep runs or lookups did not drain in a second.
+fn sweep(s: &Shared) -> bool {
+    let h = s.header();
+    if h.sweeping
+        .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return false;
+    }
+    h.sweep_epoch.fetch_add(1, Ordering::SeqCst);
+    global_begin();
+    // Lookups are a probe over atomics (no ERROR, no wait): this ends at once unless a
+    // backend was descheduled mid-probe.
+    let waited = std::time::Instant::now();
+    let drained = loop {
+        if h.lookups.load(Ordering::SeqCst) == 0 {
+            break true;
+        }
+        if waited.elapsed() > std::time::Duration::from_secs(1) {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    };
+    let freed = if drained {
+        let keys: Vec<u64> = (0..REGISTRY_SLOTS)
+            .map(|i| slot(s, i as u32).key.load(Ordering::Acquire))
+            .collect();
+        // SeqCst against `commit_begin`: a writer whose count this misses sees the epoch.
+        let busy: Vec<bool> = (0..REGISTRY_SLOTS)
+            .map(|i| {
+                let t = slot(s, i as u32);
+                keys[i] != 0
+                    && (t.committing.load(Ordering::SeqCst) > 0
+                        || t.watched.load(Ordering::SeqCst) != 0)
+            })
+            .collect();
+        let keep = super::registry::kept(&keys, &busy, home);
+        let (mut kept, mut freed) = (0u32, 0u32);
+        for (i, k) in keys.iter().enumerate() {
+            if keep[i] {
+                kept += 1;
+            } else if *k != 0 {
+                slot(s, i as u32).key.store(0, Ordering::Release);
+                freed += 1;
+            }
+        }
+        h.claimed.store(kept, Ordering::Relaxed);
+        h.sweeps.fetch_add(1, Ordering::Relaxed);
+        freed
+    } else {
+        0
+    };
+    h.sweep_epoch.fetch_add(1, Ordering::SeqCst);
+    global_end();
+    h.sweeping.store(0, Ordering::SeqCst);
+    // Logged after the flags are down: an ERROR while logging must not leave them up.
+    if drained {
+        pgrx::log!(
+            "pg_perf: the relation change registry reached {SWEEP_AT} of {REGISTRY_SLOTS} slots; \
+             freed {freed} (stored results were invalidated once, as after DDL)"
+        );
+    }
+    drained
 }
 
 fn slot(s: &Shared, idx: u32) -> &RegistrySlot {
@@ -175,7 +313,8 @@ pub fn bump(idx: u32) {
 pub fn commit_begin(idx: u32) {
     if let Some(s) = shared() {
         let t = slot(s, idx);
-        t.committing.fetch_add(1, Ordering::AcqRel);
+        // SeqCst: pairs with a sweep's epoch move and count read (see `sweep`).
+        t.committing.fetch_add(1, Ordering::SeqCst);
         t.generation.fetch_add(1, Ordering::AcqRel);
     }
 }

@@ -39,12 +39,13 @@ use crate::pg::backend_local::BackendLocal;
 use crate::pg::list;
 
 mod generations;
+mod registry;
 
 pub use generations::{
-    bump, global_begin, global_end, global_state, instance, relation_slot, relation_state, unwatch,
-    watch, REGISTRY_SLOTS,
+    bump, global_begin, global_end, global_state, instance, relation_slot, relation_state, sweeps,
+    unwatch, watch, REGISTRY_SLOTS,
 };
-use generations::{commit_begin, commit_end};
+use generations::{commit_begin, commit_end, sweep_epoch, swept_since};
 pub(crate) use generations::{request, startup};
 
 struct TrackLocal {
@@ -62,6 +63,9 @@ struct TrackLocal {
     utility_epoch: u64,
     /// A commit of this backend ended on a watched slot (see `take_watch_fired`).
     watch_fired: bool,
+    /// The registry's sweep epoch read before this transaction's first noted write: a sweep
+    /// since then may have freed a slot in `written` (see `generations`).
+    noted_epoch: Option<u64>,
 }
 
 static LOCAL: BackendLocal<TrackLocal> = BackendLocal::new(TrackLocal {
@@ -72,6 +76,7 @@ static LOCAL: BackendLocal<TrackLocal> = BackendLocal::new(TrackLocal {
     utility_seen: false,
     utility_epoch: 0,
     watch_fired: false,
+    noted_epoch: None,
 });
 
 /// Runs `f` on this backend's change bookkeeping. Closures here are a few lines on
@@ -98,7 +103,8 @@ pub fn take_watch_fired() -> bool {
 /// depends on generations may be used until it ends (its own changes are not visible to
 /// other readers).
 pub fn own_global_ddl() -> bool {
-    with_local(|l| l.ddl_pending)
+    // A sweep since the first write: the written slots may no longer be the relations'.
+    with_local(|l| l.ddl_pending || l.noted_epoch.is_some_and(swept_since))
 }
 
 /// `(epoch, in_transaction)`: `epoch` changes whenever a utility statement that may create,
@@ -121,6 +127,11 @@ fn current_db() -> u32 {
 /// Records that this transaction changed `relid` (a write seen by a trigger, or DDL): its
 /// generation moves when the transaction commits.
 pub fn note_write(relid: u32) {
+    // Read before the lookup: a sweep after it moves the epoch (see `generations`).
+    let epoch = sweep_epoch();
+    with_local(|l| {
+        l.noted_epoch.get_or_insert(epoch);
+    });
     let Some(slot) = relation_slot(current_db(), relid, true) else {
         // Registry full: nothing can depend on this relation anyway (readers need a slot),
         // but to be safe everything is treated as changed at commit.
@@ -471,6 +482,7 @@ fn end_writers(l: &mut TrackLocal) {
         l.committing = false;
     }
     l.written.clear();
+    l.noted_epoch = None;
 }
 
 /// Ends everything this transaction started: writers counted as committing and the global
@@ -497,6 +509,12 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
                     commit_begin(slot);
                 }
                 l.committing = true;
+                // After the counts (see `generations::sweep`): a sweep that missed them moved
+                // the epoch, and a slot it freed may be another relation's now, so this
+                // commit invalidates everything instead.
+                if l.noted_epoch.is_some_and(swept_since) {
+                    l.ddl_pending = true;
+                }
             }
             if l.ddl_pending && !l.global_held {
                 global_begin();
@@ -519,4 +537,50 @@ pub(crate) fn on_xact_event(event: pg_sys::XactEvent::Type) {
 /// or an abort): end its brackets.
 pub(crate) fn on_transaction_released() {
     end_transaction();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use super::generations::{sweep_epoch, swept_since};
+    use super::*;
+
+    /// Keys of a database that does not exist: nothing else uses them.
+    const NO_DB: u32 = 0xFFFF_FFF0;
+
+    #[pg_test]
+    fn a_full_registry_is_swept_and_keeps_watched_slots_where_they_are() {
+        let watched = relation_slot(NO_DB, 1, true).expect("a slot");
+        watch(watched);
+        let freed_later = relation_slot(NO_DB, 2, true).expect("a slot");
+        // A write noted before the sweep, by this transaction.
+        note_write(4_242_424);
+        assert!(!own_global_ddl());
+        let (sweeps_before, epoch_before, global_before) =
+            (sweeps(), sweep_epoch(), global_state().0);
+        let mut relid = 3;
+        while sweeps() == sweeps_before && relid < 2 * REGISTRY_SLOTS as u32 {
+            relation_slot(NO_DB, relid, true);
+            relid += 1;
+        }
+        unwatch(watched);
+        assert!(sweeps() > sweeps_before, "no sweep after {relid} claims");
+        assert!(swept_since(epoch_before));
+        assert_ne!(
+            global_state().0,
+            global_before,
+            "stored results must be invalidated"
+        );
+        assert_eq!(global_state().1, 0, "the sweep's global operation ended");
+        // The watched key is found in its slot; the others were freed.
+        assert_eq!(relation_slot(NO_DB, 1, false), Some(watched));
+        assert_ne!(relation_slot(NO_DB, 2, false), Some(freed_later));
+        // The slot this transaction wrote may be another relation's now: its own reads
+        // must not be cached, and its commit invalidates everything.
+        assert!(own_global_ddl());
+        // Claims work after the sweep, far below the threshold again.
+        assert!(relation_slot(NO_DB, relid + 1, true).is_some());
+    }
 }

@@ -850,6 +850,57 @@ def test_ddl_on_source_invalidates(connect):
         assert changed, f"step did not change any result (vacuous): {step}"
 
 
+def test_change_registry_full_of_ddl_churn_is_swept_and_the_cache_stays_correct(connect):
+    """Every relation changed since the server started holds a slot in the shared change
+    registry (16,384 slots). DDL churn (here ~13,000 tables created and dropped, as years of
+    partition maintenance make) fills it; at three quarters a sweep frees the slots nobody is
+    committing, and every stored result is invalidated once. A write noted before the sweep
+    and committed after it is never served stale, and the cache stores and hits again after
+    the sweep (before this, a full registry refused to cache any relation not yet in it)."""
+    admin = connect()
+    make_items(admin)
+    reader = connect()
+    cnt = Counters(admin)
+    prime(reader, cnt, ITEMS_ALL)
+    assert admin.execute("SELECT perf.track_slot('items'::regclass)").fetchone()[0] is not None
+
+    writer = connect()
+    writer.execute("BEGIN")
+    writer.execute("UPDATE items SET val = val + 1 WHERE id = 1")
+
+    churn = connect()
+    churn.execute("CREATE TABLE churn_probe (a int)")
+    swept = False
+    for _ in range(20):
+        churn.execute("DO $$ BEGIN FOR i IN 1..1000 LOOP "
+                      "EXECUTE format('CREATE TABLE churn_%s (a int)', i); "
+                      "EXECUTE format('DROP TABLE churn_%s', i); END LOOP; END $$")
+        # items' slot is freed by the sweep (its writer is not committing yet).
+        if admin.execute("SELECT perf.track_slot('items'::regclass)").fetchone()[0] is None:
+            swept = True
+            break
+    assert swept, "20,000 dropped tables never made the registry sweep"
+
+    # Every stored result was invalidated: the next call misses, then stores and hits again.
+    cnt.reset()
+    after_sweep = cached_json(reader, ITEMS_ALL)
+    assert cnt.delta()["hits"] == 0
+    assert after_sweep == direct(reader, ITEMS_ALL)
+    prime(reader, cnt, ITEMS_ALL)
+
+    # The write noted before the sweep commits now: never served stale.
+    writer.execute("COMMIT")
+    fresh = cached_json(reader, ITEMS_ALL)
+    assert fresh == direct(reader, ITEMS_ALL)
+    assert fresh != after_sweep, "the write did not change the data: test is vacuous"
+
+    # And writes after the sweep invalidate as before.
+    prime(reader, cnt, ITEMS_ALL)
+    admin.execute("UPDATE items SET val = val + 1 WHERE id = 2")
+    assert cached_json(reader, ITEMS_ALL) == direct(reader, ITEMS_ALL)
+    churn.execute("DROP TABLE churn_probe")
+
+
 def test_disabled_trigger_and_replica_role_writes_are_seen(connect):
     """Writes with session_replication_role = replica (logical replication apply) still
     invalidate; after the invalidation trigger is disabled, writes that fire no trigger are
