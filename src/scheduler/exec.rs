@@ -198,6 +198,43 @@ pub fn run_top_level(sql: &CStr) -> Outcome {
     outcome
 }
 
+/// Parses, analyzes and plans `sql` without running anything, in the current transaction
+/// (which the caller aborts): the catalog, relation and statistics caches a run needs are
+/// loaded before its due time instead of after it. Stops at the first statement that
+/// raises (a later statement may depend on an earlier one's effect); the caller catches.
+pub fn load_caches(sql: &CStr) {
+    // SAFETY: the first half of `run_top_level`'s sequence, in the caller's transaction
+    // and memory context; nothing is executed and the transaction is aborted afterwards.
+    unsafe {
+        for raw in statements(pg_sys::pg_parse_query(sql.as_ptr())) {
+            let node = (*raw).stmt;
+            if node.is_null() || (*node).type_ == pg_sys::NodeTag::T_TransactionStmt {
+                return;
+            }
+            let snapshot = pg_sys::analyze_requires_snapshot(raw);
+            if snapshot {
+                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            }
+            let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(
+                raw,
+                sql.as_ptr(),
+                std::ptr::null(),
+                0,
+                std::ptr::null_mut(),
+            );
+            pg_sys::pg_plan_queries(
+                queries,
+                sql.as_ptr(),
+                pg_sys::CURSOR_OPT_PARALLEL_OK as i32,
+                std::ptr::null_mut(),
+            );
+            if snapshot {
+                pg_sys::PopActiveSnapshot();
+            }
+        }
+    }
+}
+
 fn cstr(p: *const c_char) -> String {
     if p.is_null() {
         return String::new();

@@ -2,15 +2,19 @@
 //!
 //! The scheduler starts it up to `worker::START_AHEAD` before the run is due; it connects
 //! to the database as the job's owner when that role can log in (so `session_user` is the
-//! owner too), else as the bootstrap superuser, waits on its latch until the run's
-//! `scheduled_for` (SIGTERM and postmaster death end the wait), then claims the run (`pending` → `running`; a run claimed by another runner is left alone, so
-//! no run executes twice), then executes the command in one transaction as the job's
-//! owner (`SetUserIdAndSecContext` with SECURITY_LOCAL_USERID_CHANGE, so the command can
-//! neither SET ROLE nor SET SESSION AUTHORIZATION back) with statement_timeout =
-//! max_runtime and lock_timeout = perf.job_lock_timeout. An ERROR is caught, the
-//! transaction aborted, and the failure (SQLSTATE, message) recorded in a fresh one.
-//! Its own bookkeeping (claiming and recording the run) runs as the bootstrap superuser
-//! (`as_superuser`), never the job's command.
+//! owner too), else as the bootstrap superuser, and claims the run (`pending` → `running`,
+//! committed with its WAL flush; a run claimed by another runner is left alone, so no run
+//! executes twice). While it waits for the run's `scheduled_for` on its latch (SIGTERM and
+//! postmaster death end the wait), it parses and plans the command in a transaction it
+//! aborts, so the caches the run needs are loaded ahead (`exec::load_caches`); all that is
+//! left after the due time is the command's own transaction. It executes the command in
+//! one transaction as the job's owner (`SetUserIdAndSecContext` with
+//! SECURITY_LOCAL_USERID_CHANGE, so the command can neither SET ROLE nor SET SESSION
+//! AUTHORIZATION back) with statement_timeout = max_runtime and lock_timeout =
+//! perf.job_lock_timeout. An ERROR is caught, the transaction aborted, and the failure
+//! (SQLSTATE, message) recorded in a fresh one, with `started_at` = when the command
+//! started. Its own bookkeeping (claiming and recording the run) runs as the bootstrap
+//! superuser (`as_superuser`), never the job's command.
 
 use std::ffi::CString;
 
@@ -40,8 +44,7 @@ fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// When a pending run is due (Unix microseconds); None when it is not pending. Reads the
-/// tables `claim` reads, so their catalog entries are cached before the wait, not after.
+/// When a pending run is due (Unix microseconds); None when it is not pending.
 fn due_of(runid: i64) -> Option<i64> {
     Spi::get_one_with_args::<i64>(
         "SELECT (extract(epoch FROM r.scheduled_for) * 1000000)::bigint \
@@ -72,9 +75,11 @@ fn claim(runid: i64) -> Option<Claim> {
     Spi::connect_mut(|client| {
         // The claim waits for its WAL flush (synchronous_commit): a claim lost in a crash
         // would put the run back to `pending` and run it again after the restart, instead
-        // of marking it failed ('server restarted').
+        // of marking it failed ('server restarted'). Claimed ahead of the due time, it
+        // starts then; `record` writes when it really started.
         let t = client.update(
-            "UPDATE perf.job_runs r SET status = 'running', started_at = clock_timestamp(), \
+            "UPDATE perf.job_runs r SET status = 'running', \
+                    started_at = greatest(clock_timestamp(), r.scheduled_for), \
                     pid = pg_backend_pid() \
                FROM perf.jobs j \
               WHERE r.runid = $1 AND r.status = 'pending' AND j.jobid = r.jobid \
@@ -109,10 +114,12 @@ struct Ending {
     outcome: Outcome,
 }
 
-fn record(runid: i64, e: &Ending) {
+/// Records how run `runid` ended; `started_us` is when its command started (Unix µs).
+fn record(runid: i64, started_us: i64, e: &Ending) {
     let _ = Spi::run_with_args(
         "UPDATE perf.job_runs SET status = $2, finished_at = clock_timestamp(), sqlstate = $3, \
-                error = $4, command_tag = $5, rows = $6 \
+                error = $4, command_tag = $5, rows = $6, \
+                started_at = to_timestamp($7::float8 / 1000000) \
           WHERE runid = $1",
         &[
             runid.into(),
@@ -123,8 +130,43 @@ fn record(runid: i64, e: &Ending) {
                 .filter(|s| !s.is_empty())
                 .into(),
             (e.outcome.rows as i64).into(),
+            started_us.into(),
         ],
     );
+}
+
+/// Loads the caches `sql` needs as `owner` (see `exec::load_caches`) if there is time before
+/// `due_us`; a lock it would wait for past the due time ends it (lock_timeout). Errors are
+/// the run's to report, not this: they are dropped with the aborted transaction.
+fn load_caches_before(owner: pg_sys::Oid, sql: &std::ffi::CStr, due_us: i64) {
+    let left_ms = (due_us - jiff::Timestamp::now().as_microsecond()) / 1000;
+    if left_ms < 2 {
+        return;
+    }
+    set_guc(c"lock_timeout", &left_ms.to_string());
+    let (mut base_user, mut base_ctx) = (pg_sys::InvalidOid, 0);
+    // SAFETY: reading the session's user id, restored below.
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut base_user, &mut base_ctx) };
+    PgTryBuilder::new(|| {
+        // SAFETY: a transaction of our own as the owner (as `execute` does), always aborted:
+        // nothing it did survives; the abort restores the user id of its start.
+        unsafe {
+            pg_sys::StartTransactionCommand();
+            pg_sys::SetUserIdAndSecContext(
+                owner,
+                base_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+            );
+            exec::load_caches(sql);
+            pg_sys::AbortCurrentTransaction();
+        }
+    })
+    .catch_others(|_| {
+        // SAFETY: leaving the failed transaction.
+        unsafe { pg_sys::AbortCurrentTransaction() }
+    })
+    .execute();
+    // SAFETY: as set before (the abort restored it already).
+    unsafe { pg_sys::SetUserIdAndSecContext(base_user, base_ctx) };
 }
 
 /// The five-character SQLSTATE of a packed error code.
@@ -439,15 +481,21 @@ pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
         .filter(|o| *o != 0)
         .map(pg_sys::Oid::from);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), login);
-    // Started ahead of time: wait, connected, until the run is due.
-    if let Some(due) = guarded("reading a run", || as_superuser(|| due_of(runid))).flatten() {
-        wait_until(due);
-    }
+    // Started ahead of time: claim, load the caches, and wait, connected, until it is due.
+    let due = guarded("reading a run", || as_superuser(|| due_of(runid))).flatten();
     let Some(c) = guarded("claiming a run", || as_superuser(|| claim(runid))).flatten() else {
         return;
     };
     set_guc(c"application_name", &format!("pg_perf job {}", c.name));
+    let plan = plan_of(&c);
+    if let (Some(due), true, Ok(Plan::One(Body::Sql(sql)))) = (due, c.owner_exists, &plan) {
+        load_caches_before(c.owner, sql, due);
+    }
     set_guc(c"lock_timeout", &gucs::job_lock_timeout_ms().to_string());
+    if let Some(due) = due {
+        wait_until(due);
+    }
+    let started_us = jiff::Timestamp::now().as_microsecond();
     let max_ms = c
         .max_runtime_ms
         .filter(|m| *m > 0)
@@ -466,7 +514,7 @@ pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
             Vec::new(),
         )
     } else {
-        match plan_of(&c) {
+        match plan {
             Err(e) => (e, Vec::new()),
             Ok(plan) => {
                 // SAFETY: reporting our activity in pg_stat_activity, as a backend does.
@@ -487,7 +535,7 @@ pub extern "C-unwind" fn pg_perf_runner_main(arg: pg_sys::Datum) {
     };
     guarded("recording a run", || {
         as_superuser(|| {
-            record(runid, &ending);
+            record(runid, started_us, &ending);
             maintenance::log(Some(runid), None, &done);
         })
     });

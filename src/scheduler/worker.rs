@@ -217,10 +217,12 @@ fn load_jobs() -> Vec<JobState> {
     .unwrap_or_default()
 }
 
-/// How long before a run is due its runner is started: the runner connects, then waits on
-/// its latch until the due time, so process start and connection (tens of ms on a busy
-/// machine) are not part of the start latency. A run's `scheduled_for` is its slot and its
-/// `started_at` is taken after the wait, so both stay what they say.
+/// How long before a run is due its runner is started: the runner connects, claims the
+/// run and loads the caches its command needs, then waits on its latch until the due
+/// time, so process start, connection, the claim's WAL flush and cold caches (tens of ms on
+/// a busy machine) are not part of the start latency. A run's `scheduled_for` is its slot
+/// and its `started_at` when its command started (recorded when it ends), so both stay what
+/// they say.
 pub(super) const START_AHEAD: SignedDuration = SignedDuration::from_millis(250);
 
 /// A number in [0, 1) fixed per run, for retry jitter (the same on every loop).
