@@ -100,7 +100,7 @@ fn suggest_indexes_impl(
     };
     let planned_at = started.elapsed();
     let mut oracle = WhatIfOracle::new(&texts, &tables, &workload);
-    let result = select_indexes(&workload, &candidates, &mut oracle, &settings);
+    let mut result = select_indexes(&workload, &candidates, &mut oracle, &settings);
     let selected_at = started.elapsed();
     let (search_sessions, search_plans, search_session_time) =
         (oracle.sessions, oracle.plans, oracle.session_time);
@@ -138,7 +138,7 @@ fn suggest_indexes_impl(
         .report(PgLogLevel::NOTICE);
     }
 
-    let (keep, final_cost) = prune(&result, &workload, &mut oracle);
+    let (keep, final_cost) = prune(&mut result, &workload, &mut oracle);
     pgrx::debug1!(
         "pg_perf advisor timing: workload planned {:.3} s; selection {:.3} s ({} what-if sessions started in {:.3} s, {} plans); pruning {:.3} s ({} sessions, {} plans)",
         planned_at.as_secs_f64(),

@@ -19,6 +19,7 @@ pub mod normalized;
 mod oracle;
 mod output;
 pub mod selection;
+mod shorten;
 pub mod size;
 pub mod whatif;
 mod workload;

@@ -9,6 +9,7 @@ use super::guard::in_subtransaction;
 use super::model::*;
 use super::output::index_ddl;
 use super::selection::{may_use_any, CostOracle, SelectionResult};
+use super::shorten::{shorten_chosen, MIN_DENSITY_SHARE};
 use super::whatif::{self, ParsedIndexes, Session};
 use super::workload::PlanTexts;
 
@@ -130,9 +131,9 @@ impl CostOracle for WhatIfOracle<'_> {
 }
 
 /// Which chosen indexes to keep (by position in `result.chosen`) and the workload's cost
-/// with only those.
+/// with only those; kept multicolumn btrees may be shortened in `result` (`shorten`).
 pub(super) fn prune(
-    result: &SelectionResult,
+    result: &mut SelectionResult,
     workload: &Workload,
     oracle: &mut WhatIfOracle,
 ) -> (Vec<bool>, f64) {
@@ -187,10 +188,11 @@ pub(super) fn prune(
         }
         let net = increase - result.chosen[i].write_overhead;
         let size = (result.chosen[i].size.bytes as f64).max(8192.0);
-        if net <= 0.0 || net / size < 0.1 * average_density {
+        if net <= 0.0 || net / size < MIN_DENSITY_SHARE * average_density {
             keep[i] = false;
             final_cost += increase.max(0.0);
         }
     }
+    final_cost += shorten_chosen(result, &keep, workload, oracle, average_density);
     (keep, final_cost)
 }
