@@ -312,9 +312,10 @@ cut -f3 "$BENCH_TMP/advice.tsv" | sed 's/^/    /' >&2
 # --- the three configurations -----------------------------------------------------------------------
 # Byte-identical copies of bench_a (same heap files, same statistics), so the configurations
 # can be interleaved without rebuilding indexes between rounds.
-log "cloning bench_a into bench_b, bench_c ($(elapsed))"
+log "cloning bench_a into bench_b, bench_c, bench_d ($(elapsed))"
 dbpsql postgres -c "CHECKPOINT" -c "CREATE DATABASE bench_b TEMPLATE bench_a STRATEGY FILE_COPY" \
-    -c "CREATE DATABASE bench_c TEMPLATE bench_a STRATEGY FILE_COPY"
+    -c "CREATE DATABASE bench_c TEMPLATE bench_a STRATEGY FILE_COPY" \
+    -c "CREATE DATABASE bench_d TEMPLATE bench_a STRATEGY FILE_COPY"
 
 log "(b): applying pg_perf's suggestions, each statement on its own ($(elapsed))"
 applied=0 apply_failed=()
@@ -328,6 +329,17 @@ while IFS=$'\t' read -r action _table ddl _rest; do
         log "  FAILED ($action): $ddl: $(cat "$BENCH_TMP/apply.err")"
     fi
 done <"$BENCH_TMP/advice.tsv"
+
+log "(d): applying the explicit path's suggestions (the list of 100 statements) ($(elapsed))"
+while IFS=$'\t' read -r action ddl; do
+    [ "$action" = create ] && [ -n "$ddl" ] || continue
+    if dbpsql bench_d -c "$ddl" </dev/null 2>"$BENCH_TMP/apply.err"; then
+        log "  ok: $ddl"
+    else
+        apply_failed+=("(d) $ddl: $(tr '\n' ' ' <"$BENCH_TMP/apply.err")")
+        log "  FAILED: $ddl: $(cat "$BENCH_TMP/apply.err")"
+    fi
+done <"$BENCH_TMP/advice100.tsv"
 
 log "(c): one btree per column in a WHERE/JOIN condition ($(elapsed))"
 baseline_cols=$(cut -d'|' -f3 "$BENCH_TMP/shapes.txt" | tr ' ' '\n' | grep . | sort -u)
@@ -347,8 +359,8 @@ for tc in $baseline_cols; do
     log "  ok: $ddl"
 done
 
-log "ANALYZE in all three databases ($(elapsed))"
-for db in bench_a bench_b bench_c; do
+log "ANALYZE in all four databases ($(elapsed))"
+for db in bench_a bench_b bench_c bench_d; do
     dbpsql "$db" -c "ANALYZE customers, orders, events"
 done
 invalid=$(dbpsql bench_b -At -c "SELECT count(*) FROM pg_index WHERE NOT indisvalid")
@@ -363,11 +375,12 @@ storage() { # storage DB: "count<TAB>bytes"
 }
 IFS=$'\t' read -r nidx_b bytes_b < <(storage bench_b)
 IFS=$'\t' read -r nidx_c bytes_c < <(storage bench_c)
+IFS=$'\t' read -r nidx_d bytes_d < <(storage bench_d)
 heap_bytes=$(dbpsql bench_a -At -c "SELECT sum(pg_table_size(c.oid)) FROM pg_class c WHERE c.relname IN ('customers', 'orders', 'events') AND c.relkind = 'r'")
 
 # --- measurement: interleaved rounds ------------------------------------------------------------------
-# Round 0 warms every database (not counted). Odd rounds run a b c, even rounds c b a.
-declare -A db_of=([a]=bench_a [b]=bench_b [c]=bench_c)
+# Round 0 warms every database (not counted). Odd rounds run a b c d, even rounds d c b a.
+declare -A db_of=([a]=bench_a [b]=bench_b [c]=bench_c [d]=bench_d)
 measure() { # measure ROUND CONFIG
     local round=$1 cfg=$2 out="$BENCH_TMP/explain.$2.$1.out" n
     dbpsql "${db_of[$cfg]}" -At -f "$BENCH_TMP/measure.sql" >"$out"
@@ -380,7 +393,7 @@ measure() { # measure ROUND CONFIG
     [ "$n" = $((NSHAPES * REPS)) ] || die "round $round config $cfg: $n timings, expected $((NSHAPES * REPS)) (see $out)"
 }
 for round in $(seq 0 "$ROUNDS"); do
-    if [ $((round % 2)) = 1 ] || [ "$round" = 0 ]; then order="a b c"; else order="c b a"; fi
+    if [ $((round % 2)) = 1 ] || [ "$round" = 0 ]; then order="a b c d"; else order="d c b a"; fi
     for cfg in $order; do measure "$round" "$cfg"; done
     log "round $round/$ROUNDS done ($order) ($(elapsed))"
 done
@@ -424,7 +437,9 @@ SELECT round,
        sum(s.weight * e) FILTER (WHERE cfg = 'c') / sum(s.weight * e) FILTER (WHERE cfg = 'a') AS rc,
        sum(s.weight * pe) FILTER (WHERE cfg = 'b') / sum(s.weight * pe) FILTER (WHERE cfg = 'a') AS rbp,
        sum(s.weight * pe) FILTER (WHERE cfg = 'c') / sum(s.weight * pe) FILTER (WHERE cfg = 'a') AS rcp,
-       sum(s.weight * e) FILTER (WHERE cfg = 'b') / sum(s.weight * e) FILTER (WHERE cfg = 'c') AS rbc
+       sum(s.weight * e) FILTER (WHERE cfg = 'b') / sum(s.weight * e) FILTER (WHERE cfg = 'c') AS rbc,
+       sum(s.weight * e) FILTER (WHERE cfg = 'd') / sum(s.weight * e) FILTER (WHERE cfg = 'a') AS rd,
+       sum(s.weight * e) FILTER (WHERE cfg = 'b') / sum(s.weight * e) FILTER (WHERE cfg = 'd') AS rbd
   FROM med JOIN shapes s ON s.name = med.shape GROUP BY round;
 -- per shape: median over every execution of every round
 CREATE TABLE shape_med AS
@@ -441,6 +456,10 @@ IFS=$'\t' read -r med_b med_c med_bp med_cp med_bc rounds_b rounds_c < <(q "
            percentile_cont(0.5) WITHIN GROUP (ORDER BY rbc),
            string_agg(pct(rb), ' ' ORDER BY round), string_agg(pct(rc), ' ' ORDER BY round)
       FROM per_round")
+IFS=$'\t' read -r med_d med_bd rounds_d < <(q "
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY rd), percentile_cont(0.5) WITHIN GROUP (ORDER BY rbd),
+           string_agg(pct(rd), ' ' ORDER BY round)
+      FROM per_round")
 verdict() { awk -v x="$1" -v t="$2" 'BEGIN { print (100 * x <= t ? "PASS" : "FAIL") }'; } # verdict RATIO TARGET_PCT
 pctf() { q "SELECT pct($1)"; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1048576 }'; }
@@ -448,7 +467,7 @@ so_sum_end=$(bench_pg_perf_sum)
 
 # --- the report --------------------------------------------------------------------------------------
 {
-    echo "advisor_bench: customers $NC, orders $NO, events $NE rows ($tables_size of tables); $NSHAPES shapes ($shape_kinds), weights = calls; $ROUNDS rounds x $REPS executions per shape and configuration, interleaved (a b c / c b a)"
+    echo "advisor_bench: customers $NC, orders $NO, events $NE rows ($tables_size of tables); $NSHAPES shapes ($shape_kinds), weights = calls; $ROUNDS rounds x $REPS executions per shape and configuration, interleaved (a b c d / d c b a)"
     echo
     echo "Weighted workload time = Σ weight × median execution time (EXPLAIN ANALYZE), relative to (a), median of the per-round ratios:"
     echo
@@ -457,11 +476,13 @@ so_sum_end=$(bench_pg_perf_sum)
     echo "| (a) unindexed (primary keys only) | 0 | 0 MB | 100% | | 100% | | |"
     echo "| (b) pg_perf suggestions | $nidx_b | $(mb "$bytes_b") | **$(pctf "$med_b")** | $rounds_b | $(pctf "$med_bp") | ≤ ${TARGET_PCT}% | $(verdict "$med_b" "$TARGET_PCT") |"
     echo "| (c) one btree per filtered column | $nidx_c | $(mb "$bytes_c") | $(pctf "$med_c") | $rounds_c | $(pctf "$med_cp") | | |"
+    echo "| (d) explicit path: suggestions for the list of 100 statements | $nidx_d | $(mb "$bytes_d") | $(pctf "$med_d") | $rounds_d | | | |"
     echo
     echo "| check | target | result | verdict |"
     echo "|---|---|---|---|"
     echo "| weighted time (b) / (a) | ≤ ${TARGET_PCT}% | $(pctf "$med_b") | $(verdict "$med_b" "$TARGET_PCT") |"
     echo "| weighted time (b) / (c) | (< 100%: better than the baseline) | $(pctf "$med_bc") | $(verdict "$med_bc" 100) |"
+    echo "| weighted time (b) / (d), captured vs explicit path | ≤ 1.3x | $(awk -v x="$med_bd" 'BEGIN { printf "%.2fx", x }') | $(awk -v x="$med_bd" 'BEGIN { print (x <= 1.3 ? "PASS" : "FAIL") }') |"
     echo "| index storage (b) vs (c) | (b) < (c) | $(mb "$bytes_b") vs $(mb "$bytes_c") ($(awk -v b="$bytes_b" -v c="$bytes_c" 'BEGIN { if (c > 0) printf "%.0f%%", 100 * b / c; else print "—" }')); tables $(mb "$heap_bytes") | $(awk -v b="$bytes_b" -v c="$bytes_c" 'BEGIN { print (b < c ? "PASS" : "FAIL") }') |"
     echo "| advisor runtime, explicit list of 100 statements | < ${TARGET_ADVISOR_S} s | $(awk -v m="$adv_100_ms" 'BEGIN { printf "%.2f s", m / 1000 }') ($(awk -v m="$adv_100_ms" -v e="$explain_100_ms" 'BEGIN { printf "%.1f", m / e }')× a plain EXPLAIN of the same 100 statements; $adv100_rows rows) | $(awk -v m="$adv_100_ms" -v t="$TARGET_ADVISOR_S" 'BEGIN { print (m < 1000 * t ? "PASS" : "FAIL") }') |"
     echo "| advisor runtime, captured workload ($(wc -l <"$BENCH_TMP/captured.tsv") statements) | | $(awk -v m="$adv_cap_ms" 'BEGIN { printf "%.2f s", m / 1000 }') | |"
@@ -511,7 +532,7 @@ so_sum_end=$(bench_pg_perf_sum)
     done
     echo '```'
     echo
-    echo "Suggestions for the explicit list of 100 statements (runtime check; not applied):"
+    echo "(d) suggestions for the explicit list of 100 statements (applied as returned):"
     echo
     echo '```sql'
     cut -f2 "$BENCH_TMP/advice100.tsv"
