@@ -259,6 +259,16 @@ mod tests {
         assert!(r.chosen[0].reason.contains("without key column c"));
     }
 
+    /// Shortens an (a, b, c) btree under `costs` (per key count); returns the keys left
+    /// and the cost added. `keep` says whether the index was kept by the removal pass.
+    fn shorten_abc(w: &Workload, costs: [f64; 4], keep: bool) -> (usize, f64) {
+        let mut oracle = ByKeys(costs);
+        let mut r = result_with(btree(&[(1, "a"), (2, "b"), (3, "c")]), w, &oracle);
+        let d = density(&r);
+        let added = shorten_chosen(&mut r, &[keep], w, &mut oracle, d);
+        (r.chosen[0].candidate.keys.len(), added)
+    }
+
     #[test]
     fn a_key_the_workload_orders_by_stays() {
         let mut w = workload();
@@ -266,38 +276,30 @@ mod tests {
             target: col(3, "c"),
             direction: SortDirection::default(),
         }];
-        let mut oracle = ByKeys([100.0, 50.0, 10.001, 10.0]);
-        let mut r = result_with(btree(&[(1, "a"), (2, "b"), (3, "c")]), &w, &oracle);
-        let d = density(&r);
-        assert_eq!(shorten_chosen(&mut r, &[true], &w, &mut oracle, d), 0.0);
-        assert_eq!(r.chosen[0].candidate.keys.len(), 3);
+        assert_eq!(shorten_abc(&w, [100.0, 50.0, 10.001, 10.0], true), (3, 0.0));
     }
 
     #[test]
     fn keys_that_carry_the_saving_stay() {
-        let w = workload();
-        let mut oracle = ByKeys([100.0, 90.0, 50.0, 10.0]);
-        let mut r = result_with(btree(&[(1, "a"), (2, "b"), (3, "c")]), &w, &oracle);
-        let d = density(&r);
-        assert_eq!(shorten_chosen(&mut r, &[true], &w, &mut oracle, d), 0.0);
-        assert_eq!(r.chosen[0].candidate.keys.len(), 3);
+        assert_eq!(
+            shorten_abc(&workload(), [100.0, 90.0, 50.0, 10.0], true),
+            (3, 0.0)
+        );
     }
 
     #[test]
     fn dropped_indexes_and_unplannable_costs_are_left_alone() {
         let w = workload();
-        let mut oracle = ByKeys([100.0, 50.0, 10.0, 10.0]);
-        let mut r = result_with(btree(&[(1, "a"), (2, "b"), (3, "c")]), &w, &oracle);
-        let d = density(&r);
-        assert_eq!(shorten_chosen(&mut r, &[false], &w, &mut oracle, d), 0.0);
-        assert_eq!(r.chosen[0].candidate.keys.len(), 3);
-
+        assert_eq!(shorten_abc(&w, [100.0, 50.0, 10.0, 10.0], false), (3, 0.0));
         struct Never;
         impl CostOracle for Never {
             fn workload_query_cost(&mut self, _: QueryId, _: &[IndexCandidate]) -> Option<f64> {
                 None
             }
         }
+        let oracle = ByKeys([100.0, 50.0, 10.0, 10.0]);
+        let mut r = result_with(btree(&[(1, "a"), (2, "b"), (3, "c")]), &w, &oracle);
+        let d = density(&r);
         assert_eq!(shorten_chosen(&mut r, &[true], &w, &mut Never, d), 0.0);
         assert_eq!(r.chosen[0].candidate.keys.len(), 3);
     }

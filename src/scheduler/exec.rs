@@ -93,6 +93,35 @@ pub fn shape(sql: &CStr) -> Shape {
     }
 }
 
+/// Analyzes, rewrites and plans one raw statement of `sql` (with a snapshot when analysis
+/// needs one), in the current memory context: the plans, as `pg_plan_queries` returns them.
+unsafe fn plan(raw: *mut pg_sys::RawStmt, sql: &CStr) -> *mut pg_sys::List {
+    // SAFETY: a raw statement parsed from `sql`, inside a transaction (the callers').
+    unsafe {
+        let snapshot = pg_sys::analyze_requires_snapshot(raw);
+        if snapshot {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(
+            raw,
+            sql.as_ptr(),
+            std::ptr::null(),
+            0,
+            std::ptr::null_mut(),
+        );
+        let plans = pg_sys::pg_plan_queries(
+            queries,
+            sql.as_ptr(),
+            pg_sys::CURSOR_OPT_PARALLEL_OK as i32,
+            std::ptr::null_mut(),
+        );
+        if snapshot {
+            pg_sys::PopActiveSnapshot();
+        }
+        plans
+    }
+}
+
 /// Executes `sql` as top-level statement(s) inside the current transaction, which the
 /// caller started (and commits or aborts). Statements such as VACUUM commit and start
 /// transactions internally, so everything that must survive is kept in a memory context
@@ -129,27 +158,8 @@ pub fn run_top_level(sql: &CStr) -> Outcome {
             }
             let tag = pg_sys::CreateCommandTag(node);
             pg_sys::set_ps_display(pg_sys::GetCommandTagName(tag));
-            let snapshot = pg_sys::analyze_requires_snapshot(raw);
-            if snapshot {
-                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-            }
             let old = pg_sys::MemoryContextSwitchTo(ctx);
-            let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(
-                raw,
-                sql.as_ptr(),
-                std::ptr::null(),
-                0,
-                std::ptr::null_mut(),
-            );
-            let plans = pg_sys::pg_plan_queries(
-                queries,
-                sql.as_ptr(),
-                pg_sys::CURSOR_OPT_PARALLEL_OK as i32,
-                std::ptr::null_mut(),
-            );
-            if snapshot {
-                pg_sys::PopActiveSnapshot();
-            }
+            let plans = plan(raw, sql);
             pgrx::check_for_interrupts!();
             let portal = pg_sys::CreatePortal(c"".as_ptr(), true, true);
             (*portal).visible = false;
@@ -211,26 +221,7 @@ pub fn load_caches(sql: &CStr) {
             if node.is_null() || (*node).type_ == pg_sys::NodeTag::T_TransactionStmt {
                 return;
             }
-            let snapshot = pg_sys::analyze_requires_snapshot(raw);
-            if snapshot {
-                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-            }
-            let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(
-                raw,
-                sql.as_ptr(),
-                std::ptr::null(),
-                0,
-                std::ptr::null_mut(),
-            );
-            pg_sys::pg_plan_queries(
-                queries,
-                sql.as_ptr(),
-                pg_sys::CURSOR_OPT_PARALLEL_OK as i32,
-                std::ptr::null_mut(),
-            );
-            if snapshot {
-                pg_sys::PopActiveSnapshot();
-            }
+            plan(raw, sql);
         }
     }
 }
