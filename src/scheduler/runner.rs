@@ -144,29 +144,21 @@ fn load_caches_before(owner: pg_sys::Oid, sql: &std::ffi::CStr, due_us: i64) {
         return;
     }
     set_guc(c"lock_timeout", &left_ms.to_string());
-    let (mut base_user, mut base_ctx) = (pg_sys::InvalidOid, 0);
-    // SAFETY: reading the session's user id, restored below.
-    unsafe { pg_sys::GetUserIdAndSecContext(&mut base_user, &mut base_ctx) };
     PgTryBuilder::new(|| {
-        // SAFETY: a transaction of our own as the owner (as `execute` does), always aborted:
-        // nothing it did survives; the abort restores the user id of its start.
-        unsafe {
-            pg_sys::StartTransactionCommand();
-            pg_sys::SetUserIdAndSecContext(
-                owner,
-                base_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-            );
+        // SAFETY: a transaction of our own, always aborted: nothing it did survives.
+        unsafe { pg_sys::StartTransactionCommand() };
+        {
+            let _as = crate::pg::role::ActingAs::switch(owner);
             exec::load_caches(sql);
-            pg_sys::AbortCurrentTransaction();
         }
+        // SAFETY: as above.
+        unsafe { pg_sys::AbortCurrentTransaction() };
     })
     .catch_others(|_| {
-        // SAFETY: leaving the failed transaction.
+        // SAFETY: leaving the failed transaction (the guard restored the user on unwind).
         unsafe { pg_sys::AbortCurrentTransaction() }
     })
     .execute();
-    // SAFETY: as set before (the abort restored it already).
-    unsafe { pg_sys::SetUserIdAndSecContext(base_user, base_ctx) };
 }
 
 /// The five-character SQLSTATE of a packed error code.

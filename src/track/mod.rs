@@ -129,9 +129,6 @@ fn current_db() -> u32 {
 pub fn note_write(relid: u32) {
     // Read before the lookup: a sweep after it moves the epoch (see `generations`).
     let epoch = sweep_epoch();
-    with_local(|l| {
-        l.noted_epoch.get_or_insert(epoch);
-    });
     let Some(slot) = relation_slot(current_db(), relid, true) else {
         // Registry full: nothing can depend on this relation anyway (readers need a slot),
         // but to be safe everything is treated as changed at commit.
@@ -139,6 +136,7 @@ pub fn note_write(relid: u32) {
         return;
     };
     with_local(|l| {
+        l.noted_epoch.get_or_insert(epoch);
         if !l.written.contains(&slot) {
             l.written.push(slot);
         }
