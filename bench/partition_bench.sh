@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Partition maintenance, pg_perf side by side with pg_partman 4.7.2 (a benchmark only, never a
-# dependency), each in its own fresh database on the same server, interleaved in rounds:
+# Partition maintenance, pg_perf side by side with pg_partman 5.1.0 (or 4.7.2: whichever is
+# installed; a benchmark only, never a dependency), each in its own fresh database on the same
+# server, interleaved in rounds:
 #   noop     a maintenance run over 100 daily sets that are fully premade (nothing to do):
 #            perf.partition_maintenance() vs partman.run_maintenance(), the second run in a
 #            session (as in a scheduler's long-lived worker)
@@ -13,6 +14,10 @@
 #            in pg_perf's database, also against pg_partman's premake time. Each such
 #            statement rebuilds the parent's partition descriptor (it parses every existing
 #            partition's bound), so n partitions cost O(n^2) in PostgreSQL itself.
+#   future   (a check, not timed) a row for a day beyond the premade ones sits in the default
+#            partition, then premake grows so that day's partition is due: each tool's
+#            maintenance must make it and move the row (pg_partman raises "updated partition
+#            constraint for default partition would be violated").
 # Reported as ratios pg_perf / pg_partman (bench/README.md: this machine's speed swings, so
 # only side-by-side ratios count); the median over the rounds, next to every round's value;
 # once by wall clock and once by the backend's own CPU time (steadier on a loaded host).
@@ -21,17 +26,19 @@
 # Usage: bench/partition_bench.sh [--port PORT] [--rounds N] [--cases "noop premake drain"]
 #   --port PORT  server on 127.0.0.1:PORT (default $TEST_PORT, the test cluster), preloading
 #                pg_perf, with pg_partman's extension files installed in its share directory:
-#                apt-get download postgresql-15-partman; dpkg -x postgresql-15-partman_*.deb x;
+#                5.1.0 from source: bench/install-partman.sh DIR (a checkout of
+#                github.com/pgpartman/pg_partman at v5.1.0; SQL only, no background worker);
+#                4.7.2: apt-get download postgresql-15-partman; dpkg -x postgresql-15-partman_*.deb x;
 #                cp x/usr/share/postgresql/15/extension/pg_partman* "$($PG_CONFIG --sharedir)/extension/"
 #   --rounds N   rounds (default 3)
-#   --cases LIST which cases to run (default: all three; ddl comes with premake)
+#   --cases LIST which cases to run (default: noop premake drain future; ddl comes with premake)
 # Creates and drops the databases bench_part_perf and bench_part_partman there.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 cd "$REPO_ROOT"
 
 port=${TEST_PORT:-55433}
 rounds=3
-cases="noop premake drain"
+cases="noop premake drain future"
 while [ $# -gt 0 ]; do
     case $1 in
     --port) port=$2; shift 2 ;;
@@ -42,6 +49,15 @@ while [ $# -gt 0 ]; do
 done
 
 q() { local db=$1; shift; psql_at "$port" -d "$db" -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+# pg_partman 5 dropped the 'native' type and the named intervals ('daily') of 4.x.
+partman_version=$(psql_at "$port" -d postgres -X -At -c "SELECT default_version FROM pg_available_extensions WHERE name = 'pg_partman'")
+[ -n "$partman_version" ] || die "pg_partman is not installed on the server on port $port (see the usage above)"
+case $partman_version in
+4.*) partman_daily="'native', 'daily'" ;;
+*) partman_daily="'1 day'" ;;
+esac
+log "pg_partman $partman_version"
 # CPU time (user + system) of the backend itself, in clock ticks, from /proc/self/stat (the
 # server runs as a superuser-owned process reading its own file): unlike the wall clock, it
 # does not count the time this loaded, shared host spends running other processes.
@@ -83,7 +99,7 @@ setup_noop() {
         echo "CREATE TABLE t$i (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at);"
         echo "CREATE INDEX ON t$i (at);"
         if [ "$ext" = partman ]; then
-            echo "SELECT partman.create_parent('public.t$i', 'at', 'native', 'daily', p_premake := 4);"
+            echo "SELECT partman.create_parent('public.t$i', 'at', $partman_daily, p_premake := 4);"
         else
             echo "SELECT count(*) FROM perf.partition_table('t$i', 'at', '1 day', premake => 4);"
         fi
@@ -103,7 +119,7 @@ setup_drain() {
     q "$db" -c "CREATE TABLE d (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)" \
         -c "CREATE INDEX ON d (at)"
     if [ "$ext" = partman ]; then
-        q "$db" -c "SELECT partman.create_parent('public.d', 'at', 'native', 'daily', p_premake := 4,
+        q "$db" -c "SELECT partman.create_parent('public.d', 'at', $partman_daily, p_premake := 4,
                                                  p_start_partition := to_char(now(), 'YYYY-MM-DD'))" >/dev/null
     else
         q "$db" -c "SELECT count(*) FROM perf.partition_table('d', 'at', '1 day', premake => 4)" >/dev/null
@@ -111,6 +127,39 @@ setup_drain() {
     q "$db" -c "INSERT INTO d SELECT g, date_trunc('day', now()) - interval '20 days' + (g % 10) * interval '1 day'
                                         + (g % 86400) * interval '1 second', g
                   FROM generate_series(1, 100000) g" -c "VACUUM ANALYZE d"
+}
+
+# future (a check): a set premade 4 days ahead gets a row for day +6 (in the default
+# partition), then premake 8: maintenance must make day +6's partition with the row in it.
+# Prints "ok" or the error the maintenance raised.
+check_future() {
+    local db=$1 ext=$2 out where
+    fresh_db "$db" "$ext"
+    q "$db" -c "CREATE TABLE f (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)" \
+        -c "CREATE INDEX ON f (at)"
+    if [ "$ext" = partman ]; then
+        q "$db" -c "SELECT partman.create_parent('public.f', 'at', $partman_daily, p_premake := 4,
+                                                 p_start_partition := to_char(now(), 'YYYY-MM-DD'))" >/dev/null
+    else
+        q "$db" -c "SELECT count(*) FROM perf.partition_table('f', 'at', '1 day', premake => 4)" >/dev/null
+    fi
+    # a row of today (pg_partman 5 premakes ahead of the newest row in a partition) and the
+    # early one for day +6
+    q "$db" -c "INSERT INTO f VALUES (1, now(), 1), (2, date_trunc('day', now()) + interval '6 days 1 hour', 2)"
+    [ "$(q "$db" -At -c "SELECT tableoid::regclass FROM f WHERE id = 2")" = f_default ] || die "$ext: the row is not in f_default"
+    if [ "$ext" = partman ]; then
+        out=$(q "$db" -c "UPDATE partman.part_config SET premake = 8 WHERE parent_table = 'public.f'" \
+                      -c "SELECT partman.run_maintenance('public.f')" 2>&1 >/dev/null)
+    else
+        out=$(q "$db" -c "UPDATE perf.partition_config SET premake = 8 WHERE parent = 'f'::regclass" \
+                      -c "SELECT count(*) FROM perf.partition_maintenance('f')" 2>&1 >/dev/null)
+    fi
+    where=$(q "$db" -At -c "SELECT tableoid::regclass FROM f WHERE id = 2")
+    if [ -z "$out" ]; then
+        echo "ok, the row is now in $where"
+    else
+        echo "failed: $(echo "$out" | grep -m1 ERROR | cut -c1-140) (the row is in $where)"
+    fi
 }
 
 has_case() { [[ " $cases " == *" $1 "* ]]; }
@@ -148,7 +197,7 @@ for r in $(seq 1 "$rounds"); do
         fresh_db "$db" "$ext"
         q "$db" -c "CREATE TABLE p (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at)"
         if [ "$ext" = partman ]; then
-            ms=$(timed "$db" "SELECT partman.create_parent('public.p', 'at', 'native', 'daily', p_premake := 1000,
+            ms=$(timed "$db" "SELECT partman.create_parent('public.p', 'at', $partman_daily, p_premake := 1000,
                                                           p_start_partition := to_char(now(), 'YYYY-MM-DD'))")
         else
             ms=$(timed "$db" "SELECT * FROM perf.partition_table('p', 'at', '1 day', premake => 1000)")
@@ -177,6 +226,10 @@ for r in $(seq 1 "$rounds"); do
         [ "$left" = 0 ] && [ "$total" = 100000 ] || die "$ext drain left $left rows in the default ($total in total)"
         results[drain,$ext,$r]=$ms
         fi
+
+        if has_case future && [ "$r" = 1 ]; then
+            results[future,$ext]=$(check_future "$db" "$ext")
+        fi
     done
 done
 
@@ -203,8 +256,13 @@ report() {
             "$(printf '%s\n' "${ratios[@]}" | median)" "${ratios[*]}"
     done
 }
+echo "pg_partman $partman_version"
 report 1 "wall clock"
 report 2 "backend CPU time (resolution $((1000 / tck)) ms)"
+if has_case future; then
+    printf '\nfuture row in the default partition, then its partition made by maintenance:\n'
+    printf '  pg_perf:    %s\n  pg_partman: %s\n' "${results[future,perf]}" "${results[future,partman]}"
+fi
 for ext in perf partman; do
     psql_at "$port" -d postgres -X -q -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS bench_part_$ext WITH (FORCE)"
 done
