@@ -41,6 +41,7 @@ CLASSES = {
     "stats_snapshot": "admin", "_stats_snapshot_save": "internal",
     # partitioning
     "partition_table": "admin", "partition_maintenance": "admin", "partition_forget": "admin",
+    "alter_partition_set": "admin",
     "partition_progress_all": "reader", "partition_now": "public",
     "_partition_config_put": "internal", "_partition_progress": "internal",
     "_partition_progress_done": "internal", "_partition_maintain_set": "internal",
@@ -65,7 +66,8 @@ CLASSES = {
 }
 for _h in ("name", "ts_key", "key_ts", "bucket_expr", "bucket", "next", "literal", "suffix",
            "unquote", "bucket_key", "children", "floor", "columns", "lock_timeout", "backoff",
-           "copy_grants", "standalone", "move", "count"):
+           "copy_grants", "standalone", "move", "count", "local_expr", "local_bucket_expr",
+           "bucket_counts", "drained_check", "check_settings"):
     CLASSES["_partition_" + _h] = "helper"
 
 # Views and tables: who may SELECT (nobody but the extension's owner may write any of them).

@@ -50,6 +50,75 @@ SET perf.partition_now = '2024-03-15 06:00+00';
 SELECT action, object FROM perf.partition_maintenance('ev') ORDER BY 1, 2;
 SELECT partition FROM perf.partitions WHERE parent = 'ev'::regclass ORDER BY partition::text;
 
+-- 2b. Draining rows of non-adjacent intervals (a gap between them) with a NULL key in the
+--     default: a partition for each interval that has rows, the NULL row stays, and the
+--     temporary CHECK that spares each ATTACH a scan of the default is gone afterwards.
+CREATE TABLE gap (id int, at timestamptz) PARTITION BY RANGE (at);
+SET perf.partition_now = '2024-03-10 12:00+00';
+SELECT count(*) FROM perf.partition_table('gap', 'at', '1 week', premake => 1);
+INSERT INTO gap VALUES (1, '2024-02-01 00:00+00'), (2, '2024-02-04 23:59:59.999999+00'),
+                       (3, '2024-02-19 10:00+00'), (4, NULL), (5, '2024-03-11 00:00+00');
+SELECT action, object, detail FROM perf.partition_maintenance('gap') ORDER BY 1, 2;
+SELECT id, tableoid::regclass FROM gap ORDER BY id;
+SELECT conname FROM pg_constraint WHERE conrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'gap'::regclass);
+SELECT count(*) AS actions FROM perf.partition_maintenance('gap');
+-- The keys of rows grouped by date_bin / month, as maintenance and conversion compute them,
+-- equal the exact key of every row (numeric arithmetic), at boundaries and 1 us before them,
+-- for fixed steps with a start off midnight, months, a DST time zone and a date column.
+CREATE TABLE keys_ts (at timestamptz);
+INSERT INTO keys_ts SELECT t + d FROM generate_series('2023-12-20 00:00+00'::timestamptz, '2024-04-10', '1 day') t,
+    (VALUES (interval '0'), (interval '-1 microsecond'), (interval '1 hour 30 minutes'), (interval '2 hours')) v(d);
+CREATE TABLE keys_date (at date);
+INSERT INTO keys_date SELECT generate_series('2023-12-20'::date, '2024-04-10', '1 day');
+SELECT k.step, k.tz, k.tbl,
+       (SELECT array_agg(x.b ORDER BY x.b) || array_agg(x.n ORDER BY x.b)
+          FROM perf._partition_bucket_counts(k.c, k.tbl) x)
+       = (SELECT array_agg(b ORDER BY b) || array_agg(n ORDER BY b)
+            FROM (SELECT b, count(*) AS n
+                    FROM (SELECT perf._partition_bucket(k.c, at::text) AS b
+                            FROM keys_ts WHERE k.tbl = 'keys_ts'::regclass
+                          UNION ALL
+                          SELECT perf._partition_bucket(k.c, at::text) FROM keys_date
+                           WHERE k.tbl = 'keys_date'::regclass) r
+                   GROUP BY b) g) AS same
+  FROM (SELECT v.step, v.tz, v.tbl,
+               jsonb_populate_record(NULL::perf.partition_config, jsonb_build_object(
+                   'parent', v.tbl, 'control', 'at', 'control_type',
+                   CASE WHEN v.tbl = 'keys_date'::regclass THEN 'date' ELSE 'timestamptz' END,
+                   'kind', 'time', 'step_months', v.months, 'step_seconds', v.secs, 'tz', v.tz,
+                   'anchor', extract(epoch FROM v.anchor), 'premake', 1)) AS c
+          FROM (VALUES ('6 hours', 0, 21600, 'UTC', '2024-01-01 03:00'::timestamp, 'keys_ts'::regclass),
+                       ('1 week', 0, 604800, 'America/New_York', '2024-01-01', 'keys_ts'),
+                       ('1 day', 0, 86400, 'Europe/Berlin', '2024-01-01', 'keys_ts'),
+                       ('1 month', 1, NULL, 'Europe/Berlin', '2024-01-01', 'keys_ts'),
+                       ('3 months', 3, NULL, 'UTC', '2023-11-01', 'keys_ts'),
+                       ('2 days', 0, 172800, 'UTC', '2024-01-01', 'keys_date'),
+                       ('1 month', 1, NULL, 'UTC', '2024-01-01', 'keys_date')) v(step, months, secs, tz, anchor, tbl)) k
+ ORDER BY 1, 2, 3;
+DROP TABLE keys_ts, keys_date;
+
+-- 2c. Settings change later: premake grows (maintenance makes the partitions), retention is
+--     cleared and set again; bad values are refused (22023) and leave the set unchanged.
+CREATE TABLE alt (at timestamptz NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE alt2 (at timestamptz NOT NULL) PARTITION BY RANGE (at);
+SET perf.partition_now = '2024-03-10 12:00+00';
+SELECT count(*) FROM perf.partition_table('alt', 'at', '1 day', premake => 1, retention => '2 days');
+SELECT perf.alter_partition_set('alt', premake => 3, clear_retention => true);
+SELECT premake, retention, retention_mode FROM perf.partition_sets WHERE parent = 'alt'::regclass;
+SELECT action, object FROM perf.partition_maintenance('alt') ORDER BY 2;
+SELECT perf.alter_partition_set('alt', retention => '1 day', retention_mode => 'detach');
+SELECT pg_temp.sqlstate_of($$SELECT perf.alter_partition_set('alt', retention => '-1 day')$$) AS negative,
+       pg_temp.sqlstate_of($$SELECT perf.alter_partition_set('alt', retention => 'soon')$$) AS bad_retention,
+       pg_temp.sqlstate_of($$SELECT perf.alter_partition_set('alt', premake => -1)$$) AS bad_premake,
+       pg_temp.sqlstate_of($$SELECT perf.alter_partition_set('alt', retention_mode => 'shred')$$) AS bad_mode,
+       pg_temp.sqlstate_of($$SELECT perf.alter_partition_set('alt', retention => '1 day', clear_retention => true)$$) AS both,
+       pg_temp.sqlstate_of($$SELECT perf.alter_partition_set('pg_class')$$) AS not_a_set,
+       pg_temp.sqlstate_of($$SELECT perf.alter_partition_set(NULL)$$) AS null_parent,
+       pg_temp.sqlstate_of($$SELECT perf.partition_table('alt2', 'at', '1 day', retention => '-3 days')$$) AS negative_at_creation;
+SELECT premake, retention, retention_mode FROM perf.partition_sets WHERE parent = 'alt'::regclass;
+SELECT count(*) AS alt2_partitions FROM pg_inherits WHERE inhparent = 'alt2'::regclass;
+DROP TABLE alt2;
+
 -- 3. Retention by detaching, and by moving to a schema.
 CREATE TABLE ev2 (at date NOT NULL) PARTITION BY RANGE (at);
 SET perf.partition_now = '2024-01-15';
@@ -77,6 +146,7 @@ SELECT count(*) AS partitions FROM perf.partition_table('past', 'at', '1 month',
 SELECT partition FROM perf.partitions WHERE parent = 'past'::regclass ORDER BY partition::text;
 CREATE TABLE h (id int, v text) PARTITION BY HASH (id);
 SELECT action, object, detail FROM perf.partition_table('h', 'id', 4) ORDER BY 2;
+SELECT pg_temp.sqlstate_of($$SELECT perf.alter_partition_set('h', premake => 2)$$) AS hash_premake;
 SELECT parent, "column", kind, "interval", partitions FROM perf.partition_sets ORDER BY parent::text;
 
 -- 5. Long names are shortened, the suffix kept, and quoted.
@@ -151,6 +221,7 @@ SELECT count(*) AS leftovers FROM pg_class
 SET ROLE regress_part_other;
 SELECT pg_temp.sqlstate_of($$SELECT perf.partition_table('fresh', 'at', '1 day')$$) AS partition_table;
 SELECT pg_temp.sqlstate_of($$SELECT perf.partition_maintenance('ev')$$) AS maintenance;
+SELECT pg_temp.sqlstate_of($$SELECT perf.alter_partition_set('ev', premake => 9)$$) AS alter_set;
 SELECT pg_temp.sqlstate_of($$SELECT perf._partition_config_put('fresh'::regclass, '{}', false)$$) AS config_put;
 SELECT pg_temp.sqlstate_of($$DELETE FROM perf.partition_config$$) AS config_delete;
 SELECT count(*) AS my_sets FROM perf.partition_maintenance();
@@ -190,7 +261,7 @@ SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'clash'::regclass) AS
 DROP TABLE clash, clash_p20240312;
 
 DROP VIEW viewed_v;
-DROP TABLE ev, ev2, ev3, items, past, h, conv, badtype, fresh, already, nulls, uniq, trig, viewed,
+DROP TABLE ev, gap, alt, ev2, ev3, items, past, h, conv, badtype, fresh, already, nulls, uniq, trig, viewed,
     "A very long ""quoted"" table name that goes on and on and on";
 DROP TABLE ev2_p20240101, ev2_p20240201;
 SET client_min_messages = warning;
