@@ -77,6 +77,15 @@ LANGUAGE sql STABLE AS $$
                ELSE format('(%s)::timestamp', x) END
 $$;
 
+-- SQL condition: the value of the control column `col` (quoted) can be held by a range
+-- partition: not NULL, and for time sets not 'infinity' / '-infinity' (those, like NULLs, can
+-- only sit in the default partition; they must never make maintenance fail).
+CREATE FUNCTION perf._partition_holdable(c perf.partition_config, col text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN c.kind = 'time' THEN format('isfinite(%s)', col)
+                ELSE format('%s IS NOT NULL', col) END
+$$;
+
 -- Time sets: SQL expression giving the key of the partition holding the wall-clock timestamp
 -- expression `loc` (numeric arithmetic: exact, but costly per row; see
 -- perf._partition_bucket_counts for a scan).
@@ -95,7 +104,8 @@ BEGIN
 END $$;
 
 -- The rows of `src` (ONLY that table) by the key of the partition each belongs in: one row
--- per key with its count, and one with key NULL counting the rows whose value is NULL. Time
+-- per key with its count, and one with key NULL counting the rows no partition can hold
+-- (NULL, infinity: see perf._partition_holdable). Time
 -- sets group first by a cheap integer expression that never splits a partition's interval
 -- (date_bin on the interval, or the month), and compute the exact key once per group: the
 -- key of every row (numeric arithmetic) cost ~1.3 us a row, 130 ms per 100,000 rows.
@@ -118,6 +128,7 @@ BEGIN
         g := format('date_bin(%L::interval, %s, %L::timestamp)', c.step_seconds || ' seconds', loc,
                     perf._partition_key_ts(c.anchor));
     END IF;
+    g := format('CASE WHEN %s THEN %s END', perf._partition_holdable(c, quote_ident(c.control)), g);
     RETURN QUERY EXECUTE format('SELECT %s, sum(n)::bigint FROM (SELECT %s AS g, count(*) AS n FROM ONLY %s GROUP BY 1) s GROUP BY 1',
                                 perf._partition_local_bucket_expr(c, 'g'), g, src);
 END $$;
@@ -298,6 +309,41 @@ BEGIN
     RETURN n;
 END $$;
 
+-- The keys of the intervals the non-NULL rows of default partition `d` belong in, found by
+-- walking a btree index on the control column (one probe per interval: min() of the rows
+-- from the next interval on), or NULL when `d` has no such index (then group with
+-- perf._partition_bucket_counts, which scans the table).
+CREATE FUNCTION perf._partition_default_keys(c perf.partition_config, d regclass) RETURNS numeric[]
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    keys numeric[];
+    value_of_key text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                     JOIN pg_am a ON a.oid = x.relam
+                    WHERE i.indrelid = d AND i.indisvalid AND i.indpred IS NULL AND a.amname = 'btree'
+                      AND i.indkey[0] = (SELECT attnum FROM pg_attribute
+                                          WHERE attrelid = d AND attname = c.control)) THEN
+        RETURN NULL;
+    END IF;
+    -- A key as a value of the control column's type (so that the index can be used).
+    value_of_key := CASE
+        WHEN c.kind = 'integer' THEN format('(k)::%s', c.control_type)
+        WHEN c.control_type = 'timestamptz'::regtype THEN format('(perf._partition_key_ts(k) AT TIME ZONE %L)', c.tz)
+        ELSE format('perf._partition_key_ts(k)::%s', c.control_type) END;
+    EXECUTE format('WITH RECURSIVE s(k) AS ('
+                   '  SELECT (SELECT %1$s FROM (SELECT min(%2$I) AS v FROM ONLY %3$s WHERE %5$s) m)'
+                   '  UNION ALL'
+                   '  SELECT (SELECT %1$s FROM (SELECT min(%2$I) AS v FROM ONLY %3$s WHERE %2$I >= n.nv AND %5$s) m)'
+                   '    FROM s CROSS JOIN LATERAL (SELECT %4$s AS nv FROM (SELECT perf._partition_next($1, s.k) AS k) x) n'
+                   '   WHERE s.k IS NOT NULL)'
+                   'SELECT coalesce(array_agg(k ORDER BY k), ''{}'') FROM s WHERE k IS NOT NULL',
+                   perf._partition_bucket_expr(c, 'm.v'), c.control, d, value_of_key,
+                   perf._partition_holdable(c, quote_ident(c.control)))
+        INTO keys USING c;
+    RETURN keys;
+END $$;
+
 -- A CHECK expression for the default partition saying it holds no row of the ranges
 -- [los[i], his[i]) (merged into runs of adjacent ranges), or NULL when there is one range only
 -- (one ATTACH scans the default once anyway) or more than 32 runs (a long expression would
@@ -352,6 +398,7 @@ DECLARE
     expired_name text[] := '{}';
     has_rows boolean;
     rows_to_move boolean := false;
+    count_expired boolean := false;
     drained_check text;
     expired_rows bigint := 0;
     locked boolean := false;
@@ -396,6 +443,7 @@ BEGIN
             END;
         END LOOP;
         b_lo := '{}'; b_rows := '{}'; in_default := 0; total := 0; ahead := 0; rows_to_move := false;
+        count_expired := false;
         new_lo := '{}'; new_hi := '{}'; new_rows := '{}'; expired := '{}'; expired_name := '{}';
         expired_rows := 0;
     END IF;
@@ -430,23 +478,37 @@ BEGIN
     -- 3. Rows sitting in the default partition, by the partition they belong in. Without the
     --    lock, only whether any of them will get a partition (those older than the retention
     --    will not): one probe, so that the grouping scan runs once, under the lock.
-    IF d IS NOT NULL AND NOT locked THEN
-        EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s WHERE %I IS NOT NULL%s)', d, c.control,
+    IF d IS NOT NULL AND NOT locked AND pg_relation_size(d) = 0 THEN
+        rows_to_move := false;  -- not a single page: no row, not even an uncommitted one
+    ELSIF d IS NOT NULL AND NOT locked THEN
+        EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s WHERE %s%s)', d,
+                       perf._partition_holdable(c, quote_ident(c.control)),
                        CASE WHEN cutoff IS NULL THEN ''
                             ELSE format(' AND %I >= %s', c.control,
                                         perf._partition_literal(c, perf._partition_floor(c, cutoff))) END)
             INTO STRICT rows_to_move;
         IF NOT rows_to_move AND cutoff IS NOT NULL THEN
-            EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %I IS NOT NULL', d, c.control)
+            EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s', d,
+                           perf._partition_holdable(c, quote_ident(c.control)))
                 INTO STRICT expired_rows;
         END IF;
     ELSIF d IS NOT NULL THEN
         EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s)', d) INTO STRICT has_rows;
         IF has_rows THEN
-            SELECT coalesce(array_agg(x.b ORDER BY x.b), '{}'), coalesce(array_agg(x.n ORDER BY x.b), '{}')
-              INTO b_lo, b_rows
-              FROM perf._partition_bucket_counts(c, d) x WHERE x.b IS NOT NULL;
-            SELECT coalesce(sum(x), 0) INTO in_default FROM unnest(b_rows) x;
+            b_lo := perf._partition_default_keys(c, d);
+            IF b_lo IS NOT NULL THEN
+                -- Found through an index: the count of each interval is known once its rows
+                -- are moved (NULL until then); the total, for progress, by one count.
+                b_rows := array_fill(NULL::bigint, ARRAY[cardinality(b_lo)]);
+                EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s', d,
+                               perf._partition_holdable(c, quote_ident(c.control)))
+                    INTO in_default;
+            ELSE
+                SELECT coalesce(array_agg(x.b ORDER BY x.b), '{}'), coalesce(array_agg(x.n ORDER BY x.b), '{}')
+                  INTO b_lo, b_rows
+                  FROM perf._partition_bucket_counts(c, d) x WHERE x.b IS NOT NULL;
+                SELECT coalesce(sum(x), 0) INTO in_default FROM unnest(b_rows) x;
+            END IF;
         END IF;
     END IF;
 
@@ -486,7 +548,11 @@ BEGIN
             -- Rows older than the retention: no partition is made for them (it would be
             -- removed again at once, and may clash with one retention detached); they stay
             -- in the default partition, reported below and in perf.partitions.
-            expired_rows := expired_rows + b_rows[i];
+            IF b_rows[i] IS NULL THEN
+                count_expired := true;
+            ELSE
+                expired_rows := expired_rows + b_rows[i];
+            END IF;
             CONTINUE;
         END IF;
         IF NOT EXISTS (SELECT FROM unnest(ch_lo, ch_hi) e(lo, hi) WHERE e.lo < k2 AND e.hi > b_lo[i]) THEN
@@ -495,6 +561,13 @@ BEGIN
             new_rows := new_rows || b_rows[i];
         END IF;
     END LOOP;
+    IF count_expired THEN
+        -- Every row below the partition holding the cutoff is in an expired interval.
+        EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s AND %I < %s', d,
+                       perf._partition_holdable(c, quote_ident(c.control)), c.control,
+                       perf._partition_literal(c, perf._partition_floor(c, cutoff)))
+            INTO expired_rows;
+    END IF;
 
     -- 5. Retention: partitions wholly older than the cutoff.
     IF c.retention IS NOT NULL THEN
@@ -531,7 +604,7 @@ BEGIN
     --    ROW EXCLUSIVE on the default: readers and writers carry on).
     FOR i IN 1 .. cardinality(new_lo) LOOP
         new_rel := new_rel || perf._partition_standalone(c, new_lo[i], new_hi[i]);
-        IF new_rows[i] > 0 THEN
+        IF new_rows[i] IS NULL OR new_rows[i] > 0 THEN
             attempt := 0;
             LOOP
                 BEGIN
@@ -545,6 +618,7 @@ BEGIN
                 END;
             END LOOP;
             moved := moved + n;
+            new_rows[i] := n;
             PERFORM perf._partition_progress(c.parent, 'moving rows', moved, in_default, 0);
         END IF;
     END LOOP;
@@ -795,6 +869,13 @@ BEGIN
         END;
     END LOOP;
     IF NOT c.default_partition THEN
+        EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %I IS NOT NULL AND NOT %s', old, c.control,
+                       perf._partition_holdable(c, quote_ident(c.control))) INTO n;
+        IF n > 0 THEN
+            RAISE EXCEPTION 'table % has % rows with infinity in "%", which no range partition can hold', old, n, c.control
+                USING ERRCODE = 'check_violation',
+                      HINT = 'Use default_partition => true, or fix those rows first.';
+        END IF;
         EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %I IS NULL', old, c.control) INTO n;
         IF n > 0 THEN
             RAISE EXCEPTION 'table % has % rows with NULL in "%", which no partition can hold', old, n, c.control

@@ -57,11 +57,22 @@ CREATE TABLE gap (id int, at timestamptz) PARTITION BY RANGE (at);
 SET perf.partition_now = '2024-03-10 12:00+00';
 SELECT count(*) FROM perf.partition_table('gap', 'at', '1 week', premake => 1);
 INSERT INTO gap VALUES (1, '2024-02-01 00:00+00'), (2, '2024-02-04 23:59:59.999999+00'),
-                       (3, '2024-02-19 10:00+00'), (4, NULL), (5, '2024-03-11 00:00+00');
+                       (3, '2024-02-19 10:00+00'), (4, NULL), (5, '2024-03-11 00:00+00'),
+                       (6, 'infinity'), (7, '-infinity');
 SELECT action, object, detail FROM perf.partition_maintenance('gap') ORDER BY 1, 2;
 SELECT id, tableoid::regclass FROM gap ORDER BY id;
 SELECT conname FROM pg_constraint WHERE conrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'gap'::regclass);
 SELECT count(*) AS actions FROM perf.partition_maintenance('gap');
+-- The same with an index on the column (the default's intervals are found through it), and
+-- a retention: rows older than it are reported and stay, as NULL and infinity do.
+CREATE TABLE gapi (id int, at timestamptz) PARTITION BY RANGE (at);
+CREATE INDEX ON gapi (at);
+SELECT count(*) FROM perf.partition_table('gapi', 'at', '1 week', premake => 1, retention => '8 weeks');
+INSERT INTO gapi SELECT id, at FROM gap;
+INSERT INTO gapi VALUES (8, '2023-11-01 00:00+00');
+SELECT action, object, detail FROM perf.partition_maintenance('gapi') ORDER BY 1, 2;
+SELECT id, tableoid::regclass FROM gapi ORDER BY id;
+SELECT action, object, detail FROM perf.partition_maintenance('gapi') ORDER BY 1, 2;
 -- The keys of rows grouped by date_bin / month, as maintenance and conversion compute them,
 -- equal the exact key of every row (numeric arithmetic), at boundaries and 1 us before them,
 -- for fixed steps with a start off midnight, months, a DST time zone and a date column.
@@ -183,6 +194,8 @@ CREATE TABLE already (at timestamptz NOT NULL) PARTITION BY RANGE (at);
 CREATE TABLE already_p1 PARTITION OF already FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
 CREATE TABLE nulls (at timestamptz, v int);
 INSERT INTO nulls VALUES ('2024-03-01', 1), (NULL, 2);
+CREATE TABLE infs (at timestamptz, v int);
+INSERT INTO infs VALUES ('2024-03-01', 1), ('infinity', 2);
 CREATE TABLE uniq (id int PRIMARY KEY, at timestamptz NOT NULL);
 CREATE TABLE trig (at timestamptz NOT NULL);
 CREATE FUNCTION pg_temp.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
@@ -207,12 +220,14 @@ SELECT pg_temp.err(s) FROM (VALUES
     ($$SELECT perf.partition_table('items', 'id', 'abc')$$),
     ($$SELECT perf.partition_table('already', 'at', '1 day')$$),
     ($$SELECT perf.partition_table('nulls', 'at', '1 day', default_partition => false)$$),
+    ($$SELECT perf.partition_table('infs', 'at', '1 day', default_partition => false)$$),
     ($$SELECT perf.partition_table('uniq', 'at', '1 day')$$),
     ($$SELECT perf.partition_table('trig', 'at', '1 day')$$),
     ($$SELECT perf.partition_table('viewed', 'at', '1 day')$$),
     ($$SELECT perf.partition_table('viewed_v', 'at', '1 day')$$),
     ($$SELECT perf.partition_maintenance('fresh')$$)) v(s);
 SELECT relkind, (SELECT count(*) FROM nulls) AS rows FROM pg_class WHERE oid = 'nulls'::regclass;
+SELECT relkind, (SELECT count(*) FROM infs) AS rows FROM pg_class WHERE oid = 'infs'::regclass;
 SELECT count(*) AS sets FROM perf.partition_config
  WHERE parent::text IN ('fresh', 'nulls', 'uniq', 'badtype', 'already', 'trig', 'viewed');
 SELECT count(*) AS leftovers FROM pg_class
@@ -261,7 +276,7 @@ SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'clash'::regclass) AS
 DROP TABLE clash, clash_p20240312;
 
 DROP VIEW viewed_v;
-DROP TABLE ev, gap, alt, ev2, ev3, items, past, h, conv, badtype, fresh, already, nulls, uniq, trig, viewed,
+DROP TABLE ev, gap, gapi, alt, ev2, ev3, items, past, h, conv, badtype, fresh, already, nulls, infs, uniq, trig, viewed,
     "A very long ""quoted"" table name that goes on and on and on";
 DROP TABLE ev2_p20240101, ev2_p20240201;
 SET client_min_messages = warning;
