@@ -280,15 +280,15 @@ BEGIN
     IF c.template IS NOT NULL THEN
         SELECT reloptions INTO opts FROM pg_class WHERE oid = c.template;
     END IF;
+    -- The CHECK in the same statement: no second catalog update and validation scan.
     EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
-                   'INCLUDING STORAGE INCLUDING COMMENTS INCLUDING GENERATED)%s',
-                   nsp, relname, c.parent,
+                   'INCLUDING STORAGE INCLUDING COMMENTS INCLUDING GENERATED, '
+                   'CONSTRAINT perf_partition_bound CHECK (%I IS NOT NULL AND %I >= %s AND %I < %s))%s',
+                   nsp, relname, c.parent, c.control, c.control, perf._partition_literal(c, lo),
+                   c.control, perf._partition_literal(c, hi),
                    CASE WHEN opts IS NULL THEN ''
                         ELSE format(' WITH (%s)', array_to_string(opts, ', ')) END);
     t := format('%I.%I', nsp, relname)::regclass;
-    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT perf_partition_bound CHECK (%I IS NOT NULL AND %I >= %s AND %I < %s)',
-                   t, c.control, c.control, perf._partition_literal(c, lo),
-                   c.control, perf._partition_literal(c, hi));
     PERFORM perf._partition_copy_grants(c.parent, t);
     RETURN t;
 END $$;
@@ -707,9 +707,11 @@ BEGIN
                             format('%s rows moved out of the default partition', moved);
     END IF;
     -- Partitioned parents are never auto-analyzed: their statistics after rows moved or
-    -- partitions left (new empty partitions change nothing).
+    -- partitions left (new empty partitions change nothing). The parent's only: autovacuum
+    -- analyzes the partitions that received rows, and ANALYZE of the parent would read every
+    -- partition of the set again.
     IF moved > 0 OR cardinality(expired) > 0 THEN
-        EXECUTE format('ANALYZE %s', c.parent);
+        PERFORM perf._partition_analyze_parent(c.parent);
         RETURN QUERY SELECT c.parent, 'analyze'::text, c.parent::text, NULL::text;
     END IF;
     PERFORM perf._partition_progress_done();

@@ -19,6 +19,7 @@
 //! takes no lock at all. `perf.partition_maintenance()` without an argument does every set
 //! in one transaction instead (for a manual run).
 
+pub mod analyze;
 pub mod config;
 pub mod gucs;
 pub mod progress;
@@ -41,6 +42,7 @@ pgrx::extension_sql_file!(
     "../../sql/partition.sql",
     name = "partition_sql",
     requires = [
+        partition::analyze::partition_analyze_parent,
         partition::config::partition_config_put,
         partition::progress::partition_progress_update,
         partition::progress::partition_progress_done,

@@ -67,7 +67,8 @@ CLASSES = {
 for _h in ("name", "ts_key", "key_ts", "bucket_expr", "bucket", "next", "literal", "suffix",
            "unquote", "bucket_key", "children", "floor", "columns", "lock_timeout", "backoff",
            "copy_grants", "standalone", "move", "count", "local_expr", "local_bucket_expr",
-           "bucket_counts", "drained_check", "check_settings", "default_keys", "holdable"):
+           "bucket_counts", "drained_check", "check_settings", "default_keys", "holdable",
+           "analyze_parent"):
     CLASSES["_partition_" + _h] = "helper"
 
 # Views and tables: who may SELECT (nobody but the extension's owner may write any of them).

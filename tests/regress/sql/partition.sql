@@ -62,6 +62,10 @@ INSERT INTO gap VALUES (1, '2024-02-01 00:00+00'), (2, '2024-02-04 23:59:59.9999
 SELECT action, object, detail FROM perf.partition_maintenance('gap') ORDER BY 1, 2;
 SELECT id, tableoid::regclass FROM gap ORDER BY id;
 SELECT conname FROM pg_constraint WHERE conrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'gap'::regclass);
+-- The parent got its statistics; its partitions were not all analyzed again (an empty one
+-- still has never been: reltuples -1).
+SELECT count(*) > 0 AS parent_stats FROM pg_stats WHERE tablename = 'gap' AND inherited;
+SELECT reltuples FROM pg_class WHERE oid = 'gap_p20240304'::regclass;
 SELECT count(*) AS actions FROM perf.partition_maintenance('gap');
 -- The same with an index on the column (the default's intervals are found through it), and
 -- a retention: rows older than it are reported and stay, as NULL and infinity do.
