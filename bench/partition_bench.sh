@@ -113,17 +113,24 @@ setup_noop() {
 
 # drain: a set made today with 4 premade partitions and a default; 100,000 rows 20..11 days
 # ago land in the default partition.
-setup_drain() {
-    local db=$1 ext=$2
+# A fresh database with table NAME (id, at, v), an index on at, made a daily set from today
+# with 4 premade partitions and a default, by either tool.
+daily_set_of_4() {
+    local db=$1 ext=$2 name=$3
     fresh_db "$db" "$ext"
-    q "$db" -c "CREATE TABLE d (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)" \
-        -c "CREATE INDEX ON d (at)"
+    q "$db" -c "CREATE TABLE $name (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)" \
+        -c "CREATE INDEX ON $name (at)"
     if [ "$ext" = partman ]; then
-        q "$db" -c "SELECT partman.create_parent('public.d', 'at', $partman_daily, p_premake := 4,
+        q "$db" -c "SELECT partman.create_parent('public.$name', 'at', $partman_daily, p_premake := 4,
                                                  p_start_partition := to_char(now(), 'YYYY-MM-DD'))" >/dev/null
     else
-        q "$db" -c "SELECT count(*) FROM perf.partition_table('d', 'at', '1 day', premake => 4)" >/dev/null
+        q "$db" -c "SELECT count(*) FROM perf.partition_table('$name', 'at', '1 day', premake => 4)" >/dev/null
     fi
+}
+
+setup_drain() {
+    local db=$1 ext=$2
+    daily_set_of_4 "$db" "$ext" d
     q "$db" -c "INSERT INTO d SELECT g, date_trunc('day', now()) - interval '20 days' + (g % 10) * interval '1 day'
                                         + (g % 86400) * interval '1 second', g
                   FROM generate_series(1, 100000) g" -c "VACUUM ANALYZE d"
@@ -134,15 +141,7 @@ setup_drain() {
 # Prints "ok" or the error the maintenance raised.
 check_future() {
     local db=$1 ext=$2 out where
-    fresh_db "$db" "$ext"
-    q "$db" -c "CREATE TABLE f (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)" \
-        -c "CREATE INDEX ON f (at)"
-    if [ "$ext" = partman ]; then
-        q "$db" -c "SELECT partman.create_parent('public.f', 'at', $partman_daily, p_premake := 4,
-                                                 p_start_partition := to_char(now(), 'YYYY-MM-DD'))" >/dev/null
-    else
-        q "$db" -c "SELECT count(*) FROM perf.partition_table('f', 'at', '1 day', premake => 4)" >/dev/null
-    fi
+    daily_set_of_4 "$db" "$ext" f
     # a row of today (pg_partman 5 premakes ahead of the newest row in a partition) and the
     # early one for day +6
     q "$db" -c "INSERT INTO f VALUES (1, now(), 1), (2, date_trunc('day', now()) + interval '6 days 1 hour', 2)"
