@@ -130,6 +130,9 @@ q -c "SELECT action, count(*) AS objects, max(detail) AS detail FROM perf.partit
 q -c "SELECT partition, bounds, rows_estimate, size, is_default, rows_in_default FROM perf.partitions
        WHERE parent = 'events'::regclass ORDER BY is_default, partition LIMIT 14"
 q -c "SELECT * FROM perf.partition_maintenance('events')"
+# Settings change later; the next maintenance (every perf.partition_interval) applies them.
+q -q -c "DO \$\$ BEGIN PERFORM perf.alter_partition_set('events', premake => 8, retention => '2 years', retention_mode => 'detach'); END \$\$"
+q -c "SELECT parent, \"interval\", premake, retention, retention_mode, partitions FROM perf.partition_sets"
 
 cat <<MSG
 
