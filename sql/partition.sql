@@ -478,19 +478,17 @@ BEGIN
     -- 3. Rows sitting in the default partition, by the partition they belong in. Without the
     --    lock, only whether any of them will get a partition (those older than the retention
     --    will not): one probe, so that the grouping scan runs once, under the lock.
-    IF d IS NOT NULL AND NOT locked AND pg_relation_size(d) = 0 THEN
-        rows_to_move := false;  -- not a single page: no row, not even an uncommitted one
-    ELSIF d IS NOT NULL AND NOT locked THEN
-        EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s WHERE %s%s)', d,
-                       perf._partition_holdable(c, quote_ident(c.control)),
-                       CASE WHEN cutoff IS NULL THEN ''
-                            ELSE format(' AND %I >= %s', c.control,
-                                        perf._partition_literal(c, perf._partition_floor(c, cutoff))) END)
-            INTO STRICT rows_to_move;
-        IF NOT rows_to_move AND cutoff IS NOT NULL THEN
-            EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s', d,
-                           perf._partition_holdable(c, quote_ident(c.control)))
-                INTO STRICT expired_rows;
+    IF d IS NOT NULL AND NOT locked THEN
+        -- A default partition without a single page holds no row, not even an uncommitted one.
+        IF pg_relation_size(d) > 0 THEN
+            EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s WHERE %s%s)', d,
+                           perf._partition_holdable(c, quote_ident(c.control)),
+                           CASE WHEN cutoff IS NULL THEN ''
+                                ELSE format(' AND %I >= %s', c.control,
+                                            perf._partition_literal(c, perf._partition_floor(c, cutoff))) END)
+                INTO STRICT rows_to_move;
+            -- Otherwise what it holds is older than the retention: counted after step 4.
+            count_expired := NOT rows_to_move AND cutoff IS NOT NULL;
         END IF;
     ELSIF d IS NOT NULL THEN
         EXECUTE format('SELECT EXISTS (SELECT FROM ONLY %s)', d) INTO STRICT has_rows;
@@ -562,7 +560,8 @@ BEGIN
         END IF;
     END LOOP;
     IF count_expired THEN
-        -- Every row below the partition holding the cutoff is in an expired interval.
+        -- Every row below the partition holding the cutoff is in an expired interval (the
+        -- intervals found through an index, or the unlocked pass, have no count of their own).
         EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s AND %I < %s', d,
                        perf._partition_holdable(c, quote_ident(c.control)), c.control,
                        perf._partition_literal(c, perf._partition_floor(c, cutoff)))
@@ -796,6 +795,7 @@ DECLARE
     per_batch bigint;
     b bigint := 0;
     n bigint;
+    nulls bigint;
     attempt int;
     keys numeric[];
     k numeric;
@@ -871,16 +871,17 @@ BEGIN
         END;
     END LOOP;
     IF NOT c.default_partition THEN
-        EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %I IS NOT NULL AND NOT %s', old, c.control,
-                       perf._partition_holdable(c, quote_ident(c.control))) INTO n;
+        -- One scan: rows with infinity (n) and with NULL (nulls), refused in that order.
+        EXECUTE format('SELECT count(*) FILTER (WHERE %1$I IS NOT NULL AND NOT %2$s), count(*) FILTER (WHERE %1$I IS NULL) FROM ONLY %3$s',
+                       c.control, perf._partition_holdable(c, quote_ident(c.control)), old)
+            INTO n, nulls;
         IF n > 0 THEN
             RAISE EXCEPTION 'table % has % rows with infinity in "%", which no range partition can hold', old, n, c.control
                 USING ERRCODE = 'check_violation',
                       HINT = 'Use default_partition => true, or fix those rows first.';
         END IF;
-        EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %I IS NULL', old, c.control) INTO n;
-        IF n > 0 THEN
-            RAISE EXCEPTION 'table % has % rows with NULL in "%", which no partition can hold', old, n, c.control
+        IF nulls > 0 THEN
+            RAISE EXCEPTION 'table % has % rows with NULL in "%", which no partition can hold', old, nulls, c.control
                 USING ERRCODE = 'not_null_violation',
                       HINT = 'Use default_partition => true, or fix those rows first.';
         END IF;
@@ -1413,7 +1414,6 @@ BEGIN
     END LOOP;
 END $$;
 
--- Stops managing a set (its partitions stay as they are).
 -- Changes a set's premake, retention, retention_mode or template (NULL: unchanged;
 -- clear_retention / clear_template: back to keep everything / no template). The next
 -- maintenance applies them. Checked as perf.partition_table() checks them; the caller must own
@@ -1457,6 +1457,7 @@ BEGIN
     PERFORM perf._partition_config_put(c.parent, to_jsonb(c)::text, false);
 END $$;
 
+-- Stops managing a set (its partitions stay as they are).
 CREATE FUNCTION perf.partition_forget(parent regclass) RETURNS void
 LANGUAGE sql VOLATILE STRICT AS $$
     SELECT perf._require_role('perf_admin', 'perf.partition_forget()');

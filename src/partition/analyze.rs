@@ -12,7 +12,7 @@
 
 use pgrx::prelude::*;
 
-/// `perf._partition_analyze_parent(parent regclass)`: the inheritance statistics of the
+/// `perf._partition_analyze_parent(parent oid)`: the inheritance statistics of the
 /// partitioned table `parent` (sampled across its partitions), not the partitions' own.
 #[pg_extern(volatile, parallel_unsafe, name = "_partition_analyze_parent")]
 fn partition_analyze_parent(parent: Option<pg_sys::Oid>) {
