@@ -451,14 +451,7 @@ mod unit_tests {
     };
 
     fn col(attnum: i16, name: &str) -> ColumnRef {
-        ColumnRef {
-            attnum,
-            name: name.into(),
-            type_name: "bigint".into(),
-            typlen: 8,
-            typalign: TypeAlign::Double,
-            avg_width: 8,
-        }
+        ColumnRef::test_bigint(attnum, name)
     }
 
     fn table(schema: &str, name: &str) -> TableInfo {

@@ -898,6 +898,21 @@ pub fn finite_or(value: f64, fallback: f64) -> f64 {
 }
 
 #[cfg(test)]
+impl ColumnRef {
+    /// A `bigint` column, for tests that need a column and nothing particular about it.
+    pub(crate) fn test_bigint(attnum: i16, name: &str) -> Self {
+        ColumnRef {
+            attnum,
+            name: name.into(),
+            type_name: "bigint".into(),
+            typlen: 8,
+            typalign: TypeAlign::Double,
+            avg_width: 8,
+        }
+    }
+}
+
+#[cfg(test)]
 mod unit_tests {
     use super::*;
 

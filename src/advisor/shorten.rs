@@ -133,19 +133,11 @@ mod tests {
     use super::*;
     use crate::advisor::model::{
         ColumnRef, IndexKey, KeyTarget, QueryId, QueryShape, SortDirection, TableAccess, TableInfo,
-        TypeAlign,
     };
     use crate::advisor::selection::{ChosenIndex, StopReason};
 
     fn col(attnum: i16, name: &str) -> KeyTarget {
-        KeyTarget::Column(ColumnRef {
-            attnum,
-            name: name.into(),
-            type_name: "bigint".into(),
-            typlen: 8,
-            typalign: TypeAlign::Double,
-            avg_width: 8,
-        })
+        KeyTarget::Column(ColumnRef::test_bigint(attnum, name))
     }
 
     fn btree(keys: &[(i16, &str)]) -> IndexCandidate {
